@@ -1,0 +1,253 @@
+package pushdtest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Stats mirrors the JSON document served by pushd's admin GET /stats.
+type Stats struct {
+	Conns             int64            `json:"conns"`
+	Goroutines        int              `json:"goroutines"`
+	RlimitNofile      uint64           `json:"rlimit_nofile"`
+	MaxConns          int64            `json:"max_conns"`
+	Accepted          uint64           `json:"accepted"`
+	Upgraded          uint64           `json:"upgraded"`
+	Refused           uint64           `json:"refused"`
+	HandshakeFailures uint64           `json:"handshake_failures"`
+	HandshakeTimeouts uint64           `json:"handshake_timeouts"`
+	PongTimeouts      uint64           `json:"pong_timeouts"`
+	Closed            map[string]int64 `json:"closed_by_code"`
+	RSSBytes          uint64           `json:"rss_bytes"`
+	HeapInuse         uint64           `json:"heap_inuse"`
+}
+
+// Build compiles cmd/pushd into a fresh temp dir and returns the binary path.
+// The Go build cache makes repeated calls cheap.
+func Build(tb testing.TB) string {
+	tb.Helper()
+	return BuildPackage(tb, "github.com/pushd/pushd/cmd/pushd", "pushd")
+}
+
+// BuildPackage compiles the main package pkg to a binary called name in a
+// temp dir and returns its path.
+func BuildPackage(tb testing.TB, pkg, name string) string {
+	tb.Helper()
+	out := filepath.Join(tb.TempDir(), name)
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Env = os.Environ()
+	if b, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("go build %s: %v\n%s", pkg, err, b)
+	}
+	return out
+}
+
+// Options tune Start.
+type Options struct {
+	// Args are extra pushd flags. -listen and -admin-listen default to
+	// 127.0.0.1:0 unless present here.
+	Args []string
+	// Wrapper is a command prefix, e.g. []string{"prlimit", "--nofile=256:256"}.
+	Wrapper []string
+	// StartTimeout bounds the wait for the listening lines (default 15 s).
+	StartTimeout time.Duration
+}
+
+// Proc is a running pushd process.
+type Proc struct {
+	Cmd       *exec.Cmd
+	WSAddr    string // host:port of the WebSocket listener
+	AdminAddr string // host:port of the admin listener
+
+	mu     sync.Mutex
+	stderr bytes.Buffer
+	done   chan struct{}
+	err    error
+}
+
+// Start runs the pushd binary at bin and waits until both listeners are up.
+// The process is stopped (SIGTERM, then SIGKILL after 5 s) when tb ends.
+func Start(tb testing.TB, bin string, o Options) *Proc {
+	tb.Helper()
+	args := append([]string(nil), o.Args...)
+	if !hasFlag(args, "listen") {
+		args = append(args, "-listen", "127.0.0.1:0")
+	}
+	if !hasFlag(args, "admin-listen") {
+		args = append(args, "-admin-listen", "127.0.0.1:0")
+	}
+	if !hasFlag(args, "log-format") {
+		args = append(args, "-log-format", "json")
+	}
+	argv := append(append([]string(nil), o.Wrapper...), bin)
+	argv = append(argv, args...)
+	p := &Proc{Cmd: exec.Command(argv[0], argv[1:]...), done: make(chan struct{})}
+	pr, pw := io.Pipe()
+	p.Cmd.Stderr = pw
+	p.Cmd.Stdout = pw
+	if err := p.Cmd.Start(); err != nil {
+		tb.Fatalf("start %v: %v", argv, err)
+	}
+	addrs := make(chan [2]string, 1)
+	go p.scan(pr, addrs)
+	go func() {
+		p.err = p.Cmd.Wait()
+		pw.Close()
+		close(p.done)
+	}()
+	tb.Cleanup(func() { p.Stop(tb) })
+	timeout := o.StartTimeout
+	if timeout == 0 {
+		timeout = 15 * time.Second
+	}
+	select {
+	case a := <-addrs:
+		p.WSAddr, p.AdminAddr = a[0], a[1]
+	case <-p.done:
+		tb.Fatalf("pushd exited before listening: %v\n%s", p.err, p.Log())
+	case <-time.After(timeout):
+		tb.Fatalf("pushd did not report its listeners within %v\n%s", timeout, p.Log())
+	}
+	return p
+}
+
+func hasFlag(args []string, name string) bool {
+	for _, a := range args {
+		a = strings.TrimLeft(a, "-")
+		if a == name || strings.HasPrefix(a, name+"=") {
+			return true
+		}
+	}
+	return false
+}
+
+// scan copies the process output into p.stderr and reports the two
+// listening addresses once both are logged.
+func (p *Proc) scan(r io.Reader, addrs chan<- [2]string) {
+	var ws, admin string
+	sent := false
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		p.mu.Lock()
+		p.stderr.Write(line)
+		p.stderr.WriteByte('\n')
+		p.mu.Unlock()
+		if sent {
+			continue
+		}
+		var rec struct {
+			Msg  string `json:"msg"`
+			Kind string `json:"kind"`
+			Addr string `json:"addr"`
+		}
+		if json.Unmarshal(line, &rec) != nil || rec.Msg != "listening" {
+			continue
+		}
+		switch rec.Kind {
+		case "ws":
+			ws = rec.Addr
+		case "admin":
+			admin = rec.Addr
+		}
+		if ws != "" && admin != "" {
+			addrs <- [2]string{ws, admin}
+			sent = true
+		}
+	}
+	_, _ = io.Copy(io.Discard, r)
+}
+
+// Log returns everything the process printed so far.
+func (p *Proc) Log() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stderr.String()
+}
+
+// URL returns the ws:// URL of path on the WebSocket listener.
+func (p *Proc) URL(path string) string { return "ws://" + p.WSAddr + path }
+
+// AdminURL returns the http:// URL of path on the admin listener.
+func (p *Proc) AdminURL(path string) string { return "http://" + p.AdminAddr + path }
+
+// Pid returns the process id of pushd (of the wrapper when one is used;
+// prlimit execs pushd, so the pid is the same).
+func (p *Proc) Pid() int { return p.Cmd.Process.Pid }
+
+// Stats fetches and decodes GET /stats.
+func (p *Proc) Stats(tb testing.TB) Stats {
+	tb.Helper()
+	s, err := p.FetchStats(context.Background())
+	if err != nil {
+		tb.Fatalf("stats: %v", err)
+	}
+	return s
+}
+
+// FetchStats is Stats without the test helper, for bench programs.
+func (p *Proc) FetchStats(ctx context.Context) (Stats, error) {
+	return FetchStats(ctx, p.AdminAddr)
+}
+
+// FetchStats fetches GET /stats from the admin listener at addr.
+func FetchStats(ctx context.Context, addr string) (Stats, error) {
+	var s Stats
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/stats", nil)
+	if err != nil {
+		return s, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return s, fmt.Errorf("GET /stats: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return s, fmt.Errorf("GET /stats: status %s", resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		return s, fmt.Errorf("decode /stats: %w", err)
+	}
+	return s, nil
+}
+
+// Exited reports whether the process has exited.
+func (p *Proc) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Stop sends SIGTERM and waits up to 5 s before SIGKILL. It is idempotent.
+func (p *Proc) Stop(tb testing.TB) {
+	if p.Exited() {
+		return
+	}
+	_ = p.Cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		_ = p.Cmd.Process.Kill()
+		<-p.done
+		tb.Logf("pushd did not stop within 5 s of SIGTERM; killed")
+	}
+}
