@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# scripts/test.sh: the one test command for pushd (README and CI run this).
+#
+# On a fresh Debian machine with only Go and Node 20 it installs what is
+# missing (Debian peers and redis-server via apt, the npm peers via npm ci),
+# then runs: gofmt check, go vet, the race-enabled test suite (conformance
+# against independent WebSocket peers included), the allocation tests without
+# -race, and a benchmark smoke run.
+#
+# Usage: scripts/test.sh            install missing tools, then run everything
+#        scripts/test.sh install    only install missing tools
+#
+# Never installs nodejs/npm through apt: that would replace the NodeSource
+# Node 20 with Debian's Node 18 (see /work/shared/CONFORMANCE.md).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+die() { printf 'scripts/test.sh: %s\n' "$*" >&2; exit 1; }
+
+install_missing() {
+	step "check toolchain"
+	command -v go >/dev/null || die "go is not installed (Go $(sed -n 's/^go //p' go.mod) is required)"
+	command -v node >/dev/null || die "node is not installed (Node >= 20.18.1 is required; never apt-get install nodejs)"
+	command -v npm >/dev/null || die "npm is not installed (it ships with Node 20)"
+	go version
+	echo "node $(node --version), npm $(npm --version 2>/dev/null)"
+
+	local missing=()
+	/usr/bin/python3 -c 'import websockets' 2>/dev/null || missing+=(python3-websockets)
+	[ -x /usr/bin/chromium ] || missing+=(chromium)
+	command -v redis-server >/dev/null || missing+=(redis-server)
+	if [ "${#missing[@]}" -gt 0 ]; then
+		local sudo=()
+		[ "$(id -u)" -eq 0 ] || sudo=(sudo)
+		step "apt-get install ${missing[*]}"
+		export DEBIAN_FRONTEND=noninteractive
+		"${sudo[@]}" apt-get update
+		"${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
+	else
+		step "Debian peers present (python3-websockets, chromium, redis-server)"
+	fi
+
+	step "npm ci (conformance/node: ws, undici)"
+	(cd conformance/node && npm ci --no-audit --no-fund --loglevel=error)
+}
+
+run_tests() {
+	step "gofmt check"
+	local unformatted
+	unformatted=$(git ls-files -z --cached --others --exclude-standard -- '*.go' | xargs -0 -r gofmt -l)
+	if [ -n "$unformatted" ]; then
+		printf 'files need gofmt:\n%s\n' "$unformatted" >&2
+		exit 1
+	fi
+
+	step "go vet ./..."
+	go vet ./...
+
+	step "go test -race -shuffle=on -timeout 15m ./..."
+	go test -race -shuffle=on -timeout 15m ./...
+
+	step "go test -count=1 ./codec/... (no -race: AllocsPerRun tests run)"
+	go test -count=1 ./codec/...
+
+	step "benchmark smoke: go test -run='^\$' -bench=. -benchtime=1x ./..."
+	go test -run='^$' -bench=. -benchtime=1x ./...
+}
+
+start=$SECONDS
+install_missing
+if [ "${1:-}" = install ]; then
+	step "install done in $((SECONDS - start)) s"
+	exit 0
+fi
+run_tests
+step "all checks passed in $((SECONDS - start)) s"
