@@ -17,4 +17,5 @@ require (
 	github.com/panjf2000/ants/v2 v2.12.1 // indirect
 	golang.org/x/sync v0.11.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
+	golang.org/x/term v0.47.0 // indirect
 )

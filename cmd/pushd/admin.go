@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pushd/pushd/poller"
+)
+
+// admin is the loopback-by-default HTTP server for operators: /stats,
+// /livez, pprof and a memory-release hook for measurements.
+type admin struct {
+	srv *http.Server
+	ln  net.Listener
+	log *slog.Logger
+}
+
+func newAdmin(addr string, ps *poller.Server, nofile uint64, log *slog.Logger) (*admin, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("admin listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(statsDoc(ps, nofile))
+	})
+	mux.HandleFunc("POST /debug/freeosmemory", func(w http.ResponseWriter, _ *http.Request) {
+		debug.FreeOSMemory()
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	// pprof is registered explicitly on this mux only, never on
+	// http.DefaultServeMux.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	a := &admin{
+		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second},
+		ln:  ln,
+		log: log,
+	}
+	log.Info("listening", "kind", "admin", "addr", ln.Addr().String())
+	return a, nil
+}
+
+func (a *admin) run() error {
+	if err := a.srv.Serve(a.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("admin: %w", err)
+	}
+	return nil
+}
+
+func (a *admin) shutdown(ctx context.Context) error { return a.srv.Shutdown(ctx) }
+
+// statsDoc is the /stats document (see internal/pushdtest.Stats).
+func statsDoc(ps *poller.Server, nofile uint64) map[string]any {
+	st := ps.Stats()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	closed := make(map[string]uint64, len(st.ClosedByCode))
+	for code, n := range st.ClosedByCode {
+		closed[strconv.Itoa(int(code))] = n
+	}
+	return map[string]any{
+		"conns":              st.Conns,
+		"goroutines":         runtime.NumGoroutine(),
+		"rlimit_nofile":      nofile,
+		"max_conns":          st.MaxConns,
+		"accepted":           st.Accepted,
+		"upgraded":           st.Upgraded,
+		"refused":            st.Refused,
+		"rejected":           st.Rejected,
+		"handshake_failures": st.HandshakeFailures,
+		"handshake_timeouts": st.HandshakeTimeouts,
+		"pong_timeouts":      st.PongTimeouts,
+		"protocol_errors":    st.ProtocolErrors,
+		"stalls":             st.Stalls,
+		"write_timeouts":     st.WriteTimeouts,
+		"closed_by_code":     closed,
+		"rss_bytes":          rss(),
+		"heap_inuse":         ms.HeapInuse,
+	}
+}
+
+// rss reads the resident set size from /proc/self/statm.
+func rss() uint64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	pages, _ := strconv.ParseUint(f[1], 10, 64)
+	return pages * uint64(os.Getpagesize())
+}

@@ -1,0 +1,146 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/pushd/pushd/poller"
+)
+
+// Config is pushd's whole configuration. Precedence: defaults < PUSHD_*
+// environment < flags.
+type Config struct {
+	Listen      string
+	AdminListen string
+	Echo        bool
+	ReusePort   bool
+	CheckConfig bool
+
+	MaxFrame         int64
+	MaxMessage       int64
+	MaxHeaderBytes   int
+	MaxPending       int
+	MaxConns         int64
+	HandshakeTimeout time.Duration
+	PingInterval     time.Duration
+	PongTimeout      time.Duration
+	CloseTimeout     time.Duration
+	WriteTimeout     time.Duration
+	ShutdownTimeout  time.Duration
+
+	Loops       int
+	Workers     int
+	ReadBuffer  int
+	LinkNodeCap int
+
+	LogFormat string
+	LogLevel  string
+}
+
+// parseConfig builds the Config from flags and the environment (lookup is
+// os.LookupEnv outside tests). It reports every invalid value at once.
+func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Writer) (Config, error) {
+	var c Config
+	fs := flag.NewFlagSet("pushd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.Listen, "listen", "127.0.0.1:8080", "WebSocket (public HTTP) listen address")
+	fs.StringVar(&c.AdminListen, "admin-listen", "127.0.0.1:9090", "admin HTTP listen address (/stats, /livez, /debug/pprof/)")
+	fs.BoolVar(&c.Echo, "echo", false, "conformance mode: echo every data message back unchanged")
+	fs.BoolVar(&c.ReusePort, "reuseport", false, "set SO_REUSEPORT so several pushd processes share -listen")
+	fs.BoolVar(&c.CheckConfig, "check-config", false, "validate the configuration and exit")
+	fs.Int64Var(&c.MaxFrame, "max-frame", poller.DefaultMaxFrameSize, "max inbound frame payload in bytes (close 1009 above)")
+	fs.Int64Var(&c.MaxMessage, "max-message", poller.DefaultMaxMessageSize, "max inbound message size in bytes (close 1009 above)")
+	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", poller.DefaultMaxHeaderBytes, "max size of the HTTP upgrade request (431 above)")
+	fs.IntVar(&c.MaxPending, "max-pending", poller.DefaultMaxPendingBytes, "max bytes queued for one connection (slow consumer above)")
+	fs.Int64Var(&c.MaxConns, "max-conns", 0, "max connections (0: RLIMIT_NOFILE minus headroom); above it clients get 503")
+	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", poller.DefaultHandshakeTimeout, "close connections that do not finish the upgrade in time")
+	fs.DurationVar(&c.PingInterval, "ping-interval", poller.DefaultPingInterval, "ping connections silent for this long")
+	fs.DurationVar(&c.PongTimeout, "pong-timeout", poller.DefaultPongTimeout, "close connections still silent this long after a ping")
+	fs.DurationVar(&c.CloseTimeout, "close-timeout", poller.DefaultCloseTimeout, "wait this long for the peer's close frame before closing TCP")
+	fs.DurationVar(&c.WriteTimeout, "write-timeout", poller.DefaultWriteTimeout, "close connections whose socket stays full this long")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "bound on the graceful shutdown after SIGINT/SIGTERM")
+	fs.IntVar(&c.Loops, "loops", 0, "netpoll event loops (0: netpoll's default, GOMAXPROCS/20+1)")
+	fs.IntVar(&c.Workers, "workers", 256, "size of the worker pool that runs connection handlers")
+	fs.IntVar(&c.ReadBuffer, "read-buffer", 1024, "initial per-connection read buffer in bytes (netpoll BufferSize)")
+	fs.IntVar(&c.LinkNodeCap, "link-node-cap", 1024, "minimum netpoll buffer node size in bytes (netpoll LinkBufferCap)")
+	fs.StringVar(&c.LogFormat, "log-format", "auto", "log format: auto (text on a terminal, else json), json or text")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return c, err
+		}
+		return c, fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	// The environment fills every flag not given on the command line.
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] {
+			return
+		}
+		key := envKey(f.Name)
+		if v, ok := lookup(key); ok {
+			if err := f.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %w", key, v, err))
+			}
+		}
+	})
+	errs = append(errs, c.validate()...)
+	if len(errs) > 0 {
+		return c, fmt.Errorf("%w: invalid configuration:\n  %w", errUsage, errors.Join(errs...))
+	}
+	return c, nil
+}
+
+// envKey maps a flag name to its environment variable: max-frame → PUSHD_MAX_FRAME.
+func envKey(flagName string) string {
+	return "PUSHD_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func (c Config) validate() []error {
+	var errs []error
+	if c.Listen == "" {
+		errs = append(errs, errors.New("-listen must not be empty"))
+	}
+	if c.AdminListen == "" {
+		errs = append(errs, errors.New("-admin-listen must not be empty"))
+	}
+	if c.Workers < 1 {
+		errs = append(errs, fmt.Errorf("-workers must be at least 1 (got %d)", c.Workers))
+	}
+	if c.ReadBuffer < 256 {
+		errs = append(errs, fmt.Errorf("-read-buffer must be at least 256 (got %d)", c.ReadBuffer))
+	}
+	if c.LinkNodeCap < 256 {
+		errs = append(errs, fmt.Errorf("-link-node-cap must be at least 256 (got %d)", c.LinkNodeCap))
+	}
+	if c.Loops < 0 {
+		errs = append(errs, fmt.Errorf("-loops must not be negative (got %d)", c.Loops))
+	}
+	if c.ShutdownTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("-shutdown-timeout must be positive (got %v)", c.ShutdownTimeout))
+	}
+	switch c.LogFormat {
+	case "auto", "json", "text":
+	default:
+		errs = append(errs, fmt.Errorf("-log-format must be auto, json or text (got %q)", c.LogFormat))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("-log-level must be debug, info, warn or error (got %q)", c.LogLevel))
+	}
+	if err := c.pollerConfig(nil).Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errs
+}

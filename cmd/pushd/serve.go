@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/cloudwego/netpoll"
+	"github.com/panjf2000/ants/v2"
+	"golang.org/x/term"
+
+	"github.com/pushd/pushd/poller"
+)
+
+// serve wires the process: logger, file limits, netpoll, the worker pool,
+// the WebSocket server and the admin server. It returns after ctx is done
+// and everything has stopped.
+func serve(ctx context.Context, cfg Config, stderr io.Writer) error {
+	log := newLogger(cfg, stderr)
+
+	soft, hard, err := poller.RaiseFileLimit()
+	if err != nil {
+		log.Warn("cannot raise RLIMIT_NOFILE", "err", err)
+		soft, hard, _ = poller.FileLimit()
+	}
+
+	pool, err := ants.NewPool(cfg.Workers,
+		ants.WithNonblocking(true),
+		ants.WithPanicHandler(func(v any) { log.Error("panic in connection handler", "panic", v) }),
+	)
+	if err != nil {
+		return fmt.Errorf("worker pool: %w", err)
+	}
+	// netpoll's switches are process-wide; this is the only place that
+	// touches them. A Runner must never drop a task (the connection would
+	// keep its processing lock and stall), so overload falls back to a
+	// plain goroutine.
+	netpoll.LinkBufferCap = cfg.LinkNodeCap
+	if err := netpoll.Configure(netpoll.Config{
+		PollerNum:  cfg.Loops,
+		BufferSize: cfg.ReadBuffer,
+		Runner: func(_ context.Context, f func()) {
+			if err := pool.Submit(f); err != nil {
+				go f()
+			}
+		},
+		LoggerOutput: &lineLogger{log: log, limit: newRateLimit(5, time.Second)},
+	}); err != nil {
+		return fmt.Errorf("netpoll: %w", err)
+	}
+
+	// Until the pushd.v1 protocol lands, echo is the only handler.
+	srv, err := poller.New(cfg.pollerConfig(log), poller.Echo{})
+	if err != nil {
+		return err
+	}
+	log.Info("rlimit", "nofile_soft", soft, "nofile_hard", hard, "max_conns", srv.MaxConns())
+	if _, err := srv.Listen(cfg.Listen); err != nil {
+		return err
+	}
+	admin, err := newAdmin(cfg.AdminListen, srv, soft, log)
+	if err != nil {
+		return err
+	}
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		errc <- srv.Run(runCtx)
+	}()
+	go func() {
+		defer wg.Done()
+		errc <- admin.run()
+	}()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+	case runErr = <-errc:
+		log.Error("server stopped", "err", runErr)
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer scancel()
+	shutErr := errors.Join(srv.Shutdown(sctx), admin.shutdown(sctx))
+	cancel()
+	wg.Wait()
+	if err := pool.ReleaseTimeout(time.Second); err != nil {
+		log.Warn("worker pool did not stop in time", "err", err)
+	}
+	if runErr != nil {
+		return runErr
+	}
+	if shutErr != nil {
+		return fmt.Errorf("shutdown: %w", shutErr)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// pollerConfig maps the flags onto the poller's Config.
+func (c Config) pollerConfig(log *slog.Logger) poller.Config {
+	return poller.Config{
+		MaxFrameSize:     c.MaxFrame,
+		MaxMessageSize:   c.MaxMessage,
+		MaxHeaderBytes:   c.MaxHeaderBytes,
+		MaxPendingBytes:  c.MaxPending,
+		MaxConns:         c.MaxConns,
+		HandshakeTimeout: c.HandshakeTimeout,
+		PingInterval:     c.PingInterval,
+		PongTimeout:      c.PongTimeout,
+		CloseTimeout:     c.CloseTimeout,
+		WriteTimeout:     c.WriteTimeout,
+		ReusePort:        c.ReusePort,
+		Logger:           log,
+	}
+}
+
+// newLogger builds the process logger: JSON unless -log-format says text
+// or (auto) stderr is a terminal.
+func newLogger(cfg Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	text := cfg.LogFormat == "text"
+	if cfg.LogFormat == "auto" {
+		if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			text = true
+		}
+	}
+	if text {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}

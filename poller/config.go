@@ -1,0 +1,143 @@
+package poller
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Config holds every limit and timeout of a Server. The zero value of a
+// field selects its default (see the Default* constants); Validate reports
+// every invalid field at once.
+type Config struct {
+	// MaxFrameSize bounds the payload of one inbound frame (close 1009 above).
+	MaxFrameSize int64
+	// MaxMessageSize bounds one assembled inbound message (close 1009 above).
+	MaxMessageSize int64
+	// MaxHeaderBytes bounds the HTTP upgrade request (431 above).
+	MaxHeaderBytes int
+	// MaxPendingBytes bounds the bytes queued for one connection; a Send
+	// beyond it fails with ErrQueueFull and the caller applies its
+	// slow-consumer policy. A frame is always accepted into an empty queue.
+	MaxPendingBytes int
+	// MaxConns caps upgraded plus handshaking connections; above it new TCP
+	// connections get a 503 and are closed. Zero derives it from
+	// RLIMIT_NOFILE minus FDHeadroom.
+	MaxConns int64
+	// HandshakeTimeout closes TCP connections that have not completed the
+	// upgrade in time.
+	HandshakeTimeout time.Duration
+	// PingInterval is how long a connection may stay silent before the
+	// server pings it.
+	PingInterval time.Duration
+	// PongTimeout is how long after the ping a still-silent connection is
+	// closed.
+	PongTimeout time.Duration
+	// CloseTimeout bounds the wait for the peer after a close frame was
+	// sent, before TCP is closed.
+	CloseTimeout time.Duration
+	// WriteTimeout bounds how long a connection may keep the kernel's send
+	// buffer full before it is closed as a slow consumer.
+	WriteTimeout time.Duration
+	// Tick is the timing wheel resolution.
+	Tick time.Duration
+	// ReusePort sets SO_REUSEPORT on the listener so several processes can
+	// share one port.
+	ReusePort bool
+	// Backlog is the listen(2) backlog.
+	Backlog int
+	// Logger receives the server's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Defaults used for zero Config fields.
+const (
+	DefaultMaxFrameSize     = 1 << 20
+	DefaultMaxMessageSize   = 1 << 20
+	DefaultMaxHeaderBytes   = 8 << 10
+	DefaultMaxPendingBytes  = 1 << 20
+	DefaultHandshakeTimeout = 5 * time.Second
+	DefaultPingInterval     = 25 * time.Second
+	DefaultPongTimeout      = 10 * time.Second
+	DefaultCloseTimeout     = 2 * time.Second
+	DefaultWriteTimeout     = 10 * time.Second
+	DefaultTick             = 50 * time.Millisecond
+	DefaultBacklog          = 4096
+	// FDHeadroom is the number of file descriptors MaxConns leaves for the
+	// listeners, the admin server, Redis and logs when derived from
+	// RLIMIT_NOFILE.
+	FDHeadroom = 128
+)
+
+func (c *Config) setDefaults() {
+	if c.MaxFrameSize == 0 {
+		c.MaxFrameSize = DefaultMaxFrameSize
+	}
+	if c.MaxMessageSize == 0 {
+		c.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if c.MaxHeaderBytes == 0 {
+		c.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if c.MaxPendingBytes == 0 {
+		c.MaxPendingBytes = DefaultMaxPendingBytes
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if c.PingInterval == 0 {
+		c.PingInterval = DefaultPingInterval
+	}
+	if c.PongTimeout == 0 {
+		c.PongTimeout = DefaultPongTimeout
+	}
+	if c.CloseTimeout == 0 {
+		c.CloseTimeout = DefaultCloseTimeout
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.Tick == 0 {
+		c.Tick = DefaultTick
+	}
+	if c.Backlog == 0 {
+		c.Backlog = DefaultBacklog
+	}
+}
+
+// Validate reports every invalid field of c at once.
+func (c Config) Validate() error {
+	var errs []error
+	neg := func(name string, v int64) {
+		if v < 0 {
+			errs = append(errs, fmt.Errorf("%s must not be negative (got %d)", name, v))
+		}
+	}
+	neg("MaxFrameSize", c.MaxFrameSize)
+	neg("MaxMessageSize", c.MaxMessageSize)
+	neg("MaxHeaderBytes", int64(c.MaxHeaderBytes))
+	neg("MaxPendingBytes", int64(c.MaxPendingBytes))
+	neg("MaxConns", c.MaxConns)
+	neg("Backlog", int64(c.Backlog))
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"HandshakeTimeout", c.HandshakeTimeout}, {"PingInterval", c.PingInterval},
+		{"PongTimeout", c.PongTimeout}, {"CloseTimeout", c.CloseTimeout},
+		{"WriteTimeout", c.WriteTimeout}, {"Tick", c.Tick},
+	} {
+		neg(d.name, int64(d.v))
+	}
+	if c.MaxFrameSize > 0 && c.MaxMessageSize > 0 && c.MaxFrameSize > c.MaxMessageSize {
+		errs = append(errs, fmt.Errorf("MaxFrameSize (%d) must not exceed MaxMessageSize (%d)", c.MaxFrameSize, c.MaxMessageSize))
+	}
+	if c.MaxHeaderBytes != 0 && c.MaxHeaderBytes < 256 {
+		errs = append(errs, fmt.Errorf("MaxHeaderBytes must be at least 256 (got %d)", c.MaxHeaderBytes))
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))
+}

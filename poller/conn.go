@@ -1,0 +1,297 @@
+package poller
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cloudwego/netpoll"
+	"github.com/gobwas/ws"
+
+	"github.com/pushd/pushd/codec"
+)
+
+// connState is a connection's life stage; stored in Conn.state.
+type connState = uint32
+
+const (
+	stateHandshake connState = iota // reading the HTTP upgrade request
+	stateOpen                       // upgraded; frames flow both ways
+	stateClosing                    // our close frame is queued; waiting for the peer's
+	stateFailed                     // protocol failure or refusal: input is discarded
+	stateClosed                     // TCP closed; the close callback ran
+)
+
+// Conn is one client connection. The poller owns it: read state is touched
+// only by the connection's processing goroutine, write state only under mu,
+// timer state only under the wheel's lock. Other packages hold *Conn as a
+// handle and use Send, Queue, Flush, Close, ID and the Value slot.
+type Conn struct {
+	srv *Server
+	nc  netpoll.Connection
+	fd  int
+	id  uint64
+
+	state    atomic.Uint32
+	lastRead atomic.Int64 // wheel tick of the last inbound bytes
+	pingTick int64        // accept tick until upgraded, then the tick of the last ping; wheel goroutine only
+	timer    timerLink
+	reg      regLink
+
+	// Read side: processing goroutine only.
+	parser codec.Parser
+	// partial holds bytes that had to outlive one OnRequest call: an
+	// incomplete upgrade request, a control frame split across reads, or a
+	// fragmented/split data message being assembled. nil when idle.
+	partial    []byte
+	assembling bool  // a data message is being assembled into partial
+	ctlStart   int32 // offset in partial of a split control frame
+	value      any
+	opened     bool // Handler.Open ran; Handler.Close is owed
+
+	// Write side: guarded by mu.
+	mu       sync.Mutex
+	q        [][]byte // frames waiting for the socket, oldest first
+	pending  int      // bytes in q plus bytes handed to netpoll while stalled
+	stallLen int      // bytes handed to netpoll's buffer by the current stall
+	stalled  bool     // the socket was full; a drain goroutine owns the writes
+	closed   bool     // the close callback ran; never write to fd again
+	shutWr   bool     // shutdown(SHUT_WR) once q drains (after our close frame)
+	closeNow bool     // a write failed: close TCP once mu is released
+	endCode  ws.StatusCode
+}
+
+// ID returns the connection's server-unique id.
+func (c *Conn) ID() uint64 { return c.id }
+
+// RemoteAddr returns the peer address.
+func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
+
+// Value returns what SetValue stored.
+func (c *Conn) Value() any { return c.value }
+
+// SetValue stores the handler's per-connection state. Call it from Upgrade
+// or Open (the processing goroutine); Value may then be read anywhere.
+func (c *Conn) SetValue(v any) { c.value = v }
+
+// Open reports whether the connection is upgraded and not closing.
+func (c *Conn) Open() bool { return c.state.Load() == stateOpen }
+
+// process consumes every byte netpoll has buffered for c. It never returns
+// with unread input: netpoll would call it again in a busy loop. Bytes that
+// must outlive this call are copied into c.partial.
+func (c *Conn) process() {
+	r := c.nc.Reader()
+	n := r.Len()
+	if n == 0 {
+		return
+	}
+	b, err := r.Next(n)
+	if err != nil {
+		_ = c.nc.Close()
+		return
+	}
+	c.lastRead.Store(c.srv.wheel.now.Load())
+	switch c.state.Load() {
+	case stateHandshake:
+		b = c.handshake(b)
+		if len(b) > 0 && c.state.Load() == stateOpen {
+			c.readFrames(b)
+		}
+	case stateOpen, stateClosing:
+		c.readFrames(b)
+	}
+	_ = r.Release()
+}
+
+// readFrames feeds b to the parser and acts on every chunk.
+func (c *Conn) readFrames(b []byte) {
+	for len(b) > 0 {
+		ch, n, ok, err := c.parser.Next(b)
+		b = b[n:]
+		if err != nil {
+			c.fail(err)
+			return
+		}
+		if !ok {
+			return
+		}
+		if ch.MsgOp.IsControl() {
+			c.controlChunk(ch)
+		} else if c.state.Load() == stateOpen {
+			c.dataChunk(ch)
+		}
+		if st := c.state.Load(); st != stateOpen && st != stateClosing {
+			return
+		}
+	}
+}
+
+// controlChunk collects a control frame (at most 125 bytes, possibly split
+// across reads) and handles it once complete. A control frame may arrive in
+// the middle of a fragmented message: its bytes then follow the message's
+// in c.partial, from ctlStart on, and are cut off again afterwards.
+func (c *Conn) controlChunk(ch codec.Chunk) {
+	if ch.First && ch.FrameEnd {
+		c.control(ch.MsgOp, ch.Payload)
+		return
+	}
+	if ch.First {
+		c.ctlStart = int32(len(c.partial))
+	}
+	c.partial = append(c.partial, ch.Payload...)
+	if !ch.FrameEnd {
+		return
+	}
+	c.control(ch.MsgOp, c.partial[c.ctlStart:])
+	c.partial = c.partial[:c.ctlStart]
+	if !c.assembling {
+		c.partial = nil
+	}
+}
+
+// control handles one complete control frame.
+func (c *Conn) control(op ws.OpCode, payload []byte) {
+	switch op {
+	case ws.OpPing:
+		if c.state.Load() == stateOpen {
+			c.sendControl(codec.AppendFrame(nil, ws.OpPong, true, payload))
+		}
+	case ws.OpPong:
+		// Liveness is tracked by lastRead; nothing else to do.
+	case ws.OpClose:
+		c.peerClose(payload)
+	}
+}
+
+// dataChunk delivers a data message, zero-copy when it arrived whole.
+func (c *Conn) dataChunk(ch codec.Chunk) {
+	if !c.assembling && ch.First && ch.MsgEnd {
+		c.srv.h.Message(c, ch.MsgOp, ch.Payload)
+		return
+	}
+	c.assembling = true
+	c.partial = append(c.partial, ch.Payload...)
+	if ch.MsgEnd {
+		msg := c.partial
+		c.partial, c.assembling = nil, false
+		c.srv.h.Message(c, ch.MsgOp, msg)
+	}
+}
+
+// peerClose answers the peer's close frame (RFC 6455 §5.5.1).
+func (c *Conn) peerClose(payload []byte) {
+	code, _, err := codec.ParseClose(payload)
+	if err != nil {
+		c.fail(err)
+		return
+	}
+	if c.state.Load() == stateClosing {
+		// Our close was already sent; the handshake is complete.
+		c.setEndCode(code)
+		_ = c.nc.Close()
+		return
+	}
+	reply := code
+	if code == ws.StatusNoStatusRcvd {
+		reply = ws.StatusNormalClosure
+	}
+	c.setEndCode(code)
+	c.closeWith(reply, "", stateClosing)
+}
+
+// fail closes the connection after a protocol error with the error's close
+// code (RFC 6455 §7.1.7) and discards further input.
+func (c *Conn) fail(err error) {
+	code := codec.CloseCode(err)
+	reason := ""
+	if e, ok := err.(*codec.Error); ok {
+		reason = e.Reason
+	}
+	c.srv.stats.protocolErrors.Add(1)
+	c.closeWith(code, reason, stateFailed)
+}
+
+// Close starts the closing handshake with code and reason: the close frame
+// is queued after everything already queued, further sends fail with
+// ErrClosed, and TCP is closed when the peer answers or after
+// Config.CloseTimeout. Safe from any goroutine; later calls do nothing.
+func (c *Conn) Close(code ws.StatusCode, reason string) error {
+	if !c.closeWith(code, reason, stateClosing) {
+		return ErrClosed
+	}
+	return nil
+}
+
+// closeWith moves c from open (or handshake) to next, queues the close
+// frame and arms the close timeout. It reports whether it made the move.
+func (c *Conn) closeWith(code ws.StatusCode, reason string, next connState) bool {
+	for {
+		st := c.state.Load()
+		if st != stateOpen && st != stateHandshake {
+			return false
+		}
+		if c.state.CompareAndSwap(st, next) {
+			if st == stateHandshake {
+				// No WebSocket yet: nothing to send a close frame on.
+				_ = c.nc.Close()
+				return true
+			}
+			break
+		}
+	}
+	c.setEndCode(code)
+	c.mu.Lock()
+	_ = c.queueLocked(codec.AppendClose(nil, code, reason), true)
+	c.shutWr = true
+	c.flushLocked()
+	c.unlock()
+	c.srv.wheel.schedule(c, c.srv.wheel.now.Load()+c.srv.closeTicks)
+	return true
+}
+
+// setEndCode records the code the connection ends with; the first wins.
+func (c *Conn) setEndCode(code ws.StatusCode) {
+	c.mu.Lock()
+	if c.endCode == 0 {
+		c.endCode = code
+	}
+	c.mu.Unlock()
+}
+
+// onTimer runs on the wheel goroutine when c's deadline is due.
+func (c *Conn) onTimer(now int64) {
+	s := c.srv
+	switch c.state.Load() {
+	case stateHandshake:
+		if now >= c.acceptTick()+s.handshakeTicks {
+			s.stats.handshakeTimeouts.Add(1)
+			_ = c.nc.Close()
+			return
+		}
+		s.wheel.schedule(c, c.acceptTick()+s.handshakeTicks)
+	case stateOpen:
+		last := c.lastRead.Load()
+		idle := now - last
+		switch {
+		case idle >= s.pingTicks+s.pongTicks:
+			s.stats.pongTimeouts.Add(1)
+			c.setEndCode(ws.StatusAbnormalClosure)
+			_ = c.nc.Close()
+		case idle >= s.pingTicks:
+			if c.pingTick <= last {
+				c.pingTick = now
+				c.sendControl(s.pingFrame)
+			}
+			s.wheel.schedule(c, last+s.pingTicks+s.pongTicks)
+		default:
+			s.wheel.schedule(c, last+s.pingTicks)
+		}
+	case stateClosing, stateFailed:
+		_ = c.nc.Close()
+	}
+}
+
+// acceptTick is the tick the connection was accepted at. It is kept in
+// pingTick until the upgrade, which is unused before then.
+func (c *Conn) acceptTick() int64 { return c.pingTick }

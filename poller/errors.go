@@ -1,0 +1,31 @@
+package poller
+
+import "errors"
+
+// Errors returned by the poller. Callers branch on them with errors.Is.
+var (
+	// ErrConfig wraps every Config validation failure.
+	ErrConfig = errors.New("poller: invalid config")
+	// ErrClosed is returned by Send and Close on a connection that is
+	// closing or closed.
+	ErrClosed = errors.New("poller: connection closed")
+	// ErrQueueFull is returned by Send when the frame would take the
+	// connection's pending bytes over MaxPendingBytes. Nothing was queued.
+	ErrQueueFull = errors.New("poller: outbound queue full")
+	// ErrServerClosed is returned by Serve after Shutdown.
+	ErrServerClosed = errors.New("poller: server closed")
+	// ErrListenerClosed is returned by the listener's Accept after Close.
+	// Its text contains "closed": netpoll stops its accept loop on that.
+	ErrListenerClosed = errors.New("poller: listener closed")
+)
+
+// RejectError rejects an upgrade request with an HTTP status. Handlers
+// return it from Upgrade.
+type RejectError struct {
+	Status int
+	Reason string
+	// RetryAfter, when positive, is sent as a Retry-After header (seconds).
+	RetryAfter int
+}
+
+func (e *RejectError) Error() string { return "poller: upgrade rejected: " + e.Reason }

@@ -1,0 +1,50 @@
+package poller
+
+import (
+	"net"
+
+	"github.com/gobwas/ws"
+)
+
+// Handler is what the layer above the poller (the pushd.v1 protocol, or
+// the echo handler) implements. The poller calls it; it never blocks the
+// poller on I/O of its own.
+//
+// Upgrade, Open, Message and the end of a connection's life are called
+// from that connection's processing goroutine, one at a time per
+// connection; Close may also run on the goroutine that closed the
+// connection. Different connections are processed concurrently.
+type Handler interface {
+	// Upgrade decides an upgrade request before the 101 response is
+	// written. It returns the selected subprotocol ("" for none; it must be
+	// one of r.Protocols) or an error, a *RejectError to choose the HTTP
+	// status. r is valid only until Upgrade returns.
+	Upgrade(c *Conn, r *Request) (protocol string, err error)
+	// Open runs after the 101 response was queued: frames sent from here on
+	// reach the client after it.
+	Open(c *Conn)
+	// Message delivers one complete data message (OpText, already UTF-8
+	// validated, or OpBinary). data is valid only until Message returns.
+	Message(c *Conn, op ws.OpCode, data []byte)
+	// Close runs exactly once for every connection that reached Open, after
+	// the connection closed. code is the close code the connection ended
+	// with (ws.StatusAbnormalClosure when TCP went away without one).
+	Close(c *Conn, code ws.StatusCode)
+}
+
+// Request is the upgrade request as the Handler sees it. Strings are copies
+// owned by the Request; the Request itself is valid only during Upgrade.
+type Request struct {
+	// URI is the request target, path and query ("/ws?ch=a").
+	URI string
+	// Host is the Host header.
+	Host string
+	// Origin is the Origin header ("" when absent).
+	Origin string
+	// Authorization is the Authorization header ("" when absent).
+	Authorization string
+	// Protocols lists the offered subprotocols in the client's order.
+	Protocols []string
+	// RemoteAddr is the peer's address.
+	RemoteAddr net.Addr
+}

@@ -1,0 +1,178 @@
+package poller
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"github.com/gobwas/httphead"
+	"github.com/gobwas/ws"
+)
+
+// headerEnd terminates an HTTP request head.
+var headerEnd = []byte("\r\n\r\n")
+
+// handshake consumes the upgrade request from b (continuing an incomplete
+// one kept in c.partial) and returns the bytes after it, which are already
+// WebSocket frames. An incomplete request is copied into c.partial, bounded
+// by MaxHeaderBytes, so netpoll's buffer is always fully consumed.
+func (c *Conn) handshake(b []byte) (rest []byte) {
+	req := b
+	if len(c.partial) > 0 {
+		old := len(c.partial)
+		c.partial = append(c.partial, b...)
+		req = c.partial
+		// Search only where a terminator may newly appear.
+		from := max(old-len(headerEnd)+1, 0)
+		if i := bytes.Index(req[from:], headerEnd); i >= 0 {
+			end := from + i + len(headerEnd)
+			rest = b[len(b)-(len(req)-end):]
+			req = req[:end]
+		} else {
+			req = nil
+		}
+	} else if i := bytes.Index(b, headerEnd); i >= 0 {
+		end := i + len(headerEnd)
+		req, rest = b[:end], b[end:]
+	} else {
+		req = nil
+	}
+	if req == nil {
+		if len(c.partial)+len(b) > c.srv.cfg.MaxHeaderBytes {
+			c.reject(http.StatusRequestHeaderFieldsTooLarge, "request header too large")
+			return nil
+		}
+		if len(c.partial) == 0 {
+			c.partial = append(make([]byte, 0, min(2*len(b), c.srv.cfg.MaxHeaderBytes)), b...)
+		}
+		return nil
+	}
+	if len(req) > c.srv.cfg.MaxHeaderBytes {
+		c.reject(http.StatusRequestHeaderFieldsTooLarge, "request header too large")
+		return nil
+	}
+	ok := c.upgrade(req)
+	c.partial = nil
+	if !ok {
+		return nil
+	}
+	return rest
+}
+
+// hsConn adapts a complete request head and the connection's send path to
+// the io.ReadWriter gobwas's zero-copy Upgrader wants.
+type hsConn struct {
+	r   bytes.Reader
+	out []byte
+}
+
+func (h *hsConn) Read(p []byte) (int, error) { return h.r.Read(p) }
+func (h *hsConn) Write(p []byte) (int, error) {
+	h.out = append(h.out, p...)
+	return len(p), nil
+}
+
+// upgrade runs gobwas's Upgrader over the complete request head. It
+// reports whether the connection is now open.
+func (c *Conn) upgrade(head []byte) bool {
+	s := c.srv
+	var (
+		req      Request
+		hc       hsConn
+		rejected bool
+	)
+	hc.r.Reset(head)
+	req.RemoteAddr = c.nc.RemoteAddr()
+	u := ws.Upgrader{
+		OnRequest: func(uri []byte) error {
+			req.URI = string(uri)
+			return nil
+		},
+		OnHost: func(host []byte) error {
+			req.Host = string(host)
+			return nil
+		},
+		OnHeader: func(key, value []byte) error {
+			switch {
+			case bytes.EqualFold(key, []byte("Origin")):
+				req.Origin = string(value)
+			case bytes.EqualFold(key, []byte("Authorization")):
+				req.Authorization = string(value)
+			}
+			return nil
+		},
+		ProtocolCustom: func(v []byte) (string, bool) {
+			httphead.ScanTokens(v, func(tok []byte) bool {
+				req.Protocols = append(req.Protocols, string(tok))
+				return true
+			})
+			return "", false // chosen in OnBeforeUpgrade, once all offers are known
+		},
+		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
+			proto, err := s.h.Upgrade(c, &req)
+			if err != nil {
+				rejected = true
+				return nil, rejection(err)
+			}
+			if proto == "" {
+				return ws.HandshakeHeaderString(""), nil
+			}
+			return ws.HandshakeHeaderString("Sec-WebSocket-Protocol: " + proto + "\r\n"), nil
+		},
+	}
+	_, err := u.Upgrade(&hc)
+	if err != nil {
+		if !rejected {
+			s.stats.handshakeFailures.Add(1)
+		} else {
+			s.stats.rejected.Add(1)
+		}
+		if s.log.Enabled(context.Background(), slog.LevelDebug) {
+			s.log.Debug("upgrade failed", "remote", req.RemoteAddr, "err", err)
+		}
+		c.state.Store(stateFailed)
+		c.sendControl(hc.out) // gobwas wrote the error response
+		c.shutdownAfterFlush()
+		return false
+	}
+	if !c.state.CompareAndSwap(stateHandshake, stateOpen) {
+		return false
+	}
+	c.parser.Init(&s.codecCfg)
+	s.stats.upgraded.Add(1)
+	c.sendControl(hc.out)
+	s.wheel.schedule(c, s.wheel.now.Load()+s.firstPingTicks(c.id))
+	c.opened = true
+	s.h.Open(c)
+	return true
+}
+
+// rejection turns a Handler error into the gobwas rejection that writes the
+// HTTP status (403 unless a *RejectError says otherwise).
+func rejection(err error) error {
+	status, reason, retry := http.StatusForbidden, err.Error(), 0
+	var re *RejectError
+	if errors.As(err, &re) {
+		status, reason, retry = re.Status, re.Reason, re.RetryAfter
+	}
+	opts := []ws.RejectOption{ws.RejectionStatus(status), ws.RejectionReason(reason)}
+	if retry > 0 {
+		opts = append(opts, ws.RejectionHeader(ws.HandshakeHeaderString("Retry-After: "+strconv.Itoa(retry)+"\r\n")))
+	}
+	return ws.RejectConnectionError(opts...)
+}
+
+// reject answers a request the poller itself refuses (before gobwas ran).
+func (c *Conn) reject(status int, reason string) {
+	c.srv.stats.handshakeFailures.Add(1)
+	c.state.Store(stateFailed)
+	c.partial = nil
+	body := reason + "\n"
+	c.sendControl([]byte("HTTP/1.1 " + strconv.Itoa(status) + " " + http.StatusText(status) +
+		"\r\nContent-Type: text/plain\r\nContent-Length: " + strconv.Itoa(len(body)) +
+		"\r\nConnection: close\r\n\r\n" + body))
+	c.shutdownAfterFlush()
+}

@@ -1,0 +1,260 @@
+package poller
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cloudwego/netpoll"
+	"github.com/gobwas/ws"
+
+	"github.com/pushd/pushd/codec"
+)
+
+// Close codes the poller itself sends beyond RFC 6455's.
+const (
+	// StatusSlowConsumer closes a connection that could not keep up with
+	// its outbound queue (pushd.v1 protocol, DESIGN §3).
+	StatusSlowConsumer ws.StatusCode = 4001
+)
+
+// Server accepts WebSocket connections on a netpoll event loop and hands
+// their messages to a Handler. Create it with New, bind with Listen, then
+// Run; stop it with Shutdown or by cancelling Run's context.
+type Server struct {
+	cfg      Config
+	h        Handler
+	log      *slog.Logger
+	codecCfg codec.Config
+	maxConns int64
+
+	wheel          *wheel
+	handshakeTicks int64
+	pingTicks      int64
+	pongTicks      int64
+	closeTicks     int64
+	pingFrame      []byte
+
+	ln       *listener
+	loop     netpoll.EventLoop
+	nextID   atomic.Uint64
+	conns    atomic.Int64
+	draining atomic.Bool
+	reg      registry
+	stats    counters
+
+	stopOnce sync.Once
+	stopErr  error
+	cancel   context.CancelFunc
+	done     chan struct{}
+}
+
+// New validates cfg and builds a Server. It does not touch the network.
+func New(cfg Config, h Handler) (*Server, error) {
+	if h == nil {
+		return nil, fmt.Errorf("%w: nil Handler", ErrConfig)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	s := &Server{
+		cfg:  cfg,
+		h:    h,
+		log:  cfg.Logger,
+		done: make(chan struct{}),
+		codecCfg: codec.Config{
+			Role:           codec.RoleServer,
+			MaxFrameSize:   cfg.MaxFrameSize,
+			MaxMessageSize: cfg.MaxMessageSize,
+		},
+		pingFrame: codec.CompileFrame(ws.OpPing, nil),
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	s.stats.closed = make(map[ws.StatusCode]uint64)
+	s.wheel = newWheel(cfg.Tick, func(c *Conn, now int64) { c.onTimer(now) })
+	s.handshakeTicks = s.wheel.ticks(cfg.HandshakeTimeout)
+	s.pingTicks = s.wheel.ticks(cfg.PingInterval)
+	s.pongTicks = s.wheel.ticks(cfg.PongTimeout)
+	s.closeTicks = s.wheel.ticks(cfg.CloseTimeout)
+	s.maxConns = cfg.MaxConns
+	if s.maxConns == 0 {
+		s.maxConns = DefaultMaxConns()
+	}
+	return s, nil
+}
+
+// DefaultMaxConns derives the connection cap from RLIMIT_NOFILE: the soft
+// limit minus FDHeadroom (at least 1).
+func DefaultMaxConns() int64 {
+	soft, _, err := FileLimit()
+	if err != nil || soft > 1<<40 {
+		return 1 << 40
+	}
+	return max(int64(soft)-FDHeadroom, 1)
+}
+
+// MaxConns returns the effective connection cap.
+func (s *Server) MaxConns() int64 { return s.maxConns }
+
+// Listen binds the WebSocket listener. Call it once, before Run.
+func (s *Server) Listen(addr string) (net.Addr, error) {
+	if s.ln != nil {
+		return nil, fmt.Errorf("poller: Listen called twice")
+	}
+	ln, err := listen(addr, s.cfg.ReusePort, s.cfg.Backlog)
+	if err != nil {
+		return nil, err
+	}
+	ln.admit = func() bool { return !s.draining.Load() && s.conns.Load() < s.maxConns }
+	ln.refuse = func(string) { s.stats.refused.Add(1) }
+	s.ln = ln
+	return ln.addr, nil
+}
+
+// Run serves connections until ctx is cancelled or Shutdown is called.
+// When ctx ends, Run shuts down with a CloseTimeout-bounded grace period.
+// It returns nil after a clean shutdown.
+func (s *Server) Run(ctx context.Context) error {
+	if s.ln == nil {
+		return fmt.Errorf("poller: Run before Listen")
+	}
+	loop, err := netpoll.NewEventLoop(
+		func(ctx context.Context, nc netpoll.Connection) error {
+			connFrom(ctx).process()
+			return nil
+		},
+		netpoll.WithOnPrepare(s.prepare),
+		netpoll.WithWriteTimeout(s.cfg.WriteTimeout),
+	)
+	if err != nil {
+		return fmt.Errorf("poller: event loop: %w", err)
+	}
+	s.loop = loop
+	wctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		s.wheel.run(wctx)
+	}()
+	go func() {
+		defer wg.Done()
+		select {
+		case <-ctx.Done():
+			sctx, c := context.WithTimeout(context.Background(), s.cfg.CloseTimeout+time.Second)
+			_ = s.Shutdown(sctx)
+			c()
+		case <-wctx.Done():
+		}
+	}()
+	s.log.Info("listening", "kind", "ws", "addr", s.ln.addr.String())
+	serveErr := loop.Serve(s.ln)
+	cancel()
+	wg.Wait()
+	close(s.done)
+	if s.draining.Load() {
+		return nil
+	}
+	return fmt.Errorf("poller: serve: %w", serveErr)
+}
+
+// Shutdown stops accepting, closes every connection with 1001 (going
+// away), waits for them to finish the closing handshake until ctx ends,
+// then stops the event loop. It is idempotent and returns ctx.Err() when
+// the deadline won.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopOnce.Do(func() {
+		s.draining.Store(true)
+		if s.ln != nil {
+			_ = s.ln.Close()
+		}
+		s.reg.each(func(c *Conn) { _ = c.Close(ws.StatusGoingAway, "server shutdown") })
+		tk := time.NewTicker(10 * time.Millisecond)
+		defer tk.Stop()
+		for s.conns.Load() > 0 {
+			select {
+			case <-ctx.Done():
+				s.stopErr = ctx.Err()
+			case <-tk.C:
+				continue
+			}
+			break
+		}
+		if s.loop != nil {
+			if err := s.loop.Shutdown(ctx); err != nil && s.stopErr == nil {
+				s.stopErr = err
+			}
+		}
+		if s.cancel != nil {
+			s.cancel()
+		}
+	})
+	return s.stopErr
+}
+
+// connKey carries a *Conn in the context netpoll hands to OnRequest.
+type connKey struct{}
+
+func connFrom(ctx context.Context) *Conn { return ctx.Value(connKey{}).(*Conn) }
+
+// prepare runs on netpoll's poller goroutine for every accepted socket,
+// before it is registered for reads: it creates the Conn, arms the
+// handshake timeout and hooks the close callback.
+func (s *Server) prepare(nc netpoll.Connection) context.Context {
+	fd := -1
+	if f, ok := nc.(interface{ Fd() int }); ok {
+		fd = f.Fd()
+	}
+	c := &Conn{srv: s, nc: nc, fd: fd, id: s.nextID.Add(1)}
+	now := s.wheel.now.Load()
+	c.pingTick = now
+	c.lastRead.Store(now)
+	s.conns.Add(1)
+	s.stats.accepted.Add(1)
+	s.reg.add(c)
+	_ = nc.AddCloseCallback(func(netpoll.Connection) error {
+		s.closed(c)
+		return nil
+	})
+	s.wheel.schedule(c, now+s.handshakeTicks)
+	return context.WithValue(context.Background(), connKey{}, c)
+}
+
+// closed runs once per connection, from netpoll's close callback, before
+// netpoll closes the descriptor.
+func (s *Server) closed(c *Conn) {
+	prev := c.state.Swap(stateClosed)
+	c.mu.Lock()
+	c.closed = true
+	clear(c.q)
+	c.q = nil
+	code := c.endCode
+	c.mu.Unlock()
+	s.wheel.cancel(c)
+	s.reg.remove(c)
+	s.conns.Add(-1)
+	if prev == stateHandshake || !c.opened {
+		return
+	}
+	if code == 0 {
+		code = ws.StatusAbnormalClosure
+	}
+	s.stats.closedWith(code)
+	s.h.Close(c, code)
+}
+
+// firstPingTicks spreads the first heartbeat of connections accepted in a
+// burst across a quarter of the ping interval.
+func (s *Server) firstPingTicks(id uint64) int64 {
+	spread := max(s.pingTicks/4, 1)
+	return s.pingTicks - spread + int64(id%uint64(spread))
+}
