@@ -1,0 +1,124 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"testing"
+	"time"
+)
+
+// TestMain lets the test binary play bench's child roles: the harness
+// re-executes os.Executable() with -client or -refserver.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && (os.Args[1] == "-client" || os.Args[1] == "-refserver") {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+		cancel()
+		os.Exit(code)
+	}
+	os.Exit(m.Run())
+}
+
+// runJSON runs bench with args (plus -json) and decodes the report.
+func runJSON(t *testing.T, args ...string) (int, report, []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	code := run(ctx, append([]string{"-json"}, args...), &stdout, &stderr)
+	var rep report
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		t.Fatalf("bench %v: exit %d, bad JSON: %v\nstdout:\n%s\nstderr:\n%s", args, code, err, stdout.Bytes(), stderr.Bytes())
+	}
+	return code, rep, stderr.Bytes()
+}
+
+// TestIdleMeasuresGoroutinePerConnection runs the idle scenario against the
+// reference server only (no pushd build) and checks the harness sees what a
+// goroutine-per-connection server costs: goroutines grow with the
+// connection count and RSS grows by kilobytes per connection. This is the
+// failure the pushd invariants exist to catch, so the measurement must be
+// able to see it.
+func TestIdleMeasuresGoroutinePerConnection(t *testing.T) {
+	code, rep, stderr := runJSON(t, "-servers", "ref", "idle", "-plateaus", "100,600", "-sources", "127.0.4.0/28")
+	if code != 0 {
+		t.Fatalf("exit %d, failures %v\n%s", code, rep.Failures, stderr)
+	}
+	b, _ := json.Marshal(rep.Results)
+	var res []idleResult
+	if err := json.Unmarshal(b, &res); err != nil || len(res) != 1 {
+		t.Fatalf("results %s: %v", b, err)
+	}
+	r := res[0]
+	t.Logf("ref: %.0f bytes/conn, goroutines %+d, plateaus %+v", r.BytesPerConn, r.GoroutineGrowth, r.Plateaus)
+	if r.ConnectFailures != 0 {
+		t.Errorf("connect failures %d: %v", r.ConnectFailures, r.ConnectErrors)
+	}
+	if r.GoroutineGrowth < 500 {
+		t.Errorf("goroutine growth %d for 500 more connections, want >= 500 (one per connection)", r.GoroutineGrowth)
+	}
+	if r.BytesPerConn < 4096 {
+		t.Errorf("ref bytes/conn = %.0f, want > 4 KiB (gorilla keeps 4 KiB bufio buffers and a goroutine stack per conn)", r.BytesPerConn)
+	}
+}
+
+// TestSlowWritersHarness runs a small slowwriters timeline against the
+// reference server and checks every part of the measurement produced data.
+func TestSlowWritersHarness(t *testing.T) {
+	code, rep, stderr := runJSON(t, "-servers", "ref", "slowwriters", "-slow", "40", "-normal", "5",
+		"-warmup", "200ms", "-before", "1s", "-during", "2s", "-sources", "127.0.4.16/28")
+	if code != 0 {
+		t.Fatalf("exit %d, failures %v\n%s", code, rep.Failures, stderr)
+	}
+	b, _ := json.Marshal(rep.Results)
+	var res []slowServerResult
+	if err := json.Unmarshal(b, &res); err != nil || len(res) != 1 {
+		t.Fatalf("results %s: %v", b, err)
+	}
+	r := res[0]
+	t.Logf("ref: %+v slow %+v normal %+v", r, *r.Slow, *r.Normal)
+	// 40 writers × 100 B/s × 2 s = 8,000 bytes: one complete 106-byte frame
+	// per writer (the second is cut off by the end of the window).
+	if r.Slow.BytesSent < 4000 || r.Slow.FramesSent < 30 || r.Slow.Echoes < r.Slow.FramesSent {
+		t.Errorf("slow writers: %+v", *r.Slow)
+	}
+	if r.Normal.Before.N < 20 || r.Normal.During.N < 40 || r.Normal.During.Timeouts > 0 {
+		t.Errorf("normal clients: %+v", *r.Normal)
+	}
+	if r.DuringSeconds < 1.5 || r.CPUDuringPct < 0 {
+		t.Errorf("window %.2f s, cpu %.2f%%", r.DuringSeconds, r.CPUDuringPct)
+	}
+}
+
+func TestParseServers(t *testing.T) {
+	if s, err := parseServers("ref, pushd,ref"); err != nil || len(s) != 2 || s[0] != "ref" {
+		t.Fatalf("parseServers = %v, %v", s, err)
+	}
+	for _, bad := range []string{"", "nginx", " , "} {
+		if _, err := parseServers(bad); err == nil {
+			t.Errorf("parseServers(%q) succeeded", bad)
+		}
+	}
+}
+
+func TestProcReaders(t *testing.T) {
+	pid := os.Getpid()
+	rss, err := procRSS(pid)
+	if err != nil || rss < 1<<20 {
+		t.Fatalf("procRSS = %d, %v", rss, err)
+	}
+	if _, err := procCPU(pid); err != nil {
+		t.Fatal(err)
+	}
+	if slab, err := meminfo("Slab:"); err != nil || slab == 0 {
+		t.Fatalf("meminfo Slab = %d, %v", slab, err)
+	}
+	if _, err := kBField([]byte("VmRSS:\t  12 kB\n"), "VmHWM:"); err == nil {
+		t.Fatal("missing field found")
+	}
+	if v, err := kBField([]byte("VmHWM:\t 1 kB\nVmRSS:\t  12 kB\n"), "VmRSS:"); err != nil || v != 12*1024 {
+		t.Fatalf("kBField = %d, %v", v, err)
+	}
+}

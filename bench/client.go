@@ -1,0 +1,254 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/pushd/pushd/internal/srcaddr"
+)
+
+// The client side runs in its own process (bench -client ...) so the server
+// under test is measured alone. It talks to the parent in JSON lines:
+// commands on stdin, events on stdout. It exits when stdin closes, when told
+// to, or after -max-life, whichever comes first.
+
+// clientCmd is one command from the parent.
+type clientCmd struct {
+	Cmd   string `json:"cmd"`             // "open", "quit"
+	Total int    `json:"total,omitempty"` // open: connections to hold in total
+}
+
+// clientEvent is one line from the client process.
+type clientEvent struct {
+	Event   string         `json:"event"` // "opened", "phase", "result", "error", "bye"
+	Name    string         `json:"name,omitempty"`
+	Open    int            `json:"open,omitempty"`
+	Failed  int            `json:"failed,omitempty"`
+	Errors  map[string]int `json:"errors,omitempty"`
+	Millis  int64          `json:"ms,omitempty"`
+	Message string         `json:"message,omitempty"`
+	Slow    *slowResult    `json:"slow,omitempty"`
+	Normal  *normalResult  `json:"normal,omitempty"`
+}
+
+// clientFlags are the flags shared by both client modes.
+type clientFlags struct {
+	target      string
+	path        string
+	sources     string
+	concurrency int
+	hsTimeout   time.Duration
+	maxLife     time.Duration
+}
+
+func (c *clientFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.target, "target", "", "server host:port (required)")
+	fs.StringVar(&c.path, "path", "/ws", "upgrade request path")
+	fs.StringVar(&c.sources, "sources", "127.0.1.0/24", "source addresses (list/CIDRs)")
+	fs.IntVar(&c.concurrency, "concurrency", 64, "concurrent dials+handshakes")
+	fs.DurationVar(&c.hsTimeout, "hs-timeout", 10*time.Second, "dial+handshake timeout per connection")
+	fs.DurationVar(&c.maxLife, "max-life", 15*time.Minute, "exit after this long no matter what")
+}
+
+// eventWriter serializes events onto stdout.
+type eventWriter struct {
+	mu  sync.Mutex
+	enc *json.Encoder
+}
+
+func (w *eventWriter) send(e clientEvent) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_ = w.enc.Encode(e)
+}
+
+func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "bench -client: mode idle|slow required")
+		return 2
+	}
+	mode, args := args[0], args[1:]
+	fs := flag.NewFlagSet("bench -client "+mode, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cf clientFlags
+	cf.register(fs)
+	var sf slowFlags
+	if mode == "slow" {
+		sf.register(fs)
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if cf.target == "" {
+		fmt.Fprintln(stderr, "bench -client: -target required")
+		return 2
+	}
+	out := &eventWriter{enc: json.NewEncoder(stdout)}
+	if _, err := srcaddr.RaiseNofile(); err != nil {
+		out.send(clientEvent{Event: "error", Message: err.Error()})
+		return 1
+	}
+	srcs, err := srcaddr.ParseList(cf.sources)
+	if err != nil {
+		out.send(clientEvent{Event: "error", Message: err.Error()})
+		return 1
+	}
+	d, err := srcaddr.NewDialer(srcs, cf.hsTimeout)
+	if err != nil {
+		out.send(clientEvent{Event: "error", Message: err.Error()})
+		return 1
+	}
+	ctx, cancel := context.WithTimeout(ctx, cf.maxLife)
+	defer cancel()
+	switch mode {
+	case "idle":
+		return runIdleClient(ctx, cf, d, out)
+	case "slow":
+		return runSlowClient(ctx, cf, sf, d, out)
+	default:
+		fmt.Fprintf(stderr, "bench -client: unknown mode %q\n", mode)
+		return 2
+	}
+}
+
+// wsConn is an upgraded client connection.
+type wsConn struct {
+	c  net.Conn
+	br *bufio.Reader
+}
+
+// openConns opens n upgraded connections with cf.concurrency workers and
+// returns those that succeeded plus failure counts by reason.
+func openConns(ctx context.Context, cf clientFlags, d *srcaddr.Dialer, n int) ([]wsConn, map[string]int) {
+	var (
+		mu    sync.Mutex
+		conns = make([]wsConn, 0, n)
+		errs  = map[string]int{}
+		next  atomic.Int64
+		wg    sync.WaitGroup
+	)
+	for range min(cf.concurrency, n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(n) && ctx.Err() == nil {
+				c, err := dialUpgrade(ctx, cf, d)
+				mu.Lock()
+				if err != nil {
+					errs[reason(err)]++
+				} else {
+					conns = append(conns, c)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return conns, errs
+}
+
+func dialUpgrade(ctx context.Context, cf clientFlags, d *srcaddr.Dialer) (wsConn, error) {
+	dctx, cancel := context.WithTimeout(ctx, cf.hsTimeout)
+	defer cancel()
+	c, err := d.DialContext(dctx, "tcp", cf.target)
+	if err != nil {
+		return wsConn{}, err
+	}
+	br, err := handshake(c, cf.target, cf.path, cf.hsTimeout)
+	if err != nil {
+		c.Close()
+		return wsConn{}, err
+	}
+	return wsConn{c: c, br: br}, nil
+}
+
+// reason buckets an error for reports.
+func reason(err error) string {
+	var se syscall.Errno
+	switch {
+	case errors.Is(err, ErrStatus):
+		return err.Error()
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "eof"
+	case errors.As(err, &se):
+		return se.Error()
+	default:
+		s := err.Error()
+		if len(s) > 80 {
+			s = s[:80]
+		}
+		return s
+	}
+}
+
+// runIdleClient holds idle upgraded connections: "open" grows the set to the
+// requested total, "quit" (or stdin EOF) closes everything.
+func runIdleClient(ctx context.Context, cf clientFlags, d *srcaddr.Dialer, out *eventWriter) int {
+	cmds := make(chan clientCmd)
+	go readCmds(os.Stdin, cmds)
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for {
+		var cmd clientCmd
+		var ok bool
+		select {
+		case cmd, ok = <-cmds:
+		case <-ctx.Done():
+			out.send(clientEvent{Event: "error", Message: "client: " + ctx.Err().Error()})
+			return 1
+		}
+		if !ok || cmd.Cmd == "quit" {
+			out.send(clientEvent{Event: "bye", Open: len(held)})
+			return 0
+		}
+		if cmd.Cmd != "open" {
+			out.send(clientEvent{Event: "error", Message: "unknown command " + cmd.Cmd})
+			continue
+		}
+		start := time.Now()
+		failed := 0
+		errs := map[string]int{}
+		if want := cmd.Total - len(held); want > 0 {
+			conns, e := openConns(ctx, cf, d, want)
+			for _, c := range conns {
+				// Idle clients keep only the socket: nothing is buffered
+				// after the 101 and the server sends nothing while idle.
+				held = append(held, c.c)
+			}
+			errs = e
+			failed = want - len(conns)
+		}
+		out.send(clientEvent{Event: "opened", Open: len(held), Failed: failed, Errors: errs,
+			Millis: time.Since(start).Milliseconds()})
+	}
+}
+
+// readCmds decodes JSON lines from r until EOF, then closes cmds.
+func readCmds(r io.Reader, cmds chan<- clientCmd) {
+	defer close(cmds)
+	dec := json.NewDecoder(r)
+	for {
+		var c clientCmd
+		if err := dec.Decode(&c); err != nil {
+			return
+		}
+		cmds <- c
+	}
+}

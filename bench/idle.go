@@ -1,0 +1,295 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pushd/pushd/internal/srcaddr"
+)
+
+// idleFlags configure the idle scenario.
+type idleFlags struct {
+	plateaus      string
+	sources       string
+	concurrency   int
+	settleTimeout time.Duration
+	maxBytes      float64
+	maxGrowth     int
+	pingInterval  time.Duration
+	pushdArgs     string
+}
+
+func idleScenario() scenario {
+	return scenario{
+		name: "idle",
+		about: "Opens idle upgraded WebSocket connections in plateaus (default 2,000 then 19,000) from a\n" +
+			"client process using many 127.0.x.y sources with IP_BIND_ADDRESS_NO_PORT. At each plateau:\n" +
+			"wait until /stats conns settles, POST /debug/freeosmemory, read VmRSS, /stats goroutines and\n" +
+			"/proc/meminfo Slab. Reports RSS slope = user-space bytes per idle connection.\n" +
+			"Invariants (pushd): bytes/conn <= -max-bytes; goroutines at the top plateau <= first + -max-growth;\n" +
+			"every connection upgrades. The ref server is reported alongside, without invariants.",
+		timeout: 5 * time.Minute,
+		setup: func(fs *flag.FlagSet) func(context.Context, *harness) (*report, error) {
+			f := &idleFlags{}
+			fs.StringVar(&f.plateaus, "plateaus", "2000,19000", "connection counts to measure at (ascending)")
+			fs.StringVar(&f.sources, "sources", "127.0.1.0/24", "client source addresses (list/CIDRs)")
+			fs.IntVar(&f.concurrency, "concurrency", 64, "concurrent dials+handshakes")
+			fs.DurationVar(&f.settleTimeout, "settle-timeout", 60*time.Second, "wait this long for /stats conns to reach a plateau")
+			fs.Float64Var(&f.maxBytes, "max-bytes", 4096, "pushd: max user-space bytes per idle connection (RSS slope)")
+			fs.IntVar(&f.maxGrowth, "max-growth", 16, "pushd: max goroutine growth between first and last plateau")
+			fs.DurationVar(&f.pingInterval, "ping-interval", 10*time.Minute, "pushd -ping-interval (idle clients do not answer pings)")
+			fs.StringVar(&f.pushdArgs, "pushd-args", "", "extra pushd flags, space-separated")
+			return func(ctx context.Context, h *harness) (*report, error) { return runIdle(ctx, h, f) }
+		},
+	}
+}
+
+// plateau is one measurement point.
+type plateau struct {
+	Conns      int     `json:"conns"`
+	RSSBytes   uint64  `json:"rss_bytes"`
+	Goroutines int     `json:"goroutines"`
+	HeapInuse  uint64  `json:"heap_inuse"`
+	SlabBytes  uint64  `json:"host_slab_bytes"`
+	OpenSecs   float64 `json:"open_seconds"`
+	ConnsPerS  float64 `json:"conns_per_second"`
+}
+
+// idleResult is one server's measurements.
+type idleResult struct {
+	Server           string         `json:"server"`
+	Plateaus         []plateau      `json:"plateaus"`
+	BytesPerConn     float64        `json:"bytes_per_conn"`
+	HeapPerConn      float64        `json:"heap_inuse_per_conn"`
+	SlabPerConn      float64        `json:"host_slab_per_conn_both_ends"`
+	GoroutineGrowth  int            `json:"goroutine_growth"`
+	ConnectFailures  int            `json:"connect_failures"`
+	ConnectErrors    map[string]int `json:"connect_errors,omitempty"`
+	BaselineRSSBytes uint64         `json:"baseline_rss_bytes"`
+}
+
+func parseCounts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("%w: bad count %q", ErrUsage, f)
+		}
+		out = append(out, n)
+	}
+	if len(out) < 2 || !slices.IsSorted(out) || out[0] == out[len(out)-1] {
+		return nil, fmt.Errorf("%w: need at least two ascending plateaus, got %q", ErrUsage, s)
+	}
+	return out, nil
+}
+
+func runIdle(ctx context.Context, h *harness, f *idleFlags) (*report, error) {
+	counts, err := parseCounts(f.plateaus)
+	if err != nil {
+		return nil, err
+	}
+	srcs, err := srcaddr.ParseList(f.sources)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := srcaddr.RaiseNofile(); err != nil {
+		return nil, err
+	}
+	top := counts[len(counts)-1]
+	rep := &report{}
+	// The client process inherits this process's limits; the server needs
+	// the same count of descriptors as the client.
+	for _, p := range srcaddr.Preflight(srcaddr.Plan{Conns: top, Sources: len(srcs), Destinations: 1, LocalServer: true}) {
+		if p.Severity == srcaddr.Fail {
+			return nil, fmt.Errorf("preflight: %s", p)
+		}
+		rep.notef("preflight %s", p)
+	}
+	rep.notef("pushd runs with -ping-interval %v: idle clients never read, so they need not answer pings", f.pingInterval)
+	rep.notef("%d source addresses (%s), IP_BIND_ADDRESS_NO_PORT; client in its own process", len(srcs), f.sources)
+	pushdArgs := append([]string{"-echo", "-ping-interval", f.pingInterval.String(), "-log-level", "warn"}, strings.Fields(f.pushdArgs)...)
+	var results []idleResult
+	for _, spec := range h.specs(pushdArgs) {
+		res, err := measureIdle(ctx, h, spec, f, counts)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", spec.name, err)
+		}
+		results = append(results, *res)
+	}
+	rep.Results = results
+	rep.text = idleText(results, counts)
+	name := func(r idleResult) string { return r.Server }
+	pi, ri := find(results, "pushd", name), find(results, "ref", name)
+	if pi >= 0 {
+		checkIdle(rep, results[pi], f)
+	}
+	if pi >= 0 && ri >= 0 && results[ri].BytesPerConn > 0 {
+		rep.notef("pushd/ref bytes per connection = %.3f (same run)", results[pi].BytesPerConn/results[ri].BytesPerConn)
+	}
+	return rep, nil
+}
+
+// checkIdle applies the idle invariants to pushd's result.
+func checkIdle(rep *report, p idleResult, f *idleFlags) {
+	first, last := p.Plateaus[0], p.Plateaus[len(p.Plateaus)-1]
+	if p.ConnectFailures > 0 {
+		rep.failf("pushd: %d connections failed: %v", p.ConnectFailures, p.ConnectErrors)
+	}
+	if p.BytesPerConn > f.maxBytes {
+		rep.failf("pushd: %.0f bytes per idle connection > %.0f", p.BytesPerConn, f.maxBytes)
+	}
+	if last.Goroutines > first.Goroutines+f.maxGrowth {
+		rep.failf("pushd: goroutines grew from %d at %d conns to %d at %d conns (> +%d)",
+			first.Goroutines, first.Conns, last.Goroutines, last.Conns, f.maxGrowth)
+	}
+}
+
+func idleText(results []idleResult, counts []int) string {
+	rows := [][]string{{"server", "conns", "RSS MiB", "heap_inuse MiB", "goroutines", "host Slab MiB", "open conns/s"}}
+	for _, r := range results {
+		for _, p := range r.Plateaus {
+			rows = append(rows, []string{r.Server, itoa(p.Conns), mib(p.RSSBytes), mib(p.HeapInuse),
+				itoa(p.Goroutines), mib(p.SlabBytes), fmt.Sprintf("%.0f", p.ConnsPerS)})
+		}
+	}
+	s := table(rows)
+	n0, n1 := counts[0], counts[len(counts)-1]
+	rows = [][]string{{"server", fmt.Sprintf("bytes/conn (RSS slope %d→%d)", n0, n1), "heap_inuse/conn", "kernel Slab/conn (both ends)", "goroutine growth"}}
+	for _, r := range results {
+		rows = append(rows, []string{r.Server, fmt.Sprintf("%.0f", r.BytesPerConn), fmt.Sprintf("%.0f", r.HeapPerConn),
+			fmt.Sprintf("%.0f", r.SlabPerConn), fmt.Sprintf("%+d", r.GoroutineGrowth)})
+	}
+	return s + "\n" + table(rows)
+}
+
+func mib(b uint64) string { return fmt.Sprintf("%.1f", float64(b)/(1<<20)) }
+
+// measureIdle runs the plateaus against one server.
+func measureIdle(ctx context.Context, h *harness, spec serverSpec, f *idleFlags, counts []int) (*idleResult, error) {
+	h.logf("%s: starting", spec.name)
+	srv, err := startServer(ctx, spec, 30*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.stop()
+	res := &idleResult{Server: spec.name, ConnectErrors: map[string]int{}}
+	if err := srv.freeOSMemory(ctx); err != nil {
+		return nil, err
+	}
+	if res.BaselineRSSBytes, err = procRSS(srv.pid()); err != nil {
+		return nil, err
+	}
+	cl, err := h.startClient("idle", []string{"-target", srv.wsAddr, "-sources", f.sources,
+		"-concurrency", itoa(f.concurrency)})
+	if err != nil {
+		return nil, err
+	}
+	defer cl.stop()
+	for _, n := range counts {
+		start := time.Now()
+		if err := cl.send(clientCmd{Cmd: "open", Total: n}); err != nil {
+			return nil, err
+		}
+		ev, err := cl.expect(ctx, f.settleTimeout+time.Duration(n)*time.Millisecond, "opened")
+		if err != nil {
+			return nil, err
+		}
+		took := time.Since(start)
+		res.ConnectFailures += ev.Failed
+		for k, v := range ev.Errors {
+			res.ConnectErrors[k] += v
+		}
+		if ev.Open != n {
+			return nil, fmt.Errorf("client holds %d connections, want %d (errors %v)", ev.Open, n, ev.Errors)
+		}
+		p, err := settle(ctx, srv, n, f.settleTimeout)
+		if err != nil {
+			return nil, fmt.Errorf("%w\n%s", err, srv.tail(20))
+		}
+		p.OpenSecs = took.Seconds()
+		if ev.Millis > 0 {
+			p.ConnsPerS = float64(n-prevConns(res)) / (float64(ev.Millis) / 1000)
+		}
+		h.logf("%s: %d conns, RSS %s MiB, goroutines %d", spec.name, n, mib(p.RSSBytes), p.Goroutines)
+		res.Plateaus = append(res.Plateaus, p)
+	}
+	first, last := res.Plateaus[0], res.Plateaus[len(res.Plateaus)-1]
+	dn := float64(last.Conns - first.Conns)
+	res.BytesPerConn = (float64(last.RSSBytes) - float64(first.RSSBytes)) / dn
+	res.HeapPerConn = (float64(last.HeapInuse) - float64(first.HeapInuse)) / dn
+	res.SlabPerConn = (float64(last.SlabBytes) - float64(first.SlabBytes)) / dn
+	res.GoroutineGrowth = last.Goroutines - first.Goroutines
+	if spec.name == "pushd" && res.BytesPerConn > f.maxBytes {
+		if top, err := h.profileTop(ctx, srv, "/debug/pprof/heap", "pushd-idle-heap.pb.gz", 25); err == nil {
+			h.logf("pushd heap profile at %d conns (-sample_index=inuse_space):\n%s", last.Conns, top)
+		} else {
+			h.logf("pushd heap profile: %v", err)
+		}
+	}
+	if err := cl.send(clientCmd{Cmd: "quit"}); err == nil {
+		_, _ = cl.expect(ctx, 30*time.Second, "bye")
+	}
+	return res, nil
+}
+
+func prevConns(r *idleResult) int {
+	if len(r.Plateaus) == 0 {
+		return 0
+	}
+	return r.Plateaus[len(r.Plateaus)-1].Conns
+}
+
+// settle waits until the server reports n connections on three polls in a
+// row, then frees OS memory and samples RSS three times (median).
+func settle(ctx context.Context, srv *serverProc, n int, timeout time.Duration) (plateau, error) {
+	deadline := time.Now().Add(timeout)
+	stable := 0
+	var st serverStats
+	for stable < 3 {
+		if time.Now().After(deadline) {
+			return plateau{}, fmt.Errorf("%w: %s reports %d conns, want %d", ErrTimeout, srv.name, st.Conns, n)
+		}
+		var err error
+		if st, err = srv.stats(ctx); err != nil {
+			return plateau{}, err
+		}
+		if st.Conns == int64(n) {
+			stable++
+		} else {
+			stable = 0
+		}
+		select {
+		case <-time.After(250 * time.Millisecond):
+		case <-ctx.Done():
+			return plateau{}, ctx.Err()
+		}
+	}
+	if err := srv.freeOSMemory(ctx); err != nil {
+		return plateau{}, err
+	}
+	time.Sleep(500 * time.Millisecond)
+	var rss []uint64
+	for range 3 {
+		v, err := procRSS(srv.pid())
+		if err != nil {
+			return plateau{}, err
+		}
+		rss = append(rss, v)
+		time.Sleep(200 * time.Millisecond)
+	}
+	slices.Sort(rss)
+	st, err := srv.stats(ctx)
+	if err != nil {
+		return plateau{}, err
+	}
+	if st.Conns != int64(n) {
+		return plateau{}, fmt.Errorf("%s: conns moved to %d after settling at %d", srv.name, st.Conns, n)
+	}
+	slab, _ := meminfo("Slab:")
+	return plateau{Conns: n, RSSBytes: rss[1], Goroutines: st.Goroutines, HeapInuse: st.HeapInuse, SlabBytes: slab}, nil
+}

@@ -1,0 +1,194 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/pushd/pushd/internal/srcaddr"
+)
+
+// slowScenarioFlags configure the slowwriters scenario.
+type slowScenarioFlags struct {
+	client    slowFlags
+	sources   string
+	maxCPU    float64
+	stall     time.Duration
+	pushdArgs string
+}
+
+func slowScenario() scenario {
+	return scenario{
+		name: "slowwriters",
+		about: "1,000 slow writers each send masked 100-byte text frames one byte every 10 ms (TCP_NODELAY,\n" +
+			"one segment per byte), frame after frame, while 50 normal clients do echo round-trips every\n" +
+			"100 ms. Windows: -before (normal clients only) then -during (slow writers dribbling).\n" +
+			"Measures the server's utime+stime over each window as % of one core and the normal clients'\n" +
+			"echo latency. Invariants (pushd): CPU during < -max-cpu %; no normal echo timeout, error or\n" +
+			"round-trip above -stall; every completed slow frame echoed back.",
+		timeout: 3 * time.Minute,
+		setup: func(fs *flag.FlagSet) func(context.Context, *harness) (*report, error) {
+			f := &slowScenarioFlags{}
+			f.client.register(fs)
+			fs.StringVar(&f.sources, "sources", "127.0.1.0/24", "client source addresses (list/CIDRs)")
+			fs.Float64Var(&f.maxCPU, "max-cpu", 5, "pushd: max CPU during the slow window, % of one core")
+			fs.DurationVar(&f.stall, "stall", 250*time.Millisecond, "pushd: max normal-client echo round-trip during the slow window")
+			fs.StringVar(&f.pushdArgs, "pushd-args", "", "extra pushd flags, space-separated")
+			return func(ctx context.Context, h *harness) (*report, error) { return runSlow(ctx, h, f) }
+		},
+	}
+}
+
+// slowServerResult is one server's slowwriters outcome.
+type slowServerResult struct {
+	Server        string        `json:"server"`
+	CPUBeforePct  float64       `json:"cpu_before_pct_core"`
+	CPUDuringPct  float64       `json:"cpu_during_pct_core"`
+	DuringSeconds float64       `json:"during_seconds"`
+	BytesPerSec   float64       `json:"slow_bytes_per_second"`
+	Slow          *slowResult   `json:"slow"`
+	Normal        *normalResult `json:"normal"`
+}
+
+func runSlow(ctx context.Context, h *harness, f *slowScenarioFlags) (*report, error) {
+	srcs, err := srcaddr.ParseList(f.sources)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := srcaddr.RaiseNofile(); err != nil {
+		return nil, err
+	}
+	rep := &report{}
+	for _, p := range srcaddr.Preflight(srcaddr.Plan{Conns: f.client.slow + f.client.normal, Sources: len(srcs), Destinations: 1, LocalServer: true}) {
+		if p.Severity == srcaddr.Fail {
+			return nil, fmt.Errorf("preflight: %s", p)
+		}
+		rep.notef("preflight %s", p)
+	}
+	target := float64(f.client.slow) / f.client.byteInterval.Seconds()
+	rep.notef("target slow-writer load: %d clients × 1 byte/%v = %.0f one-byte segments/s", f.client.slow, f.client.byteInterval, target)
+	pushdArgs := append([]string{"-echo", "-log-level", "warn"}, strings.Fields(f.pushdArgs)...)
+	var results []slowServerResult
+	for _, spec := range h.specs(pushdArgs) {
+		r, err := measureSlow(ctx, h, spec, f)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", spec.name, err)
+		}
+		results = append(results, *r)
+	}
+	rep.Results = results
+	rows := [][]string{{"server", "CPU before %core", "CPU during %core", "slow B/s", "frames", "echoed",
+		"echo p50 before", "p99 before", "p50 during", "p99 during", "max during", "timeouts"}}
+	for _, r := range results {
+		rows = append(rows, []string{r.Server, fmt.Sprintf("%.2f", r.CPUBeforePct), fmt.Sprintf("%.2f", r.CPUDuringPct),
+			fmt.Sprintf("%.0f", r.BytesPerSec), fmt.Sprint(r.Slow.FramesSent), fmt.Sprint(r.Slow.Echoes),
+			us(r.Normal.Before.P50us), us(r.Normal.Before.P99us), us(r.Normal.During.P50us), us(r.Normal.During.P99us),
+			us(r.Normal.During.MaxUs), fmt.Sprint(r.Normal.Before.Timeouts + r.Normal.During.Timeouts)})
+	}
+	rep.text = table(rows)
+	name := func(r slowServerResult) string { return r.Server }
+	pi, ri := find(results, "pushd", name), find(results, "ref", name)
+	if pi >= 0 {
+		checkSlow(rep, results[pi], f, target)
+	}
+	if pi >= 0 && ri >= 0 && results[ri].CPUDuringPct > 0 {
+		rep.notef("pushd/ref CPU during the slow window = %.3f (same run)", results[pi].CPUDuringPct/results[ri].CPUDuringPct)
+	}
+	return rep, nil
+}
+
+// checkSlow applies the slowwriters invariants to pushd's result.
+func checkSlow(rep *report, p slowServerResult, f *slowScenarioFlags, target float64) {
+	if p.CPUDuringPct >= f.maxCPU {
+		rep.failf("pushd: CPU %.2f%% of a core during the slow window >= %.2f%%", p.CPUDuringPct, f.maxCPU)
+	}
+	checkNormal(rep, p.Normal, f)
+	if p.Slow.Conns != f.client.slow || len(p.Slow.ConnectErrs) > 0 {
+		rep.failf("pushd: %d of %d slow writers connected (%v)", p.Slow.Conns, f.client.slow, p.Slow.ConnectErrs)
+	}
+	if p.Slow.WriteErrors > 0 || len(p.Slow.ReadErrors) > 0 {
+		rep.failf("pushd: slow writers: %d write errors, read errors %v", p.Slow.WriteErrors, p.Slow.ReadErrors)
+	}
+	if p.Slow.FramesSent == 0 || p.Slow.Echoes < p.Slow.FramesSent {
+		rep.failf("pushd: %d slow frames completed, %d echoed", p.Slow.FramesSent, p.Slow.Echoes)
+	}
+	if p.BytesPerSec < 0.8*target {
+		rep.notef("the client reached only %.0f of %.0f bytes/s (client CPU-bound?): the load was lighter than specified", p.BytesPerSec, target)
+	}
+}
+
+func checkNormal(rep *report, n *normalResult, f *slowScenarioFlags) {
+	if n.Conns != f.client.normal {
+		rep.failf("pushd: %d of %d normal clients connected (%v)", n.Conns, f.client.normal, n.ConnectErrs)
+	}
+	for name, l := range map[string]latency{"before": n.Before, "during": n.During} {
+		if l.N == 0 {
+			rep.failf("pushd: no normal echoes %s", name)
+		}
+		if l.Timeouts > 0 || len(l.Errors) > 0 {
+			rep.failf("pushd: normal clients %s: %d echo timeouts (> %v), errors %v", name, l.Timeouts, f.client.echoTimeout, l.Errors)
+		}
+	}
+	if time.Duration(n.During.MaxUs)*time.Microsecond > f.stall {
+		rep.failf("pushd: a normal echo took %s during the slow window (> -stall %v)", us(n.During.MaxUs), f.stall)
+	}
+}
+
+func us(v int64) string {
+	if v >= 10000 {
+		return fmt.Sprintf("%.0fms", float64(v)/1000)
+	}
+	return fmt.Sprintf("%.2fms", float64(v)/1000)
+}
+
+// measureSlow runs the slowwriters timeline against one server, sampling
+// its CPU at each phase event of the client.
+func measureSlow(ctx context.Context, h *harness, spec serverSpec, f *slowScenarioFlags) (*slowServerResult, error) {
+	h.logf("%s: starting", spec.name)
+	srv, err := startServer(ctx, spec, 30*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.stop()
+	args := append([]string{"-target", srv.wsAddr, "-sources", f.sources}, f.client.args()...)
+	cl, err := h.startClient("slow", args)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.stop()
+	if _, err := cl.expect(ctx, 60*time.Second, "opened"); err != nil {
+		return nil, err
+	}
+	type mark struct {
+		at  time.Time
+		cpu time.Duration
+	}
+	marks := map[string]mark{}
+	for _, name := range []string{"before", "during", "end"} {
+		ev, err := cl.expect(ctx, f.client.warmup+f.client.before+f.client.during+30*time.Second, "phase")
+		if err != nil {
+			return nil, err
+		}
+		if ev.Name != name {
+			return nil, fmt.Errorf("client phase %q, want %q", ev.Name, name)
+		}
+		cpu, err := procCPU(srv.pid())
+		if err != nil {
+			return nil, err
+		}
+		marks[name] = mark{time.Now(), cpu}
+		h.logf("%s: phase %s", spec.name, name)
+	}
+	ev, err := cl.expect(ctx, f.client.drain+30*time.Second, "result")
+	if err != nil {
+		return nil, err
+	}
+	pct := func(a, b mark) float64 { return 100 * (b.cpu - a.cpu).Seconds() / b.at.Sub(a.at).Seconds() }
+	b, d, e := marks["before"], marks["during"], marks["end"]
+	r := &slowServerResult{Server: spec.name, CPUBeforePct: pct(b, d), CPUDuringPct: pct(d, e),
+		DuringSeconds: e.at.Sub(d.at).Seconds(), Slow: ev.Slow, Normal: ev.Normal}
+	r.BytesPerSec = float64(ev.Slow.BytesSent) / r.DuringSeconds
+	return r, nil
+}
