@@ -56,37 +56,43 @@ func headerSize(b1 byte) int {
 // ambiguous and no limit can be bypassed. WriteHeader always encodes
 // minimally.
 func ParseHeader(b []byte) (h ws.Header, n int, err error) {
+	n, err = parseHeader(&h, b)
+	return h, n, err
+}
+
+// parseHeader is ParseHeader writing into *h, which it sets only on
+// success; the parser decodes straight into its own header this way.
+func parseHeader(h *ws.Header, b []byte) (int, error) {
 	if len(b) < 2 {
-		return h, 0, ErrShortHeader
+		return 0, ErrShortHeader
 	}
 	b0, b1 := b[0], b[1]
-	n = headerSize(b1)
+	n := headerSize(b1)
 	if len(b) < n {
-		return h, 0, ErrShortHeader
+		return 0, ErrShortHeader
 	}
-	h.Fin = b0&bitFin != 0
-	h.Rsv = (b0 >> 4) & 0x7
-	h.OpCode = ws.OpCode(b0 & 0x0f)
-	h.Masked = b1&bitMask != 0
+	var length int64
 	i := 2
 	switch l := b1 & 0x7f; l {
 	case len16Code:
-		h.Length = int64(binary.BigEndian.Uint16(b[2:4]))
+		length = int64(binary.BigEndian.Uint16(b[2:4]))
 		i = 4
 	case len64Code:
 		v := binary.BigEndian.Uint64(b[2:10])
 		if v>>63 != 0 {
-			return ws.Header{}, 0, ErrLengthMSB
+			return 0, ErrLengthMSB
 		}
-		h.Length = int64(v)
+		length = int64(v)
 		i = 10
 	default:
-		h.Length = int64(l)
+		length = int64(l)
 	}
-	if h.Masked {
-		copy(h.Mask[:], b[i:i+4])
+	var mask uint32
+	if b1&bitMask != 0 {
+		mask = binary.LittleEndian.Uint32(b[i : i+4])
 	}
-	return h, n, nil
+	setHeader(h, b0, b1, mask, length)
+	return n, nil
 }
 
 // HeaderSize returns the number of bytes WriteHeader writes for h.

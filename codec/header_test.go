@@ -3,6 +3,7 @@ package codec
 import (
 	"bytes"
 	"testing"
+	"unsafe"
 
 	"github.com/gobwas/ws"
 )
@@ -182,5 +183,40 @@ func TestHeaderAllocs(t *testing.T) {
 		t.Fatalf(
 			"AppendFrame into a big enough buffer: %v allocs per run, want 0",
 			appendAllocs)
+	}
+}
+
+// TestHeaderLayout pins the ws.Header layout that header_unsafe.go writes
+// with one 64-bit store.
+func TestHeaderLayout(t *testing.T) {
+	var h ws.Header
+	got := []uintptr{
+		unsafe.Offsetof(h.Fin),
+		unsafe.Offsetof(h.Rsv),
+		unsafe.Offsetof(h.OpCode),
+		unsafe.Offsetof(h.Masked),
+		unsafe.Offsetof(h.Mask),
+		unsafe.Offsetof(h.Length),
+		unsafe.Sizeof(h.Fin) + unsafe.Sizeof(h.Rsv) + unsafe.Sizeof(h.OpCode) + unsafe.Sizeof(h.Masked),
+	}
+	want := []uintptr{0, 1, 2, 3, 4, 8, 4}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf(
+				"ws.Header layout changed: offsets/sizes %v, want %v",
+				got, want)
+		}
+	}
+	// Fin and Masked must read as true from a stored 1.
+	in := []byte{0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 1, 9, 8, 7, 6}
+	var got2 ws.Header
+	if _, err := parseHeader(&got2, in); err != nil {
+		t.Fatal(err)
+	}
+	want2 := ws.Header{Fin: true, Rsv: 7, OpCode: 0xf, Masked: true, Mask: [4]byte{9, 8, 7, 6}, Length: 1}
+	if got2 != want2 {
+		t.Fatalf(
+			"parseHeader = %+v, want %+v",
+			got2, want2)
 	}
 }

@@ -2,6 +2,6 @@
 
 package codec
 
-// unmaskWords is the portable word-wide loop (build tag purego, or not
-// amd64).
-func unmaskWords(b []byte, k32 uint32) []byte { return unmaskGeneric(b, k32) }
+// unmaskWords is the portable word-wide loop, used with the purego build tag
+// and on every architecture but amd64.
+func unmaskWords(b []byte, k32 uint32) ([]byte, uint64) { return unmaskGeneric(b, k32) }

@@ -104,3 +104,30 @@ func TestUnmaskAllocs(t *testing.T) {
 			allocs)
 	}
 }
+
+func TestUnmaskHighBitFlag(t *testing.T) {
+	key := [4]byte{0x11, 0x22, 0x33, 0x44}
+	for n := 0; n <= 300; n++ {
+		for off := 0; off < 4; off++ {
+			for _, hiAt := range []int{-1, 0, n / 3, n - 1} {
+				buf := make([]byte, n)
+				for i := range buf {
+					buf[i] = byte('a'+i%26) ^ key[(off+i)%4]
+				}
+				if hiAt >= 0 && hiAt < n {
+					buf[hiAt] ^= 0x80
+				}
+				_, hi := unmask(buf, key, off)
+				ascii := true
+				for _, c := range buf {
+					ascii = ascii && c < 0x80
+				}
+				if (hi == 0) != ascii {
+					t.Fatalf(
+						"n=%d off=%d hiAt=%d: hi=%#x, ascii=%v",
+						n, off, hiAt, hi, ascii)
+				}
+			}
+		}
+	}
+}

@@ -142,8 +142,13 @@ func (p *Parser) Next(b []byte) (c Chunk, n int, ok bool, err error) {
 	}
 	pl := b[n : n+int(m)]
 	n += int(m)
+	// hi == 0 means the payload bytes are ASCII; unmask finds out for free
+	// while it XORs, which saves the UTF-8 pass for most text.
+	hi := uint64(1)
 	if p.hdr.Masked {
-		p.moff = uint8(Unmask(pl, p.hdr.Mask, int(p.moff)))
+		var off int
+		off, hi = unmask(pl, p.hdr.Mask, int(p.moff))
+		p.moff = uint8(off)
 	}
 	p.left -= m
 
@@ -165,7 +170,7 @@ func (p *Parser) Next(b []byte) (c Chunk, n int, ok bool, err error) {
 		c.MsgOp = p.fragOp
 	}
 	c.Compressed = p.flags&flagCompressed != 0
-	if p.flags&flagText != 0 {
+	if p.flags&flagText != 0 && (hi != 0 || p.utf8.s != u8Accept) {
 		if !p.utf8.Write(pl) {
 			return Chunk{}, n - int(m), false, ErrInvalidUTF8
 		}
@@ -189,13 +194,12 @@ func (p *Parser) Next(b []byte) (c Chunk, n int, ok bool, err error) {
 // len(b).
 func (p *Parser) readHeader(b []byte) (int, error) {
 	var (
-		h   ws.Header
 		n   int
 		err error
 	)
 	if p.hn == 0 {
 		// Fast path: the whole header is in b, parse it in place.
-		h, n, err = ParseHeader(b)
+		n, err = parseHeader(&p.hdr, b)
 		if err == ErrShortHeader {
 			// len(b) < 14 here, so it fits.
 			p.hn = uint8(copy(p.hbuf[:], b))
@@ -219,17 +223,16 @@ func (p *Parser) readHeader(b []byte) (int, error) {
 			}
 			need = next
 		}
-		h, _, err = ParseHeader(p.hbuf[:p.hn])
+		_, err = parseHeader(&p.hdr, p.hbuf[:p.hn])
 		p.hn = 0
 		if err != nil {
 			return n, err
 		}
 	}
-	if err = p.check(&h); err != nil {
+	if err = p.check(&p.hdr); err != nil {
 		return n, err
 	}
-	p.hdr = h
-	p.left = h.Length
+	p.left = p.hdr.Length
 	p.moff = 0
 	p.flags |= flagInFrame | flagFirst
 	return n, nil

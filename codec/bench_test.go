@@ -1,0 +1,181 @@
+package codec
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/gobwas/ws"
+)
+
+var benchSizes = []int{16, 125, 512, 4096, 65536}
+
+// BenchmarkUnmask, BenchmarkCopy and BenchmarkGobwasCipher run over the same
+// sizes so that one run gives the ratios: Copy is the memory-bandwidth
+// reference, GobwasCipher the library codec builds on.
+func BenchmarkUnmask(b *testing.B) {
+	key := [4]byte{0x37, 0xfa, 0x21, 0x3d}
+	for _, n := range benchSizes {
+		b.Run(fmt.Sprintf("size=%d", n), func(b *testing.B) {
+			buf := make([]byte, n)
+			b.SetBytes(int64(n))
+			b.ReportAllocs()
+			for b.Loop() {
+				Unmask(buf, key, 1)
+			}
+		})
+	}
+}
+
+func BenchmarkCopy(b *testing.B) {
+	for _, n := range benchSizes {
+		b.Run(fmt.Sprintf("size=%d", n), func(b *testing.B) {
+			src := make([]byte, n)
+			dst := make([]byte, n)
+			b.SetBytes(int64(n))
+			b.ReportAllocs()
+			for b.Loop() {
+				copy(dst, src)
+			}
+		})
+	}
+}
+
+func BenchmarkGobwasCipher(b *testing.B) {
+	key := [4]byte{0x37, 0xfa, 0x21, 0x3d}
+	for _, n := range benchSizes {
+		b.Run(fmt.Sprintf("size=%d", n), func(b *testing.B) {
+			buf := make([]byte, n)
+			b.SetBytes(int64(n))
+			b.ReportAllocs()
+			for b.Loop() {
+				ws.Cipher(buf, key, 1)
+			}
+		})
+	}
+}
+
+// parseStream is 1,000 masked 64-byte client text frames.
+func parseStream() []byte {
+	payload := bytes.Repeat([]byte("pushd-e-"), 8) // 64 bytes, valid UTF-8
+	var s []byte
+	for i := range 1000 {
+		s = AppendMaskedFrame(s, ws.OpText, true, payload, [4]byte{byte(i), 0xfa, 0x21, byte(i >> 8)})
+	}
+	return s
+}
+
+// BenchmarkParseStream: parse + unmask + UTF-8 check of 1,000 frames, by
+// codec (in place over the received bytes) and by gobwas/ws over a
+// bytes.Reader (ReadHeader, ReadFull into a reused buffer, Cipher,
+// utf8.Valid). Both include one copy of the stream: codec's "socket read"
+// into its buffer, gobwas's ReadFull.
+func BenchmarkParseStream(b *testing.B) {
+	stream := parseStream()
+	b.Run("impl=codec", func(b *testing.B) {
+		buf := make([]byte, len(stream))
+		var p Parser
+		p.Init(&Config{MaxFrameSize: 1 << 20, MaxMessageSize: 1 << 20})
+		b.SetBytes(int64(len(stream)))
+		b.ReportAllocs()
+		for b.Loop() {
+			copy(buf, stream)
+			frames := 0
+			for rest := buf; len(rest) > 0; {
+				c, n, ok, err := p.Next(rest)
+				if err != nil || !ok {
+					b.Fatalf(
+						"Next: ok=%v err=%v",
+						ok, err)
+				}
+				if c.MsgEnd {
+					frames++
+				}
+				rest = rest[n:]
+			}
+			if frames != 1000 {
+				b.Fatalf(
+					"%d frames",
+					frames)
+			}
+		}
+	})
+	gobwas := func(b *testing.B, readHeader func(io.Reader) (ws.Header, error)) {
+		var r bytes.Reader
+		payload := make([]byte, 125)
+		b.SetBytes(int64(len(stream)))
+		b.ReportAllocs()
+		for b.Loop() {
+			r.Reset(stream)
+			frames := 0
+			for r.Len() > 0 {
+				h, err := readHeader(&r)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := ws.CheckHeader(h, ws.StateServerSide); err != nil {
+					b.Fatal(err)
+				}
+				p := payload[:h.Length]
+				if _, err := io.ReadFull(&r, p); err != nil {
+					b.Fatal(err)
+				}
+				ws.Cipher(p, h.Mask, 0)
+				if !utf8.Valid(p) {
+					b.Fatal("invalid UTF-8")
+				}
+				frames++
+			}
+			if frames != 1000 {
+				b.Fatalf(
+					"%d frames",
+					frames)
+			}
+		}
+	}
+	b.Run("impl=gobwas", func(b *testing.B) {
+		gobwas(b, ws.ReadHeader)
+	})
+	b.Run("impl=gobwas-buffer", func(b *testing.B) {
+		hb := make([]byte, ws.MaxHeaderSize)
+		gobwas(b, func(r io.Reader) (ws.Header, error) { return ws.ReadHeaderBuffer(r, hb) })
+	})
+}
+
+func BenchmarkParseHeader(b *testing.B) {
+	in := []byte{0x82, 0xfe, 0x01, 0x00, 1, 2, 3, 4}
+	b.ReportAllocs()
+	for b.Loop() {
+		ParseHeader(in)
+	}
+}
+
+func BenchmarkUTF8(b *testing.B) {
+	for _, kind := range []struct {
+		name string
+		in   []byte
+	}{
+		{"ascii", bytes.Repeat([]byte("a"), 4096)},
+		{"mixed", bytes.Repeat([]byte("héllo wörld € 😀 "), 4096/22)},
+	} {
+		b.Run("kind="+kind.name+"/impl=codec", func(b *testing.B) {
+			b.SetBytes(int64(len(kind.in)))
+			b.ReportAllocs()
+			var u UTF8
+			for b.Loop() {
+				u.Reset()
+				u.Write(kind.in[:1001])
+				u.Write(kind.in[1001:])
+			}
+		})
+		b.Run("kind="+kind.name+"/impl=stdlib", func(b *testing.B) {
+			b.SetBytes(int64(len(kind.in)))
+			b.ReportAllocs()
+			for b.Loop() {
+				utf8.Valid(kind.in)
+			}
+		})
+	}
+}
