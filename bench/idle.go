@@ -112,7 +112,7 @@ func runIdle(ctx context.Context, h *harness, f *idleFlags) (*report, error) {
 	}
 	rep.notef("pushd runs with -ping-interval %v: idle clients never read, so they need not answer pings", f.pingInterval)
 	rep.notef("%d source addresses (%s), IP_BIND_ADDRESS_NO_PORT; client in its own process", len(srcs), f.sources)
-	pushdArgs := append([]string{"-echo", "-ping-interval", f.pingInterval.String(), "-log-level", "warn"}, strings.Fields(f.pushdArgs)...)
+	pushdArgs := append([]string{"-echo", "-ping-interval", f.pingInterval.String()}, strings.Fields(f.pushdArgs)...)
 	var results []idleResult
 	for _, spec := range h.specs(pushdArgs) {
 		res, err := measureIdle(ctx, h, spec, f, counts)

@@ -272,25 +272,31 @@ func kBField(b []byte, key string) (uint64, error) {
 
 // procCPU returns utime+stime of pid as a duration.
 func procCPU(pid int) (time.Duration, error) {
+	u, s, err := procCPUSplit(pid)
+	return u + s, err
+}
+
+// procCPUSplit returns utime and stime of pid.
+func procCPUSplit(pid int) (user, sys time.Duration, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, fmt.Errorf("read stat: %w", err)
+		return 0, 0, fmt.Errorf("read stat: %w", err)
 	}
 	// comm (field 2) may contain spaces; the fields after it start after
 	// the last ')'. utime and stime are fields 14 and 15 overall, i.e. the
 	// 12th and 13th after comm.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("parse stat: no ')'")
+		return 0, 0, fmt.Errorf("parse stat: no ')'")
 	}
 	f := strings.Fields(string(b[i+1:]))
 	if len(f) < 13 {
-		return 0, fmt.Errorf("parse stat: %d fields", len(f))
+		return 0, 0, fmt.Errorf("parse stat: %d fields", len(f))
 	}
 	ut, err1 := strconv.ParseUint(f[11], 10, 64)
 	st, err2 := strconv.ParseUint(f[12], 10, 64)
 	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("parse stat utime/stime %q %q", f[11], f[12])
+		return 0, 0, fmt.Errorf("parse stat utime/stime %q %q", f[11], f[12])
 	}
-	return time.Duration(ut+st) * time.Second / userHZ, nil
+	return time.Duration(ut) * time.Second / userHZ, time.Duration(st) * time.Second / userHZ, nil
 }

@@ -46,6 +46,8 @@ type slowServerResult struct {
 	Server        string        `json:"server"`
 	CPUBeforePct  float64       `json:"cpu_before_pct_core"`
 	CPUDuringPct  float64       `json:"cpu_during_pct_core"`
+	UserDuringPct float64       `json:"user_during_pct_core"`
+	SysDuringPct  float64       `json:"sys_during_pct_core"`
 	DuringSeconds float64       `json:"during_seconds"`
 	BytesPerSec   float64       `json:"slow_bytes_per_second"`
 	Slow          *slowResult   `json:"slow"`
@@ -69,7 +71,7 @@ func runSlow(ctx context.Context, h *harness, f *slowScenarioFlags) (*report, er
 	}
 	target := float64(f.client.slow) / f.client.byteInterval.Seconds()
 	rep.notef("target slow-writer load: %d clients × 1 byte/%v = %.0f one-byte segments/s", f.client.slow, f.client.byteInterval, target)
-	pushdArgs := append([]string{"-echo", "-log-level", "warn"}, strings.Fields(f.pushdArgs)...)
+	pushdArgs := append([]string{"-echo"}, strings.Fields(f.pushdArgs)...)
 	var results []slowServerResult
 	for _, spec := range h.specs(pushdArgs) {
 		r, err := measureSlow(ctx, h, spec, f)
@@ -79,10 +81,11 @@ func runSlow(ctx context.Context, h *harness, f *slowScenarioFlags) (*report, er
 		results = append(results, *r)
 	}
 	rep.Results = results
-	rows := [][]string{{"server", "CPU before %core", "CPU during %core", "slow B/s", "frames", "echoed",
+	rows := [][]string{{"server", "CPU before %core", "CPU during %core", "user+sys", "slow B/s", "frames", "echoed",
 		"echo p50 before", "p99 before", "p50 during", "p99 during", "max during", "timeouts"}}
 	for _, r := range results {
 		rows = append(rows, []string{r.Server, fmt.Sprintf("%.2f", r.CPUBeforePct), fmt.Sprintf("%.2f", r.CPUDuringPct),
+			fmt.Sprintf("%.1f+%.1f", r.UserDuringPct, r.SysDuringPct),
 			fmt.Sprintf("%.0f", r.BytesPerSec), fmt.Sprint(r.Slow.FramesSent), fmt.Sprint(r.Slow.Echoes),
 			us(r.Normal.Before.P50us), us(r.Normal.Before.P99us), us(r.Normal.During.P50us), us(r.Normal.During.P99us),
 			us(r.Normal.During.MaxUs), fmt.Sprint(r.Normal.Before.Timeouts + r.Normal.During.Timeouts)})
@@ -161,9 +164,24 @@ func measureSlow(ctx context.Context, h *harness, spec serverSpec, f *slowScenar
 	if _, err := cl.expect(ctx, 60*time.Second, "opened"); err != nil {
 		return nil, err
 	}
+	// With -profile-dir, pushd's CPU profile covers the slow window (the
+	// profiler's own cost, ~1%, is then part of the measurement).
+	var prof func(time.Duration)
+	profDone := make(chan string, 1)
+	if h.profileDir != "" && spec.name == "pushd" {
+		prof = func(d time.Duration) {
+			path := fmt.Sprintf("/debug/pprof/profile?seconds=%d", max(int(d.Seconds()), 1))
+			top, err := h.profileTop(ctx, srv, path, "pushd-slowwriters-cpu.pb.gz", 30)
+			if err != nil {
+				top = "cpu profile: " + err.Error()
+			}
+			profDone <- top
+		}
+	}
 	type mark struct {
-		at  time.Time
-		cpu time.Duration
+		at        time.Time
+		cpu       time.Duration
+		user, sys time.Duration
 	}
 	marks := map[string]mark{}
 	for _, name := range []string{"before", "during", "end"} {
@@ -174,11 +192,14 @@ func measureSlow(ctx context.Context, h *harness, spec serverSpec, f *slowScenar
 		if ev.Name != name {
 			return nil, fmt.Errorf("client phase %q, want %q", ev.Name, name)
 		}
-		cpu, err := procCPU(srv.pid())
+		user, sys, err := procCPUSplit(srv.pid())
 		if err != nil {
 			return nil, err
 		}
-		marks[name] = mark{time.Now(), cpu}
+		marks[name] = mark{time.Now(), user + sys, user, sys}
+		if name == "during" && prof != nil {
+			go prof(f.client.during - time.Second)
+		}
 		h.logf("%s: phase %s", spec.name, name)
 	}
 	ev, err := cl.expect(ctx, f.client.drain+30*time.Second, "result")
@@ -188,7 +209,12 @@ func measureSlow(ctx context.Context, h *harness, spec serverSpec, f *slowScenar
 	pct := func(a, b mark) float64 { return 100 * (b.cpu - a.cpu).Seconds() / b.at.Sub(a.at).Seconds() }
 	b, d, e := marks["before"], marks["during"], marks["end"]
 	r := &slowServerResult{Server: spec.name, CPUBeforePct: pct(b, d), CPUDuringPct: pct(d, e),
+		UserDuringPct: 100 * (e.user - d.user).Seconds() / e.at.Sub(d.at).Seconds(),
+		SysDuringPct:  100 * (e.sys - d.sys).Seconds() / e.at.Sub(d.at).Seconds(),
 		DuringSeconds: e.at.Sub(d.at).Seconds(), Slow: ev.Slow, Normal: ev.Normal}
 	r.BytesPerSec = float64(ev.Slow.BytesSent) / r.DuringSeconds
+	if prof != nil {
+		h.logf("pushd CPU profile of the slow window:\n%s", <-profDone)
+	}
 	return r, nil
 }
