@@ -21,6 +21,8 @@ type idleFlags struct {
 	maxBytes      float64
 	maxGrowth     int
 	pingInterval  time.Duration
+	loops         int
+	workers       int
 	pushdArgs     string
 }
 
@@ -31,7 +33,8 @@ func idleScenario() scenario {
 			"client process using many 127.0.x.y sources with IP_BIND_ADDRESS_NO_PORT. At each plateau:\n" +
 			"wait until /stats conns settles, POST /debug/freeosmemory, read VmRSS, /stats goroutines and\n" +
 			"/proc/meminfo Slab. Reports RSS slope = user-space bytes per idle connection.\n" +
-			"Invariants (pushd): bytes/conn <= -max-bytes; goroutines at the top plateau <= first + -max-growth;\n" +
+			"Invariants (pushd): bytes/conn <= -max-bytes; goroutines at the top plateau <= first + -max-growth\n" +
+			"and <= 64 + loops + workers;\n" +
 			"every connection upgrades. The ref server is reported alongside, without invariants.",
 		timeout: 5 * time.Minute,
 		setup: func(fs *flag.FlagSet) func(context.Context, *harness) (*report, error) {
@@ -43,6 +46,8 @@ func idleScenario() scenario {
 			fs.Float64Var(&f.maxBytes, "max-bytes", 4096, "pushd: max user-space bytes per idle connection (RSS slope)")
 			fs.IntVar(&f.maxGrowth, "max-growth", 16, "pushd: max goroutine growth between first and last plateau")
 			fs.DurationVar(&f.pingInterval, "ping-interval", 10*time.Minute, "pushd -ping-interval (idle clients do not answer pings)")
+			fs.IntVar(&f.loops, "loops", 2, "pushd -loops (event loops); part of the goroutine bound")
+			fs.IntVar(&f.workers, "workers", 64, "pushd -workers (pool size); part of the goroutine bound")
 			fs.StringVar(&f.pushdArgs, "pushd-args", "", "extra pushd flags, space-separated")
 			return func(ctx context.Context, h *harness) (*report, error) { return runIdle(ctx, h, f) }
 		},
@@ -111,8 +116,10 @@ func runIdle(ctx context.Context, h *harness, f *idleFlags) (*report, error) {
 		rep.notef("preflight %s", p)
 	}
 	rep.notef("pushd runs with -ping-interval %v: idle clients never read, so they need not answer pings", f.pingInterval)
+	rep.notef("pushd -loops %d -workers %d: goroutine bound 64 + loops + workers = %d", f.loops, f.workers, 64+f.loops+f.workers)
 	rep.notef("%d source addresses (%s), IP_BIND_ADDRESS_NO_PORT; client in its own process", len(srcs), f.sources)
-	pushdArgs := append([]string{"-echo", "-ping-interval", f.pingInterval.String()}, strings.Fields(f.pushdArgs)...)
+	pushdArgs := append([]string{"-echo", "-ping-interval", f.pingInterval.String(),
+		"-loops", itoa(f.loops), "-workers", itoa(f.workers)}, strings.Fields(f.pushdArgs)...)
 	var results []idleResult
 	for _, spec := range h.specs(pushdArgs) {
 		res, err := measureIdle(ctx, h, spec, f, counts)
@@ -146,6 +153,9 @@ func checkIdle(rep *report, p idleResult, f *idleFlags) {
 	if last.Goroutines > first.Goroutines+f.maxGrowth {
 		rep.failf("pushd: goroutines grew from %d at %d conns to %d at %d conns (> +%d)",
 			first.Goroutines, first.Conns, last.Goroutines, last.Conns, f.maxGrowth)
+	}
+	if bound := 64 + f.loops + f.workers; last.Goroutines > bound {
+		rep.failf("pushd: %d goroutines at %d conns > 64 + loops + workers = %d", last.Goroutines, last.Conns, bound)
 	}
 }
 
