@@ -215,6 +215,11 @@ func FuzzUTF8(f *testing.F) {
 	f.Add([]byte(strings.Repeat("héllo wörld € 😀 ", 10)), uint16(33))
 	f.Fuzz(func(t *testing.T, data []byte, cut uint16) {
 		want := utf8.Valid(data)
+		if validUTF8(data) != want {
+			t.Fatalf(
+				"validUTF8 = %v, utf8.Valid = %v",
+				!want, want)
+		}
 		var whole UTF8
 		if got := whole.Write(data) && whole.Complete(); got != want {
 			t.Fatalf(

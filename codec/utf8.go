@@ -1,6 +1,6 @@
 package codec
 
-import "unicode/utf8"
+
 
 // UTF8 is an incremental UTF-8 validator (RFC 3629, as required for text
 // messages by RFC 6455 §8.1): feed it a message in pieces split anywhere,
@@ -104,7 +104,7 @@ func (u *UTF8) Write(p []byte) bool {
 	// table-driven otherwise); only an incomplete trailing code point, at
 	// most 3 bytes, is stepped here so that its state carries over.
 	k := incompleteTail(p)
-	if !utf8.Valid(p[:k]) {
+	if !validUTF8(p[:k]) {
 		u.s = u8Reject
 		return false
 	}
