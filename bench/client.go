@@ -27,6 +27,7 @@ import (
 type clientCmd struct {
 	Cmd   string `json:"cmd"`             // "open", "quit"
 	Total int    `json:"total,omitempty"` // open: connections to hold in total
+	Ms    int64  `json:"ms,omitempty"`    // dribble: how long
 }
 
 // clientEvent is one line from the client process.
@@ -39,7 +40,7 @@ type clientEvent struct {
 	Millis  int64          `json:"ms,omitempty"`
 	Message string         `json:"message,omitempty"`
 	Slow    *slowResult    `json:"slow,omitempty"`
-	Normal  *normalResult  `json:"normal,omitempty"`
+	Samples []echoSample   `json:"samples,omitempty"`
 }
 
 // clientFlags are the flags shared by both client modes.
@@ -75,7 +76,7 @@ func (w *eventWriter) send(e clientEvent) {
 
 func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "bench -client: mode idle|slow required")
+		fmt.Fprintln(stderr, "bench -client: mode idle|slow|echo required")
 		return 2
 	}
 	mode, args := args[0], args[1:]
@@ -84,7 +85,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	var cf clientFlags
 	cf.register(fs)
 	var sf slowFlags
-	if mode == "slow" {
+	if mode == "slow" || mode == "echo" {
 		sf.register(fs)
 	}
 	if err := fs.Parse(args); err != nil {
@@ -116,6 +117,8 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return runIdleClient(ctx, cf, d, out)
 	case "slow":
 		return runSlowClient(ctx, cf, sf, d, out)
+	case "echo":
+		return runEchoClient(ctx, cf, sf, d, out)
 	default:
 		fmt.Fprintf(stderr, "bench -client: unknown mode %q\n", mode)
 		return 2

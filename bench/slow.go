@@ -25,6 +25,7 @@ func slowScenario() scenario {
 		about: "1,000 slow writers each send masked 100-byte text frames one byte every 10 ms (TCP_NODELAY,\n" +
 			"one segment per byte), frame after frame, while 50 normal clients do echo round-trips every\n" +
 			"100 ms. Windows: -before (normal clients only) then -during (slow writers dribbling).\n" +
+			"Slow writers and normal clients run in two client processes, apart from the server.\n" +
 			"Measures the server's utime+stime over each window as % of one core and the normal clients'\n" +
 			"echo latency. Invariants (pushd): CPU during < -max-cpu %; no normal echo timeout, error or\n" +
 			"round-trip above -stall; every completed slow frame echoed back.",
@@ -146,8 +147,11 @@ func us(v int64) string {
 	return fmt.Sprintf("%.2fms", float64(v)/1000)
 }
 
-// measureSlow runs the slowwriters timeline against one server, sampling
-// its CPU at each phase event of the client.
+// measureSlow runs the slowwriters timeline against one server: the
+// normal clients (bench -client echo) and the slow writers (bench -client
+// slow) are separate processes; this process keeps the clock, samples the
+// server's CPU at the window edges and places each echo sample in its
+// window by send time.
 func measureSlow(ctx context.Context, h *harness, spec serverSpec, f *slowScenarioFlags) (*slowServerResult, error) {
 	h.logf("%s: starting", spec.name)
 	srv, err := startServer(ctx, spec, 30*time.Second)
@@ -156,12 +160,22 @@ func measureSlow(ctx context.Context, h *harness, spec serverSpec, f *slowScenar
 	}
 	defer srv.stop()
 	args := append([]string{"-target", srv.wsAddr, "-sources", f.sources}, f.client.args()...)
-	cl, err := h.startClient("slow", args)
+	echo, err := h.startClient("echo", args)
 	if err != nil {
 		return nil, err
 	}
-	defer cl.stop()
-	if _, err := cl.expect(ctx, 60*time.Second, "opened"); err != nil {
+	defer echo.stop()
+	ev, err := echo.expect(ctx, 60*time.Second, "opened")
+	if err != nil {
+		return nil, err
+	}
+	norm := &normalResult{Conns: ev.Open, ConnectErrs: ev.Errors}
+	slowc, err := h.startClient("slow", args)
+	if err != nil {
+		return nil, err
+	}
+	defer slowc.stop()
+	if _, err := slowc.expect(ctx, 60*time.Second, "opened"); err != nil {
 		return nil, err
 	}
 	// With -profile-dir, pushd's CPU profile covers the slow window (the
@@ -180,41 +194,80 @@ func measureSlow(ctx context.Context, h *harness, spec serverSpec, f *slowScenar
 	}
 	type mark struct {
 		at        time.Time
-		cpu       time.Duration
 		user, sys time.Duration
 	}
-	marks := map[string]mark{}
-	for _, name := range []string{"before", "during", "end"} {
-		ev, err := cl.expect(ctx, f.client.warmup+f.client.before+f.client.during+30*time.Second, "phase")
-		if err != nil {
-			return nil, err
-		}
-		if ev.Name != name {
-			return nil, fmt.Errorf("client phase %q, want %q", ev.Name, name)
-		}
-		user, sys, err := procCPUSplit(srv.pid())
-		if err != nil {
-			return nil, err
-		}
-		marks[name] = mark{time.Now(), user + sys, user, sys}
-		if name == "during" && prof != nil {
-			go prof(f.client.during - time.Second)
-		}
-		h.logf("%s: phase %s", spec.name, name)
+	sample := func() (mark, error) {
+		u, s, err := procCPUSplit(srv.pid())
+		return mark{time.Now(), u, s}, err
 	}
-	ev, err := cl.expect(ctx, f.client.drain+30*time.Second, "result")
+	if !sleepCtx(ctx, f.client.warmup) {
+		return nil, ctx.Err()
+	}
+	before, err := sample()
 	if err != nil {
 		return nil, err
 	}
-	pct := func(a, b mark) float64 { return 100 * (b.cpu - a.cpu).Seconds() / b.at.Sub(a.at).Seconds() }
-	b, d, e := marks["before"], marks["during"], marks["end"]
-	r := &slowServerResult{Server: spec.name, CPUBeforePct: pct(b, d), CPUDuringPct: pct(d, e),
-		UserDuringPct: 100 * (e.user - d.user).Seconds() / e.at.Sub(d.at).Seconds(),
-		SysDuringPct:  100 * (e.sys - d.sys).Seconds() / e.at.Sub(d.at).Seconds(),
-		DuringSeconds: e.at.Sub(d.at).Seconds(), Slow: ev.Slow, Normal: ev.Normal}
-	r.BytesPerSec = float64(ev.Slow.BytesSent) / r.DuringSeconds
+	h.logf("%s: window before (normal clients only, %v)", spec.name, f.client.before)
+	if !sleepCtx(ctx, f.client.before) {
+		return nil, ctx.Err()
+	}
+	if err := slowc.send(clientCmd{Cmd: "dribble", Ms: f.client.during.Milliseconds()}); err != nil {
+		return nil, err
+	}
+	if ev, err := slowc.expect(ctx, 30*time.Second, "phase"); err != nil || ev.Name != "during" {
+		return nil, fmt.Errorf("slow client: want phase during: %v %q", err, ev.Name)
+	}
+	during, err := sample()
+	if err != nil {
+		return nil, err
+	}
+	h.logf("%s: window during (slow writers dribbling, %v)", spec.name, f.client.during)
+	if prof != nil {
+		go prof(f.client.during - time.Second)
+	}
+	if ev, err := slowc.expect(ctx, f.client.during+30*time.Second, "phase"); err != nil || ev.Name != "end" {
+		return nil, fmt.Errorf("slow client: want phase end: %v %q", err, ev.Name)
+	}
+	end, err := sample()
+	if err != nil {
+		return nil, err
+	}
+	ev, err = slowc.expect(ctx, f.client.drain+30*time.Second, "result")
+	if err != nil {
+		return nil, err
+	}
+	slowRes := ev.Slow
+	if err := echo.send(clientCmd{Cmd: "quit"}); err != nil {
+		return nil, err
+	}
+	ev, err = echo.expect(ctx, 30*time.Second, "result")
+	if err != nil {
+		return nil, err
+	}
+	norm.Before = window(ev.Samples, before.at, during.at)
+	norm.During = window(ev.Samples, during.at, end.at)
+	pct := func(d time.Duration, a, b mark) float64 { return 100 * d.Seconds() / b.at.Sub(a.at).Seconds() }
+	r := &slowServerResult{Server: spec.name,
+		CPUBeforePct:  pct(during.user+during.sys-before.user-before.sys, before, during),
+		CPUDuringPct:  pct(end.user+end.sys-during.user-during.sys, during, end),
+		UserDuringPct: pct(end.user-during.user, during, end),
+		SysDuringPct:  pct(end.sys-during.sys, during, end),
+		DuringSeconds: end.at.Sub(during.at).Seconds(), Slow: slowRes, Normal: norm}
+	r.BytesPerSec = float64(slowRes.BytesSent) / r.DuringSeconds
 	if prof != nil {
 		h.logf("pushd CPU profile of the slow window:\n%s", <-profDone)
 	}
 	return r, nil
+}
+
+// sleepCtx sleeps for d or until ctx ends; it reports whether d elapsed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }

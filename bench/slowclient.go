@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"maps"
 	"math/rand/v2"
 	"net"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -94,67 +96,54 @@ func summarize(samples []time.Duration, timeouts int, errs map[string]int) laten
 	return l
 }
 
-// Phases of a slowwriters run, in order.
-const (
-	phaseWarmup int32 = iota
-	phaseBefore
-	phaseDuring
-	phaseDrain
-)
-
-// phaseRecorder collects echo samples by phase.
-type phaseRecorder struct {
-	mu       sync.Mutex
-	samples  [2][]time.Duration // before, during
-	timeouts [2]int
-	errs     [2]map[string]int
+// echoSample is one normal-client round trip: when it was sent (Unix ns,
+// wall clock, so the parent can place it in its windows), how long it
+// took, and the error reason if it failed.
+type echoSample struct {
+	At    int64  `json:"t"`
+	RTTus int64  `json:"rtt_us"`
+	Err   string `json:"err,omitempty"`
 }
 
-func (r *phaseRecorder) add(phase int32, d time.Duration, err error) {
-	i := int(phase - phaseBefore)
-	if i < 0 || i > 1 {
-		return
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	switch {
-	case err == nil:
-		r.samples[i] = append(r.samples[i], d)
-	case reason(err) == "timeout":
-		r.timeouts[i]++
-	default:
-		if r.errs[i] == nil {
-			r.errs[i] = map[string]int{}
+// window summarizes the samples sent in [from, to).
+func window(samples []echoSample, from, to time.Time) latency {
+	var rtts []time.Duration
+	timeouts := 0
+	var errs map[string]int
+	for _, s := range samples {
+		if s.At < from.UnixNano() || s.At >= to.UnixNano() {
+			continue
 		}
-		r.errs[i][reason(err)]++
+		switch s.Err {
+		case "":
+			rtts = append(rtts, time.Duration(s.RTTus)*time.Microsecond)
+		case "timeout":
+			timeouts++
+		default:
+			if errs == nil {
+				errs = map[string]int{}
+			}
+			errs[s.Err]++
+		}
 	}
+	return summarize(rtts, timeouts, errs)
 }
 
+// runSlowClient holds the slow writers: after "opened" it waits for
+// {"cmd":"dribble","ms":N}, reports phase "during", dribbles for N ms,
+// reports phase "end", waits up to -drain for the echoes of completed
+// frames and reports the result. The normal clients run in another
+// process (runEchoClient) so this one's CPU load cannot delay them.
 func runSlowClient(ctx context.Context, cf clientFlags, sf slowFlags, d *srcaddr.Dialer, out *eventWriter) int {
-	slow, slowErrs := openConns(ctx, cf, d, sf.slow)
-	normal, normErrs := openConns(ctx, cf, d, sf.normal)
+	slow, errs := openConns(ctx, cf, d, sf.slow)
 	defer func() {
-		for _, c := range slices.Concat(slow, normal) {
+		for _, c := range slow {
 			c.c.Close()
 		}
 	}()
-	out.send(clientEvent{Event: "opened", Open: len(slow) + len(normal), Failed: sf.slow + sf.normal - len(slow) - len(normal)})
-
-	var phase atomic.Int32
-	rec := &phaseRecorder{}
-	normCtx, stopNormal := context.WithCancel(ctx)
-	var normWG sync.WaitGroup
-	for _, c := range normal {
-		normWG.Add(1)
-		go func() {
-			defer normWG.Done()
-			echoLoop(normCtx, c, sf, &phase, rec)
-		}()
-	}
-
-	res := &slowResult{Conns: len(slow), ConnectErrs: slowErrs}
+	out.send(clientEvent{Event: "opened", Open: len(slow), Failed: sf.slow - len(slow), Errors: errs})
+	res := &slowResult{Conns: len(slow), ConnectErrs: errs, ReadErrors: map[string]int{}}
 	var readMu sync.Mutex
-	res.ReadErrors = map[string]int{}
 	var readWG sync.WaitGroup
 	var echoes atomic.Int64
 	for _, c := range slow {
@@ -168,28 +157,34 @@ func runSlowClient(ctx context.Context, cf clientFlags, sf slowFlags, d *srcaddr
 			}
 		}()
 	}
-
-	sleep := func(d time.Duration) bool {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-t.C:
-			return true
-		case <-ctx.Done():
-			return false
+	defer func() {
+		for _, c := range slow {
+			c.c.Close()
 		}
-	}
-	ok := sleep(sf.warmup)
-	if ok {
-		phase.Store(phaseBefore)
-		out.send(clientEvent{Event: "phase", Name: "before"})
-		ok = sleep(sf.before)
-	}
-	var bytesSent, framesSent, writeErrs atomic.Int64
-	if ok {
-		phase.Store(phaseDuring)
+		readWG.Wait()
+	}()
+	cmds := make(chan clientCmd)
+	go readCmds(os.Stdin, cmds)
+	for {
+		var cmd clientCmd
+		var ok bool
+		select {
+		case cmd, ok = <-cmds:
+		case <-ctx.Done():
+			out.send(clientEvent{Event: "error", Message: "slow client: " + ctx.Err().Error()})
+			return 1
+		}
+		if !ok || cmd.Cmd == "quit" {
+			out.send(clientEvent{Event: "bye"})
+			return 0
+		}
+		if cmd.Cmd != "dribble" {
+			out.send(clientEvent{Event: "error", Message: "unknown command " + cmd.Cmd})
+			continue
+		}
+		var bytesSent, framesSent, writeErrs atomic.Int64
 		out.send(clientEvent{Event: "phase", Name: "during"})
-		wctx, stopWriters := context.WithTimeout(ctx, sf.during)
+		wctx, stopWriters := context.WithTimeout(ctx, time.Duration(cmd.Ms)*time.Millisecond)
 		var wWG sync.WaitGroup
 		for g := range sf.groups {
 			wWG.Add(1)
@@ -200,28 +195,63 @@ func runSlowClient(ctx context.Context, cf clientFlags, sf slowFlags, d *srcaddr
 		}
 		wWG.Wait()
 		stopWriters()
-		phase.Store(phaseDrain)
 		out.send(clientEvent{Event: "phase", Name: "end"})
 		// Wait for the echoes of every completed frame, up to -drain.
 		deadline := time.Now().Add(sf.drain)
 		for echoes.Load() < framesSent.Load() && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
+		readMu.Lock()
+		r := *res
+		r.ReadErrors = maps.Clone(res.ReadErrors)
+		readMu.Unlock()
+		r.BytesSent, r.FramesSent, r.WriteErrors, r.Echoes = bytesSent.Load(), framesSent.Load(), writeErrs.Load(), echoes.Load()
+		out.send(clientEvent{Event: "result", Slow: &r})
 	}
-	stopNormal()
-	normWG.Wait()
-	for _, c := range slow {
-		c.c.Close()
+}
+
+// runEchoClient runs the normal clients: each does one echo round trip per
+// -echo-interval from "opened" until "quit" (or stdin EOF), then the
+// process reports every sample.
+func runEchoClient(ctx context.Context, cf clientFlags, sf slowFlags, d *srcaddr.Dialer, out *eventWriter) int {
+	normal, errs := openConns(ctx, cf, d, sf.normal)
+	defer func() {
+		for _, c := range normal {
+			c.c.Close()
+		}
+	}()
+	out.send(clientEvent{Event: "opened", Open: len(normal), Failed: sf.normal - len(normal), Errors: errs})
+	var mu sync.Mutex
+	var samples []echoSample
+	record := func(s echoSample) {
+		mu.Lock()
+		samples = append(samples, s)
+		mu.Unlock()
 	}
-	readWG.Wait()
-	res.BytesSent, res.FramesSent, res.WriteErrors, res.Echoes = bytesSent.Load(), framesSent.Load(), writeErrs.Load(), echoes.Load()
-	norm := &normalResult{Conns: len(normal), ConnectErrs: normErrs,
-		Before: summarize(rec.samples[0], rec.timeouts[0], rec.errs[0]),
-		During: summarize(rec.samples[1], rec.timeouts[1], rec.errs[1])}
-	out.send(clientEvent{Event: "result", Slow: res, Normal: norm})
-	if !ok {
-		return 1
+	loopCtx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for _, c := range normal {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			echoLoop(loopCtx, c, sf, record)
+		}()
 	}
+	cmds := make(chan clientCmd)
+	go readCmds(os.Stdin, cmds)
+	for done := false; !done; {
+		select {
+		case cmd, ok := <-cmds:
+			done = !ok || cmd.Cmd == "quit"
+		case <-ctx.Done():
+			done = true
+		}
+	}
+	stop()
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	out.send(clientEvent{Event: "result", Open: len(normal), Errors: errs, Samples: samples})
 	return 0
 }
 
@@ -307,10 +337,10 @@ func countEchoes(c wsConn, size int, echoes *atomic.Int64) error {
 	}
 }
 
-// echoLoop does one echo round-trip per -echo-interval, recording the
-// round-trip time under the phase at send time. After a timeout or error
-// the connection is abandoned (a stalled socket cannot be resynchronised).
-func echoLoop(ctx context.Context, c wsConn, sf slowFlags, phase *atomic.Int32, rec *phaseRecorder) {
+// echoLoop does one echo round-trip per -echo-interval and records each.
+// After a timeout or error the connection is abandoned (a stalled socket
+// cannot be resynchronised).
+func echoLoop(ctx context.Context, c wsConn, sf slowFlags, record func(echoSample)) {
 	msg := make([]byte, 32)
 	for i := range msg {
 		msg[i] = 'A' + byte(rand.IntN(26))
@@ -326,12 +356,18 @@ func echoLoop(ctx context.Context, c wsConn, sf slowFlags, phase *atomic.Int32, 
 	tick := time.NewTicker(sf.echoInterval)
 	defer tick.Stop()
 	for {
-		ph := phase.Load()
 		frame = appendMaskedFrame(frame[:0], 0x1, msg)
 		start := time.Now()
 		_ = c.c.SetDeadline(start.Add(sf.echoTimeout))
 		err := echoOnce(c, frame, msg, &buf)
-		rec.add(ph, time.Since(start), err)
+		s := echoSample{At: start.UnixNano(), RTTus: time.Since(start).Microseconds()}
+		if err != nil {
+			if ctx.Err() != nil {
+				return // closed under us at the end of the run
+			}
+			s.Err = reason(err)
+		}
+		record(s)
 		if err != nil {
 			return
 		}

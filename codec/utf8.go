@@ -1,7 +1,5 @@
 package codec
 
-
-
 // UTF8 is an incremental UTF-8 validator (RFC 3629, as required for text
 // messages by RFC 6455 §8.1): feed it a message in pieces split anywhere,
 // including inside a code point. It rejects overlong encodings, surrogates
