@@ -103,7 +103,8 @@ func (p *Parser) InFrame() bool {
 	return p.hn != 0 || p.flags&flagInFrame != 0
 }
 
-// InMessage reports whether a fragmented data message is in progress.
+// InMessage reports whether a data message is in progress: its first frame
+// has been parsed and its FIN frame has not ended yet.
 func (p *Parser) InMessage() bool {
 	return p.fragOp != 0
 }
@@ -281,7 +282,11 @@ func (p *Parser) check(h *ws.Header) error {
 	if cfg.MaxFrameSize > 0 && h.Length > cfg.MaxFrameSize {
 		return ErrFrameTooBig
 	}
-	if cfg.MaxMessageSize > 0 && h.Length > cfg.MaxMessageSize-p.msgLen {
+	prior := p.msgLen // bytes of this message before this frame
+	if op != ws.OpContinuation {
+		prior = 0
+	}
+	if cfg.MaxMessageSize > 0 && h.Length > cfg.MaxMessageSize-prior {
 		return ErrMessageTooBig
 	}
 	if op != ws.OpContinuation {
@@ -297,10 +302,10 @@ func (p *Parser) check(h *ws.Header) error {
 		}
 	}
 	// Saturate: without a limit the sum only needs to stay non-negative.
-	if p.msgLen > maxInt64-h.Length {
+	if prior > maxInt64-h.Length {
 		p.msgLen = maxInt64
 	} else {
-		p.msgLen += h.Length
+		p.msgLen = prior + h.Length
 	}
 	return nil
 }
