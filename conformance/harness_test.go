@@ -78,7 +78,7 @@ func pushdBin(t *testing.T) string {
 // plus extra flags.
 func startEcho(t *testing.T, extra ...string) *pushdtest.Proc {
 	t.Helper()
-	args := []string{"-echo", "-max-frame", fmt.Sprint(maxSize), "-max-message", fmt.Sprint(maxSize), "-log-level", "warn"}
+	args := []string{"-echo", "-max-frame", fmt.Sprint(maxSize), "-max-message", fmt.Sprint(maxSize)}
 	return pushdtest.Start(t, pushdBin(t), pushdtest.Options{Args: append(args, extra...)})
 }
 
