@@ -6,6 +6,7 @@ import (
 	"io"
 	"testing"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/gobwas/ws"
 )
@@ -191,6 +192,104 @@ func BenchmarkUTF8(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				utf8.Valid(kind.in)
+			}
+		})
+	}
+}
+
+func BenchmarkWriteHeader(b *testing.B) {
+	h := ws.Header{Fin: true, OpCode: ws.OpText, Length: 300}
+	buf := make([]byte, ws.MaxHeaderSize)
+	b.ReportAllocs()
+	for b.Loop() {
+		WriteHeader(buf, h)
+	}
+}
+
+func BenchmarkAppendFrame(b *testing.B) {
+	payload := bytes.Repeat([]byte("x"), 512)
+	dst := make([]byte, 0, 1024)
+	b.SetBytes(int64(len(payload)))
+	b.Run("impl=codec", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			dst = AppendFrame(dst[:0], ws.OpText, true, payload)
+		}
+	})
+	b.Run("impl=gobwas", func(b *testing.B) {
+		var w bytes.Buffer
+		w.Grow(1024)
+		b.ReportAllocs()
+		for b.Loop() {
+			w.Reset()
+			ws.WriteFrame(&w, ws.NewTextFrame(payload))
+		}
+	})
+}
+
+func BenchmarkParseClose(b *testing.B) {
+	in := []byte("\x03\xe9server going away for maintenance")
+	b.Run("impl=codec", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			ParseClose(in)
+		}
+	})
+	b.Run("impl=gobwas", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			code, reason := ws.ParseCloseFrameDataUnsafe(in)
+			ws.CheckCloseFrameData(code, reason)
+		}
+	})
+}
+
+// unmaskWordsUnsafe is unmaskGeneric with unaligned loads through unsafe
+// pointers instead of encoding/binary, kept here only to measure the choice
+// made in mask.go (BenchmarkUnmaskGeneric).
+func unmaskWordsUnsafe(b []byte, k32 uint32) ([]byte, uint64) {
+	k := uint64(k32)<<32 | uint64(k32)
+	var acc uint64
+	for len(b) >= 32 {
+		p := unsafe.Pointer(unsafe.SliceData(b))
+		w0 := *(*uint64)(p) ^ k
+		w1 := *(*uint64)(unsafe.Add(p, 8)) ^ k
+		w2 := *(*uint64)(unsafe.Add(p, 16)) ^ k
+		w3 := *(*uint64)(unsafe.Add(p, 24)) ^ k
+		*(*uint64)(p) = w0
+		*(*uint64)(unsafe.Add(p, 8)) = w1
+		*(*uint64)(unsafe.Add(p, 16)) = w2
+		*(*uint64)(unsafe.Add(p, 24)) = w3
+		acc |= (w0 | w1) | (w2 | w3)
+		b = b[32:]
+	}
+	for len(b) >= 8 {
+		p := unsafe.Pointer(unsafe.SliceData(b))
+		w := *(*uint64)(p) ^ k
+		*(*uint64)(p) = w
+		acc |= w
+		b = b[8:]
+	}
+	return b, acc
+}
+
+// BenchmarkUnmaskGeneric compares the portable word loop written with
+// encoding/binary (used) and with unsafe loads (not used).
+func BenchmarkUnmaskGeneric(b *testing.B) {
+	for _, n := range []int{16, 125, 512, 4096} {
+		buf := make([]byte, n)
+		b.Run(fmt.Sprintf("load=binary/size=%d", n), func(b *testing.B) {
+			b.SetBytes(int64(n))
+			b.ReportAllocs()
+			for b.Loop() {
+				unmaskGeneric(buf, 0x01020304)
+			}
+		})
+		b.Run(fmt.Sprintf("load=unsafe/size=%d", n), func(b *testing.B) {
+			b.SetBytes(int64(n))
+			b.ReportAllocs()
+			for b.Loop() {
+				unmaskWordsUnsafe(buf, 0x01020304)
 			}
 		})
 	}

@@ -47,8 +47,7 @@ func ParseClose(p []byte) (code ws.StatusCode, reason []byte, err error) {
 		return code, nil, ErrCloseCode
 	}
 	reason = p[2:]
-	var u UTF8
-	if !u.Write(reason) || !u.Complete() {
+	if !validUTF8(reason) {
 		return code, nil, ErrCloseReasonUTF8
 	}
 	return code, reason, nil
