@@ -36,7 +36,6 @@ type Conn struct {
 	lastRead atomic.Int64 // wheel tick of the last inbound bytes
 	pingTick int64        // accept tick until upgraded, then the tick of the last ping; wheel goroutine only
 	timer    timerLink
-	reg      regLink
 
 	// Read side: processing goroutine only.
 	parser codec.Parser

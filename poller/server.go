@@ -45,7 +45,7 @@ type Server struct {
 	nextID   atomic.Uint64
 	conns    atomic.Int64
 	draining atomic.Bool
-	reg      registry
+	fds      fdTable
 	stats    counters
 
 	stopOnce sync.Once
@@ -127,8 +127,12 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("poller: Run before Listen")
 	}
 	loop, err := netpoll.NewEventLoop(
-		func(ctx context.Context, nc netpoll.Connection) error {
-			connFrom(ctx).process()
+		func(_ context.Context, nc netpoll.Connection) error {
+			if c := s.fds.get(fdOf(nc)); c != nil {
+				c.process()
+			} else {
+				_ = nc.Close()
+			}
 			return nil
 		},
 		netpoll.WithOnPrepare(s.prepare),
@@ -177,7 +181,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		if s.ln != nil {
 			_ = s.ln.Close()
 		}
-		s.reg.each(func(c *Conn) { _ = c.Close(ws.StatusGoingAway, "server shutdown") })
+		s.fds.each(func(c *Conn) { _ = c.Close(ws.StatusGoingAway, "server shutdown") })
 		tk := time.NewTicker(10 * time.Millisecond)
 		defer tk.Stop()
 		for s.conns.Load() > 0 {
@@ -201,32 +205,35 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return s.stopErr
 }
 
-// connKey carries a *Conn in the context netpoll hands to OnRequest.
-type connKey struct{}
-
-func connFrom(ctx context.Context) *Conn { return ctx.Value(connKey{}).(*Conn) }
+// fdOf returns the descriptor of a netpoll connection (-1 if it has none).
+func fdOf(nc netpoll.Connection) int {
+	if f, ok := nc.(interface{ Fd() int }); ok {
+		return f.Fd()
+	}
+	return -1
+}
 
 // prepare runs on netpoll's poller goroutine for every accepted socket,
 // before it is registered for reads: it creates the Conn, arms the
 // handshake timeout and hooks the close callback.
 func (s *Server) prepare(nc netpoll.Connection) context.Context {
-	fd := -1
-	if f, ok := nc.(interface{ Fd() int }); ok {
-		fd = f.Fd()
-	}
-	c := &Conn{srv: s, nc: nc, fd: fd, id: s.nextID.Add(1)}
+	c := &Conn{srv: s, nc: nc, fd: fdOf(nc), id: s.nextID.Add(1)}
 	now := s.wheel.now.Load()
 	c.pingTick = now
 	c.lastRead.Store(now)
-	s.conns.Add(1)
 	s.stats.accepted.Add(1)
-	s.reg.add(c)
+	if !s.fds.set(c.fd, c) {
+		s.stats.refused.Add(1)
+		_ = nc.Close()
+		return context.Background()
+	}
+	s.conns.Add(1)
 	_ = nc.AddCloseCallback(func(netpoll.Connection) error {
 		s.closed(c)
 		return nil
 	})
 	s.wheel.schedule(c, now+s.handshakeTicks)
-	return context.WithValue(context.Background(), connKey{}, c)
+	return context.Background()
 }
 
 // closed runs once per connection, from netpoll's close callback, before
@@ -240,7 +247,7 @@ func (s *Server) closed(c *Conn) {
 	code := c.endCode
 	c.mu.Unlock()
 	s.wheel.cancel(c)
-	s.reg.remove(c)
+	s.fds.clear(c.fd, c)
 	s.conns.Add(-1)
 	if prev == stateHandshake || !c.opened {
 		return

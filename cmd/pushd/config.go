@@ -65,8 +65,8 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "bound on the graceful shutdown after SIGINT/SIGTERM")
 	fs.IntVar(&c.Loops, "loops", 0, "netpoll event loops (0: netpoll's default, GOMAXPROCS/20+1)")
 	fs.IntVar(&c.Workers, "workers", 256, "size of the worker pool that runs connection handlers")
-	fs.IntVar(&c.ReadBuffer, "read-buffer", 1024, "initial per-connection read buffer in bytes (netpoll BufferSize)")
-	fs.IntVar(&c.LinkNodeCap, "link-node-cap", 1024, "minimum netpoll buffer node size in bytes (netpoll LinkBufferCap)")
+	fs.IntVar(&c.ReadBuffer, "read-buffer", 512, "initial per-connection read buffer in bytes (netpoll BufferSize)")
+	fs.IntVar(&c.LinkNodeCap, "link-node-cap", 512, "minimum netpoll buffer node size in bytes (netpoll LinkBufferCap)")
 	fs.StringVar(&c.LogFormat, "log-format", "auto", "log format: auto (text on a terminal, else json), json or text")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
 
