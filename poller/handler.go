@@ -32,6 +32,14 @@ type Handler interface {
 	Close(c *Conn, code ws.StatusCode)
 }
 
+// Drainer is an optional Handler capability: Drained runs after a
+// connection whose socket was full has written everything it had queued,
+// on the goroutine that drained it. A fan-out layer uses it to resume a
+// subscriber it had to hold back (conflated or dropped messages).
+type Drainer interface {
+	Drained(c *Conn)
+}
+
 // Request is the upgrade request as the Handler sees it. Strings are copies
 // owned by the Request; the Request itself is valid only during Upgrade.
 type Request struct {

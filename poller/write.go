@@ -174,7 +174,6 @@ func (c *Conn) stallLocked() {
 func (c *Conn) drain() {
 	err := c.nc.Writer().Flush()
 	c.mu.Lock()
-	defer c.unlock()
 	c.stalled = false
 	c.pending -= c.stallLen
 	c.stallLen = 0
@@ -183,9 +182,15 @@ func (c *Conn) drain() {
 			c.srv.stats.writeTimeouts.Add(1)
 			c.failWriteLocked()
 		}
+		c.unlock()
 		return
 	}
 	c.flushLocked()
+	drained := !c.stalled && !c.closed && len(c.q) == 0
+	c.unlock()
+	if d, ok := c.srv.h.(Drainer); ok && drained {
+		d.Drained(c)
+	}
 }
 
 // failWriteLocked abandons the queue after a write error and closes TCP.
