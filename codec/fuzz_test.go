@@ -283,22 +283,26 @@ func validPrefix(p []byte) bool {
 	return false
 }
 
+// completable reports whether some continuation bytes turn tail into one
+// valid code point. Every range the second byte may need (RFC 3629 §4:
+// A0-BF, 80-9F, 90-BF, 80-8F, 80-BF) contains one of these six values, so
+// trying them is exact.
 func completable(tail []byte) bool {
-	buf := append([]byte(nil), tail...)
-	for n := len(tail) + 1; n <= 4; n++ {
-		for c := 0x80; c <= 0xbf; c++ {
-			cand := append(buf, byte(c))
-			if utf8.FullRune(cand) {
-				if utf8.Valid(cand) {
-					return true
-				}
-				continue
-			}
-			if completable(cand) {
+	conts := []byte{0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf}
+	if len(tail) >= 4 {
+		return false
+	}
+	for _, c := range conts {
+		cand := append(append([]byte(nil), tail...), c)
+		if utf8.FullRune(cand) {
+			if utf8.Valid(cand) {
 				return true
 			}
+			continue
 		}
-		return false
+		if completable(cand) {
+			return true
+		}
 	}
 	return false
 }
