@@ -38,7 +38,8 @@ func (c *recConn) Write(p []byte) (int, error) {
 }
 
 // sentFrames parses the recorded client bytes after the HTTP request and
-// returns the opcodes of the frames the client wrote (0 = continuation).
+// returns the first header byte (FIN, RSV, opcode) of each frame the client
+// wrote.
 func (c *recConn) sentFrames(t *testing.T) []byte {
 	t.Helper()
 	c.mu.Lock()
@@ -67,7 +68,7 @@ func (c *recConn) sentFrames(t *testing.T) []byte {
 		if b[1]&0x80 != 0 {
 			hl += 4
 		}
-		ops = append(ops, b[0]&0x0F)
+		ops = append(ops, b[0])
 		if uint64(len(b)) < uint64(hl)+n {
 			return ops
 		}
@@ -76,14 +77,37 @@ func (c *recConn) sentFrames(t *testing.T) []byte {
 	return ops
 }
 
-// dataFrames counts the data and continuation frames in ops.
-func dataFrames(ops []byte) (n int) {
-	for _, op := range ops {
-		if op < 8 {
+// dataFrames counts the data and continuation frames in heads.
+func dataFrames(heads []byte) (n int) {
+	for _, h := range heads {
+		if h&0x0F < 8 {
 			n++
 		}
 	}
 	return n
+}
+
+// fragmentedSends reports, over every message in heads that went out in
+// more than one frame, the most frames one message used and the most pings
+// sent between the fragments of one message.
+func fragmentedSends(heads []byte) (maxFrames, maxPings int) {
+	frames, pings, inMsg := 0, 0, false
+	for _, h := range heads {
+		op, fin := h&0x0F, h&0x80 != 0
+		switch {
+		case op == opPing && inMsg:
+			pings++
+		case op == opText || op == opBinary:
+			frames, pings, inMsg = 1, 0, !fin
+		case op == opCont && inMsg:
+			frames++
+			if fin {
+				inMsg = false
+				maxFrames, maxPings = max(maxFrames, frames), max(maxPings, pings)
+			}
+		}
+	}
+	return maxFrames, maxPings
 }
 
 func recDialer(limit int, rec **recConn) func(ctx context.Context, network, addr string) (net.Conn, error) {

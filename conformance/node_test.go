@@ -37,7 +37,10 @@ func TestNodePeers(t *testing.T) {
 	for _, client := range []string{"ws", "undici"} {
 		t.Run(client, func(t *testing.T) {
 			t.Parallel()
-			argv := []string{node, script, client, "cases", p.URL("/" + client)}
+			// The peer goes through a recording proxy so the test can
+			// see the frames ws really sent.
+			proxy := startRecProxy(t, p.WSAddr, 4<<20)
+			argv := []string{node, script, client, "cases", "ws://" + proxy.addr() + "/" + client}
 			var want []string
 			for _, kind := range []string{"text", "binary"} {
 				for _, n := range echoSizes {
@@ -57,6 +60,13 @@ func TestNodePeers(t *testing.T) {
 			}
 			res := runScript(t, raceScale(2*time.Minute), nil, argv...)
 			judgeScript(t, client, res, want)
+			if client == "ws" {
+				frames, pings := proxy.fragmentation(t)
+				if frames < 3 || pings < 2 {
+					t.Errorf("ws: largest fragmented message went out in %d frames with %d pings between them, want >= 3 and >= 2", frames, pings)
+				}
+				t.Logf("%s sent a message in %d fragments with %d pings between them", "ws", frames, pings)
+			}
 		})
 	}
 }

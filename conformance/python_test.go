@@ -30,7 +30,8 @@ func TestPythonPeer(t *testing.T) {
 	t.Parallel()
 	script := pythonPeer(t)
 	p := startEcho(t)
-	argv := []string{pythonExe, "-u", script, "cases", p.URL("/python")}
+	proxy := startRecProxy(t, p.WSAddr, 4<<20)
+	argv := []string{pythonExe, "-u", script, "cases", "ws://" + proxy.addr() + "/python"}
 	var want []string
 	for _, kind := range []string{"text", "binary"} {
 		for _, n := range echoSizes {
@@ -46,4 +47,9 @@ func TestPythonPeer(t *testing.T) {
 	}
 	res := runScript(t, raceScale(2*time.Minute), nil, argv...)
 	judgeScript(t, "python3-websockets", res, want)
+	frames, pings := proxy.fragmentation(t)
+	if frames < 3 || pings < 2 {
+		t.Errorf("python: largest fragmented message went out in %d frames with %d pings between them, want >= 3 and >= 2", frames, pings)
+	}
+	t.Logf("%s sent a message in %d fragments with %d pings between them", "python", frames, pings)
 }

@@ -49,7 +49,11 @@ install_missing() {
 run_tests() {
 	step "gofmt check"
 	local unformatted
-	unformatted=$(git ls-files -z --cached --others --exclude-standard -- '*.go' | xargs -0 -r gofmt -l)
+	if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+		unformatted=$(git ls-files -z --cached --others --exclude-standard -- '*.go' | xargs -0 -r gofmt -l)
+	else
+		unformatted=$(find . -name node_modules -prune -o -name '*.go' -print0 | xargs -0 -r gofmt -l)
+	fi
 	if [ -n "$unformatted" ]; then
 		printf 'files need gofmt:\n%s\n' "$unformatted" >&2
 		exit 1
