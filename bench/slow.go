@@ -51,6 +51,7 @@ type slowServerResult struct {
 	SysDuringPct  float64       `json:"sys_during_pct_core"`
 	DuringSeconds float64       `json:"during_seconds"`
 	BytesPerSec   float64       `json:"slow_bytes_per_second"`
+	CPUPerByteUs  float64       `json:"cpu_us_per_slow_byte"`
 	Slow          *slowResult   `json:"slow"`
 	Normal        *normalResult `json:"normal"`
 }
@@ -82,12 +83,12 @@ func runSlow(ctx context.Context, h *harness, f *slowScenarioFlags) (*report, er
 		results = append(results, *r)
 	}
 	rep.Results = results
-	rows := [][]string{{"server", "CPU before %core", "CPU during %core", "user+sys", "slow B/s", "frames", "echoed",
+	rows := [][]string{{"server", "CPU before %core", "CPU during %core", "user+sys", "slow B/s", "CPU µs/byte", "frames", "echoed",
 		"echo p50 before", "p99 before", "p50 during", "p99 during", "max during", "timeouts"}}
 	for _, r := range results {
 		rows = append(rows, []string{r.Server, fmt.Sprintf("%.2f", r.CPUBeforePct), fmt.Sprintf("%.2f", r.CPUDuringPct),
 			fmt.Sprintf("%.1f+%.1f", r.UserDuringPct, r.SysDuringPct),
-			fmt.Sprintf("%.0f", r.BytesPerSec), fmt.Sprint(r.Slow.FramesSent), fmt.Sprint(r.Slow.Echoes),
+			fmt.Sprintf("%.0f", r.BytesPerSec), fmt.Sprintf("%.2f", r.CPUPerByteUs), fmt.Sprint(r.Slow.FramesSent), fmt.Sprint(r.Slow.Echoes),
 			us(r.Normal.Before.P50us), us(r.Normal.Before.P99us), us(r.Normal.During.P50us), us(r.Normal.During.P99us),
 			us(r.Normal.During.MaxUs), fmt.Sprint(r.Normal.Before.Timeouts + r.Normal.During.Timeouts)})
 	}
@@ -96,6 +97,10 @@ func runSlow(ctx context.Context, h *harness, f *slowScenarioFlags) (*report, er
 	pi, ri := find(results, "pushd", name), find(results, "ref", name)
 	if pi >= 0 {
 		checkSlow(rep, results[pi], f, target)
+	}
+	if ri >= 0 && time.Duration(results[ri].Normal.During.MaxUs)*time.Microsecond > f.stall {
+		rep.notef("the ref server also had a normal echo above -stall (%s): the host itself is busy (load from other processes or the clients)",
+			us(results[ri].Normal.During.MaxUs))
 	}
 	if pi >= 0 && ri >= 0 && results[ri].CPUDuringPct > 0 {
 		rep.notef("pushd/ref CPU during the slow window = %.3f (same run)", results[pi].CPUDuringPct/results[ri].CPUDuringPct)
@@ -254,6 +259,9 @@ func measureSlow(ctx context.Context, h *harness, spec serverSpec, f *slowScenar
 		SysDuringPct:  pct(end.sys-during.sys, during, end),
 		DuringSeconds: end.at.Sub(during.at).Seconds(), Slow: slowRes, Normal: norm}
 	r.BytesPerSec = float64(slowRes.BytesSent) / r.DuringSeconds
+	if slowRes.BytesSent > 0 {
+		r.CPUPerByteUs = (end.user + end.sys - during.user - during.sys).Seconds() * 1e6 / float64(slowRes.BytesSent)
+	}
 	if prof != nil {
 		h.logf("pushd CPU profile of the slow window:\n%s", <-profDone)
 	}
