@@ -82,14 +82,22 @@ func startEcho(t *testing.T, extra ...string) *pushdtest.Proc {
 	return pushdtest.Start(t, pushdBin(t), pushdtest.Options{Args: append(args, extra...)})
 }
 
+// peerOptedOut reports whether PUSHD_SKIP_PEERS names peer.
+func peerOptedOut(peer string) bool {
+	for _, p := range strings.Split(os.Getenv("PUSHD_SKIP_PEERS"), ",") {
+		if strings.TrimSpace(p) == peer {
+			return true
+		}
+	}
+	return false
+}
+
 // skipPeer skips t when PUSHD_SKIP_PEERS names peer. This is the only way a
 // peer test may skip.
 func skipPeer(t *testing.T, peer string) {
 	t.Helper()
-	for _, p := range strings.Split(os.Getenv("PUSHD_SKIP_PEERS"), ",") {
-		if strings.TrimSpace(p) == peer {
-			t.Skipf("PUSHD_SKIP_PEERS=%s skips the %s peer", os.Getenv("PUSHD_SKIP_PEERS"), peer)
-		}
+	if peerOptedOut(peer) {
+		t.Skipf("PUSHD_SKIP_PEERS=%s skips the %s peer", os.Getenv("PUSHD_SKIP_PEERS"), peer)
 	}
 }
 

@@ -307,7 +307,7 @@ func (r *rawConn) expectPong(p []byte) {
 	r.t.Helper()
 	f := r.next("pong")
 	if f.op != opPong || !bytes.Equal(f.payload, p) {
-		r.t.Fatalf("waiting for pong %q: got %v payload %q", p, f, f.payload)
+		r.t.Fatalf("waiting for pong %.64q: got %v payload %.64q", p, f, f.payload)
 	}
 }
 
