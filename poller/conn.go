@@ -7,6 +7,7 @@ import (
 
 	"github.com/cloudwego/netpoll"
 	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
 
 	"github.com/pushd/pushd/codec"
 )
@@ -45,6 +46,7 @@ type Conn struct {
 	partial    []byte
 	assembling bool  // a data message is being assembled into partial
 	ctlStart   int32 // offset in partial of a split control frame
+	lowat      int32 // SO_RCVLOWAT currently set on fd (0: kernel default 1)
 	value      any
 	opened     bool // Handler.Open ran; Handler.Close is owed
 
@@ -101,6 +103,30 @@ func (c *Conn) process() {
 		c.readFrames(b)
 	}
 	_ = r.Release()
+	if st := c.state.Load(); st == stateOpen || st == stateClosing {
+		c.setLowat()
+	}
+}
+
+// maxLowat caps the receive low-water mark: a large frame still wakes the
+// connection every maxLowat bytes, and the kernel never has to hold more
+// than this below the mark.
+const maxLowat = 16 << 10
+
+// setLowat sets SO_RCVLOWAT to the bytes the parser needs next (see
+// codec.Parser.Need), so epoll reports the socket readable only once that
+// much has arrived. A client that trickles a frame byte by byte then costs
+// three wake-ups per frame (first two header bytes, rest of the header,
+// payload) instead of one per byte. It costs one
+// setsockopt only when the mark changes, i.e. only around partial frames.
+func (c *Conn) setLowat() {
+	want := int32(min(c.parser.Need(), maxLowat))
+	if want == c.lowat || c.fd < 0 {
+		return
+	}
+	if unix.SetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, int(want)) == nil {
+		c.lowat = want
+	}
 }
 
 // readFrames feeds b to the parser and acts on every chunk.
