@@ -1,0 +1,13 @@
+package cluster
+
+import "errors"
+
+// Errors of package cluster; match them with errors.Is.
+var (
+	// ErrConfig wraps every configuration failure.
+	ErrConfig = errors.New("cluster: invalid config")
+	// ErrClosed is returned by Publish after Shutdown.
+	ErrClosed = errors.New("cluster: broker closed")
+	// ErrNoHandler is returned by Publish before Attach.
+	ErrNoHandler = errors.New("cluster: no publication handler attached")
+)

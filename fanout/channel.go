@@ -1,0 +1,256 @@
+package fanout
+
+import (
+	"sync"
+	"time"
+)
+
+// channel is the hub's state for one channel name.
+//
+// Ordering: publications enter mailbox in sequence order (brokers call
+// HandlePublication in order, never concurrently for one channel). At most
+// one delivery task per channel runs at a time (running): it takes the
+// whole mailbox as a batch together with the subscriber list, both under
+// mu, delivers the batch (in parallel chunks of subscribers when the list
+// is long) and only then takes the next batch. So every subscriber gets
+// every batch in order, and within a batch every publication in order.
+// A subscriber linked under mu receives exactly the publications still in
+// the mailbox and all later ones.
+type channel struct {
+	name   string
+	policy Policy
+	hub    *Hub
+
+	mu      sync.Mutex
+	subs    []*Subscription // copy-on-write: a taken snapshot is never modified
+	nFormat [numFormats]int // subscribers per format in subs
+	refs    int             // linked plus joining subscribers
+	mailbox []Publication   // received, not yet taken by a delivery task
+	spare   []Publication   // the previous batch's array, reused
+	running bool            // a delivery task owns the channel
+	paused  int             // joining subscribers fetching history: hold deliveries
+	lastSeq uint64          // highest Seq handled
+	idle    time.Time       // when refs dropped to 0 (for the debounced unsubscribe)
+
+	// brokerMu serialises broker.Subscribe for this channel; subscribed
+	// is guarded by it.
+	brokerMu   sync.Mutex
+	subscribed bool
+
+	// Delivery scratch, owned by the running delivery task.
+	batch   []Publication
+	need    [numFormats]bool // formats present in the batch's subscriber snapshot
+	frames  [numFormats][][]byte
+	tasks   []*chunkTask
+	wg      sync.WaitGroup
+	drainFn func()
+}
+
+// chunkTask delivers the current batch to subs[lo:hi] on a pool worker.
+// Tasks live as long as their channel, so submitting one allocates nothing.
+type chunkTask struct {
+	c         *channel
+	subs      []*Subscription
+	delivered uint64
+	fn        func()
+}
+
+func newChannel(h *Hub, name string) *channel {
+	c := &channel{name: name, hub: h, policy: h.policyFor(name)}
+	c.drainFn = c.drainPooled
+	return c
+}
+
+// enqueueLocked appends pub and reports whether the caller must start a
+// delivery task. Lock c.mu must be held.
+func (c *channel) enqueueLocked(pub Publication) (start bool) {
+	if pub.Seq > c.lastSeq {
+		c.lastSeq = pub.Seq
+	}
+	if len(c.subs) == 0 && c.paused == 0 {
+		return false // nobody to deliver to, nobody joining
+	}
+	if max := c.hub.cfg.MaxMailbox; len(c.mailbox) >= max {
+		// The channel's fan-out cannot keep up with its publishers. Never
+		// block them: drop the oldest (subscribers see a seq gap).
+		copy(c.mailbox, c.mailbox[1:])
+		c.mailbox[len(c.mailbox)-1] = pub
+		c.hub.stats.overflowed.Add(1)
+	} else {
+		c.mailbox = append(c.mailbox, pub)
+	}
+	return c.startLocked()
+}
+
+// startLocked claims the delivery task when work is waiting and nobody
+// holds it. Lock c.mu must be held.
+func (c *channel) startLocked() bool {
+	if c.running || c.paused > 0 || len(c.mailbox) == 0 {
+		return false
+	}
+	c.running = true
+	return true
+}
+
+// takeLocked moves the mailbox into c.batch and returns the subscriber
+// snapshot, or false (and gives up the delivery task) when there is
+// nothing to do. Lock c.mu must be held.
+func (c *channel) takeLocked() ([]*Subscription, bool) {
+	if len(c.mailbox) == 0 || c.paused > 0 {
+		c.running = false
+		return nil, false
+	}
+	c.batch, c.mailbox, c.spare = c.mailbox, c.spare[:0], nil
+	for f, n := range c.nFormat {
+		c.need[f] = n > 0
+	}
+	return c.subs, true
+}
+
+// drainInline is run by the publishing goroutine for a small channel: it
+// delivers one batch and hands any further work to the pool, so a
+// publisher never loops on other publishers' messages.
+func (c *channel) drainInline() {
+	c.mu.Lock()
+	subs, ok := c.takeLocked()
+	c.mu.Unlock()
+	if !ok {
+		return
+	}
+	c.deliver(subs)
+	c.mu.Lock()
+	c.finishLocked()
+	more := len(c.mailbox) > 0 && c.paused == 0
+	if !more {
+		c.running = false
+	}
+	c.mu.Unlock()
+	if more {
+		c.hub.submit(c.drainFn)
+	}
+}
+
+// drainPooled is the pool task: it delivers batches until the mailbox is
+// empty.
+func (c *channel) drainPooled() {
+	for {
+		c.mu.Lock()
+		subs, ok := c.takeLocked()
+		c.mu.Unlock()
+		if !ok {
+			return
+		}
+		c.deliver(subs)
+		c.mu.Lock()
+		c.finishLocked()
+		c.mu.Unlock()
+	}
+}
+
+// finishLocked recycles the batch array. Lock c.mu must be held.
+func (c *channel) finishLocked() {
+	clear(c.batch)
+	c.spare = c.batch[:0]
+	c.batch = nil
+}
+
+// deliver encodes c.batch once per format that has subscribers and queues
+// it to subs, in chunks on the pool when subs is long. Run only by the
+// task that holds running.
+func (c *channel) deliver(subs []*Subscription) {
+	if len(subs) == 0 {
+		return
+	}
+	c.encode()
+	h := c.hub
+	size := h.cfg.ChunkSize
+	var delivered uint64
+	if len(subs) <= size || h.cfg.Pool == nil {
+		delivered = c.deliverTo(subs)
+	} else {
+		n := (len(subs) + size - 1) / size
+		for len(c.tasks) < n-1 {
+			t := &chunkTask{c: c}
+			t.fn = t.run
+			c.tasks = append(c.tasks, t)
+		}
+		c.wg.Add(n - 1)
+		for i := 1; i < n; i++ {
+			t := c.tasks[i-1]
+			t.subs = subs[i*size : min((i+1)*size, len(subs))]
+			t.delivered = 0
+			if err := h.cfg.Pool.Submit(t.fn); err != nil {
+				h.stats.poolFallbacks.Add(1)
+				t.fn()
+			}
+		}
+		delivered = c.deliverTo(subs[:size])
+		c.wg.Wait()
+		for _, t := range c.tasks[:n-1] {
+			delivered += t.delivered
+			t.subs = nil
+		}
+	}
+	h.stats.delivered.Add(delivered)
+	for f := range c.frames {
+		clear(c.frames[f])
+		c.frames[f] = c.frames[f][:0]
+	}
+}
+
+func (t *chunkTask) run() {
+	t.delivered = t.c.deliverTo(t.subs)
+	t.c.wg.Done()
+}
+
+// encode fills c.frames for the formats present in the snapshot.
+func (c *channel) encode() {
+	need := c.need
+	for i := range c.batch {
+		pub := &c.batch[i]
+		isJSON := need[FormatJSON] && payloadIsJSON(pub.Data)
+		for f := range numFormats {
+			var fr []byte
+			if need[f] {
+				fr = encodePush(f, pub, isJSON)
+			}
+			c.frames[f] = append(c.frames[f], fr)
+		}
+	}
+}
+
+// deliverTo queues the batch to every subscription of subs and flushes each
+// subscriber once: a burst leaves in one writev. It returns the number of
+// frames queued.
+func (c *channel) deliverTo(subs []*Subscription) uint64 {
+	var n uint64
+	for _, s := range subs {
+		frames := c.frames[s.format]
+		queued := false
+		s.mu.Lock()
+		for i := range c.batch {
+			seq := c.batch[i].Seq
+			if seq != 0 && seq <= s.minSeq {
+				continue
+			}
+			fr := frames[i]
+			if fr == nil {
+				// The format appeared after the counts were read: encode
+				// for this subscriber only (rare, correct).
+				fr = encodePush(s.format, &c.batch[i], payloadIsJSON(c.batch[i].Data))
+			}
+			if s.deliverLocked(fr, seq) {
+				queued = true
+				n++
+			}
+		}
+		kick := s.takeKickLocked()
+		s.mu.Unlock()
+		if kick {
+			c.hub.kick(s.sub)
+		} else if queued {
+			s.sub.Flush()
+		}
+	}
+	return n
+}

@@ -1,0 +1,50 @@
+// Package fanout is pushd's channel → subscribers index and its fan-out:
+// one node's subscriptions, the encode-once publish path, per-channel
+// ordering, per-connection byte budgets and the slow-consumer policies.
+//
+// # What it owns
+//
+// A Hub keeps 64 shards (RWMutex + map) of channels. Each channel holds a
+// copy-on-write subscriber list, a mailbox of publications and at most one
+// delivery task. Brokers (package cluster) call Hub.HandlePublication in
+// sequence order; the delivery task takes the whole mailbox as a batch,
+// encodes every publication once per Format that has subscribers (one
+// allocation per frame, shared read-only by every queue), queues the batch
+// to each subscriber and flushes it once, so a burst leaves in one writev.
+// Channels with more than ChunkSize subscribers are split into chunks run in
+// parallel on an injected ants pool; the next batch starts only after every
+// chunk of the previous one finished, so per-channel order holds for every
+// subscriber. Frames are plain Go slices: "reference counting" is the
+// garbage collector's, and nobody writes to a frame after it is built.
+//
+// Subscribe links a subscriber so that its reply (SubscribeOptions.Ack) and
+// any recovered history are queued before the first push of the channel;
+// see Hub.Subscribe for how nothing is lost or duplicated while it joins.
+//
+// Slow consumers: a Subscriber's Queue refuses frames past its byte budget
+// (ErrQueueFull). The channel's Policy then closes it with 4001
+// (PolicyDisconnect), drops the message and later sends a gap notice
+// (PolicyDrop), or keeps only the latest frame (PolicyConflate); held
+// frames go out on the next publication or Hub.Resume. Every action is
+// counted in Stats.
+//
+// # What it must never do
+//
+// Import the poller, cluster or Redis; block a publisher on a subscriber;
+// encode per subscriber on the live path (only recovered history, gap
+// notices and a format that appeared mid-batch are encoded per
+// subscriber); hold a hub lock while closing a subscriber.
+//
+// # Concurrency and hot path
+//
+// All Hub methods are goroutine-safe. HandlePublication for a channel with
+// at most ChunkSize subscribers delivers on the calling goroutine (Queue +
+// one non-blocking write per subscriber); larger channels are handed to the
+// pool and the caller returns at once. Steady-state HandlePublication
+// allocates one frame per format in use and nothing per subscriber
+// (TestAllocsPerPublication).
+//
+// Lock order: shard.mu → channel.mu; Subscription.mu and channel.mu are
+// never held together except channel.mu → Subscriber.Queue (which takes
+// only the connection's own lock).
+package fanout

@@ -1,0 +1,492 @@
+package fanout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/ants/v2"
+)
+
+// numShards is the number of independently locked channel maps.
+const numShards = 64
+
+// Defaults for zero Config fields.
+const (
+	DefaultChunkSize        = 512
+	DefaultMaxMailbox       = 1 << 16
+	DefaultUnsubscribeDelay = 5 * time.Second
+)
+
+// Config configures a Hub. Zero fields select defaults.
+type Config struct {
+	// Broker serves history and is told about first/last local
+	// subscribers. Required.
+	Broker Broker
+	// Pool runs fan-out for channels with more than ChunkSize subscribers,
+	// in chunks of ChunkSize. Build it with ants.WithNonblocking(true) and
+	// a panic handler; on ants.ErrPoolOverload (or a released pool) the
+	// work runs inline, never dropped. nil runs everything inline.
+	Pool *ants.Pool
+	// ChunkSize is the number of subscribers one fan-out task serves.
+	ChunkSize int
+	// Policies map channel patterns to slow-consumer policies; the first
+	// match wins, PolicyDisconnect when none matches.
+	Policies []PolicyRule
+	// MaxMailbox bounds the publications waiting for one channel's
+	// delivery task; past it the oldest is dropped and counted.
+	MaxMailbox int
+	// UnsubscribeDelay is how long a channel stays subscribed at the
+	// broker after its last local subscriber left.
+	UnsubscribeDelay time.Duration
+	// Logger receives the hub's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Hub is the channel → subscribers index of one node and its fan-out.
+// All methods are safe for concurrent use. HandlePublication never blocks
+// on a subscriber.
+type Hub struct {
+	cfg    Config
+	log    *slog.Logger
+	seed   maphash.Seed
+	shards [numShards]shard
+	stats  counters
+
+	closed   atomic.Bool
+	stopOnce sync.Once
+	stop     chan struct{}
+	done     chan struct{}
+	running  atomic.Bool
+}
+
+type shard struct {
+	mu       sync.RWMutex
+	channels map[string]*channel
+}
+
+type counters struct {
+	subscriptions   atomic.Int64
+	channels        atomic.Int64
+	published       atomic.Uint64
+	delivered       atomic.Uint64
+	slowDisconnects atomic.Uint64
+	dropped         atomic.Uint64
+	gapNotices      atomic.Uint64
+	conflated       atomic.Uint64
+	overflowed      atomic.Uint64
+	poolFallbacks   atomic.Uint64
+}
+
+// New validates cfg and builds a Hub.
+func New(cfg Config) (*Hub, error) {
+	var errs []error
+	if cfg.Broker == nil {
+		errs = append(errs, errors.New("Broker is required"))
+	}
+	if cfg.ChunkSize < 0 || cfg.MaxMailbox < 0 || cfg.UnsubscribeDelay < 0 {
+		errs = append(errs, errors.New("ChunkSize, MaxMailbox and UnsubscribeDelay must not be negative"))
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))
+	}
+	if cfg.ChunkSize == 0 {
+		cfg.ChunkSize = DefaultChunkSize
+	}
+	if cfg.MaxMailbox == 0 {
+		cfg.MaxMailbox = DefaultMaxMailbox
+	}
+	if cfg.UnsubscribeDelay == 0 {
+		cfg.UnsubscribeDelay = DefaultUnsubscribeDelay
+	}
+	h := &Hub{
+		cfg:  cfg,
+		log:  cfg.Logger,
+		seed: maphash.MakeSeed(),
+		stop: make(chan struct{}),
+		done: make(chan struct{}),
+	}
+	if h.log == nil {
+		h.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	for i := range h.shards {
+		h.shards[i].channels = make(map[string]*channel)
+	}
+	return h, nil
+}
+
+func (h *Hub) shard(name string) *shard {
+	return &h.shards[maphash.String(h.seed, name)%numShards]
+}
+
+func (h *Hub) policyFor(name string) Policy {
+	for _, r := range h.cfg.Policies {
+		if MatchPattern(r.Pattern, name) {
+			return r.Policy
+		}
+	}
+	return PolicyDisconnect
+}
+
+// PolicyFor returns the slow-consumer policy of channel name.
+func (h *Hub) PolicyFor(name string) Policy { return h.policyFor(name) }
+
+// submit runs fn on the pool, or inline when the pool refuses it.
+func (h *Hub) submit(fn func()) {
+	if h.cfg.Pool != nil {
+		if err := h.cfg.Pool.Submit(fn); err == nil {
+			return
+		}
+	}
+	h.stats.poolFallbacks.Add(1)
+	fn()
+}
+
+// HandlePublication delivers pub to the channel's local subscribers. It
+// implements PublicationHandler: brokers call it in sequence order per
+// channel. It never waits on a subscriber: a channel with at most
+// ChunkSize subscribers is served by the calling goroutine (queue + one
+// non-blocking write per subscriber, no handoff), a larger one by a pool
+// task while the caller returns at once.
+func (h *Hub) HandlePublication(pub Publication) {
+	h.stats.published.Add(1)
+	sh := h.shard(pub.Channel)
+	sh.mu.RLock()
+	c := sh.channels[pub.Channel]
+	sh.mu.RUnlock()
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	start := c.enqueueLocked(pub)
+	small := len(c.subs) <= h.cfg.ChunkSize
+	c.mu.Unlock()
+	if !start {
+		return
+	}
+	if small {
+		c.drainInline()
+		return
+	}
+	h.submit(c.drainFn)
+}
+
+// acquire returns the channel, creating it, and counts a joining
+// subscriber on it.
+func (h *Hub) acquire(name string) *channel {
+	sh := h.shard(name)
+	sh.mu.Lock()
+	c := sh.channels[name]
+	if c == nil {
+		c = newChannel(h, name)
+		sh.channels[name] = c
+		h.stats.channels.Add(1)
+	}
+	c.mu.Lock()
+	c.refs++
+	c.mu.Unlock()
+	sh.mu.Unlock()
+	return c
+}
+
+// releaseLocked drops one reference. Lock c.mu must be held.
+func (c *channel) releaseLocked() {
+	c.refs--
+	if c.refs == 0 {
+		c.idle = time.Now()
+	}
+}
+
+// Subscribe links sub to channel and returns the subscription. With
+// opts.Since it first queues the retained publications after *Since. The
+// reply frame built by opts.Ack is queued before any push of the channel:
+// the subscription is linked to the live path only after it.
+//
+// How no publication is lost or duplicated: a live-only subscription of a
+// channel the hub has already seen publications of is linked under the
+// channel lock with minSeq = the last sequence handled before the
+// mailbox; otherwise the channel's deliveries are paused (publishers keep
+// appending to the mailbox, never blocked), the broker's history (or only
+// its top) is read, the reply and the history after Since are queued, and
+// the subscription is linked with minSeq = top; then deliveries resume.
+// Every publication after top is then either in the mailbox or not yet
+// handled, and the live path skips those at or below minSeq.
+func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, name string, opts SubscribeOptions) (*Subscription, SubscribeResult, error) {
+	if h.closed.Load() {
+		return nil, SubscribeResult{}, ErrHubClosed
+	}
+	if opts.Format >= numFormats {
+		return nil, SubscribeResult{}, fmt.Errorf("%w: unknown format %d", ErrConfig, opts.Format)
+	}
+	c := h.acquire(name)
+	s := &Subscription{hub: h, ch: c, sub: sub, format: opts.Format}
+	if err := c.brokerSubscribe(ctx); err != nil {
+		c.mu.Lock()
+		c.releaseLocked()
+		c.mu.Unlock()
+		return nil, SubscribeResult{}, err
+	}
+
+	c.mu.Lock()
+	if opts.Since == nil && c.lastSeq > 0 {
+		// Fast path: no broker round trip.
+		res := SubscribeResult{Seq: c.lastSeq, Recovered: true}
+		if len(c.mailbox) > 0 && c.mailbox[0].Seq > 0 {
+			res.Seq = c.mailbox[0].Seq - 1
+		}
+		s.minSeq = res.Seq
+		err := h.ackLocked(s, opts, res)
+		if err == nil {
+			c.linkLocked(s)
+		} else {
+			c.releaseLocked()
+		}
+		c.mu.Unlock()
+		if err != nil {
+			if errors.Is(err, ErrSlowConsumer) && c.policy == PolicyDisconnect {
+				h.kick(sub)
+			}
+			return nil, res, err
+		}
+		sub.Flush()
+		return s, res, nil
+	}
+	c.paused++
+	c.mu.Unlock()
+
+	res, err := h.recover(ctx, s, opts)
+
+	c.mu.Lock()
+	c.paused--
+	if err == nil {
+		c.linkLocked(s)
+	} else {
+		c.releaseLocked()
+	}
+	start := c.startLocked()
+	c.mu.Unlock()
+	if start {
+		h.submit(c.drainFn)
+	}
+	if err != nil {
+		if errors.Is(err, ErrSlowConsumer) && c.policy == PolicyDisconnect {
+			h.kick(sub)
+		}
+		return nil, res, err
+	}
+	sub.Flush()
+	return s, res, nil
+}
+
+// recover reads the broker's history (or top) while the channel's
+// deliveries are paused and queues the reply and the recovered frames.
+func (h *Hub) recover(ctx context.Context, s *Subscription, opts SubscribeOptions) (SubscribeResult, error) {
+	hr, err := h.cfg.Broker.History(ctx, s.ch.name, opts.Since)
+	if err != nil {
+		return SubscribeResult{}, fmt.Errorf("fanout: history of %q: %w", s.ch.name, err)
+	}
+	res := SubscribeResult{Seq: hr.Top, Recovered: opts.Since == nil || hr.Recovered}
+	s.minSeq = hr.Top
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := h.ackLocked(s, opts, res); err != nil {
+		return res, err
+	}
+	var n uint64
+	for i := range hr.Pubs {
+		pub := &hr.Pubs[i]
+		if opts.Since != nil && pub.Seq <= *opts.Since || pub.Seq > hr.Top {
+			continue
+		}
+		if s.deliverLocked(encodePush(s.format, pub, payloadIsJSON(pub.Data)), pub.Seq) {
+			n++
+		}
+	}
+	h.stats.delivered.Add(n)
+	if s.takeKickLocked() {
+		return res, ErrSlowConsumer
+	}
+	if s.dead {
+		return res, ErrClosed
+	}
+	return res, nil
+}
+
+// ackLocked queues the reply frame. Lock c.mu or s.mu is held (the
+// subscription is not linked yet).
+func (h *Hub) ackLocked(s *Subscription, opts SubscribeOptions, res SubscribeResult) error {
+	if opts.Ack == nil {
+		return nil
+	}
+	switch err := s.sub.Queue(opts.Ack(res)); err {
+	case nil:
+		return nil
+	case ErrQueueFull:
+		// The caller closes the subscriber (PolicyDisconnect) once no hub
+		// lock is held.
+		return ErrSlowConsumer
+	default:
+		return fmt.Errorf("fanout: subscribe reply: %w", err)
+	}
+}
+
+// brokerSubscribe tells the broker this node wants the channel, once.
+func (c *channel) brokerSubscribe(ctx context.Context) error {
+	c.brokerMu.Lock()
+	defer c.brokerMu.Unlock()
+	if c.subscribed {
+		return nil
+	}
+	if err := c.hub.cfg.Broker.Subscribe(ctx, c.name); err != nil {
+		return fmt.Errorf("fanout: broker subscribe %q: %w", c.name, err)
+	}
+	c.subscribed = true
+	return nil
+}
+
+// linkLocked adds s to the live list (copy on write). Lock c.mu must be
+// held.
+func (c *channel) linkLocked(s *Subscription) {
+	subs := make([]*Subscription, len(c.subs)+1)
+	copy(subs, c.subs)
+	subs[len(c.subs)] = s
+	c.subs = subs
+	c.nFormat[s.format]++
+	c.hub.stats.subscriptions.Add(1)
+}
+
+// Unsubscribe removes s. Once it returns, no further frame of the channel
+// is queued to the subscriber. Calling it twice is harmless.
+func (h *Hub) Unsubscribe(s *Subscription) {
+	if s == nil {
+		return
+	}
+	c := s.ch
+	s.mu.Lock()
+	was := s.removed
+	s.removed = true
+	s.latest = nil
+	s.mu.Unlock()
+	if was {
+		return
+	}
+	c.mu.Lock()
+	for i, x := range c.subs {
+		if x == s {
+			subs := make([]*Subscription, len(c.subs)-1)
+			copy(subs, c.subs[:i])
+			copy(subs[i:], c.subs[i+1:])
+			c.subs = subs
+			c.nFormat[s.format]--
+			h.stats.subscriptions.Add(-1)
+			break
+		}
+	}
+	c.releaseLocked()
+	c.mu.Unlock()
+}
+
+// Resume queues what a PolicyDrop or PolicyConflate subscription held back
+// (gap notice, latest conflated frame) if the subscriber accepts it now. It
+// reports whether something was queued; the caller flushes. Call it when
+// the subscriber's queue drained.
+func (h *Hub) Resume(s *Subscription) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.held || s.dead || s.removed {
+		return false
+	}
+	return s.flushHeldLocked()
+}
+
+// Stats returns a snapshot of the counters.
+func (h *Hub) Stats() Stats {
+	k := &h.stats
+	return Stats{
+		Subscriptions:   k.subscriptions.Load(),
+		Channels:        k.channels.Load(),
+		Published:       k.published.Load(),
+		Delivered:       k.delivered.Load(),
+		SlowDisconnects: k.slowDisconnects.Load(),
+		Dropped:         k.dropped.Load(),
+		GapNotices:      k.gapNotices.Load(),
+		Conflated:       k.conflated.Load(),
+		Overflowed:      k.overflowed.Load(),
+		PoolFallbacks:   k.poolFallbacks.Load(),
+	}
+}
+
+// Run sweeps idle channels every UnsubscribeDelay/2: a channel without
+// subscribers for UnsubscribeDelay is forgotten and unsubscribed at the
+// broker. It returns nil when ctx ends or Shutdown is called.
+func (h *Hub) Run(ctx context.Context) error {
+	if !h.running.CompareAndSwap(false, true) {
+		return errors.New("fanout: Run called twice")
+	}
+	defer close(h.done)
+	t := time.NewTicker(h.cfg.UnsubscribeDelay / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-h.stop:
+			return nil
+		case now := <-t.C:
+			h.sweep(ctx, now)
+		}
+	}
+}
+
+// Shutdown stops Run and refuses further subscriptions. It is idempotent
+// and returns ctx.Err() if Run did not stop in time.
+func (h *Hub) Shutdown(ctx context.Context) error {
+	h.closed.Store(true)
+	h.stopOnce.Do(func() { close(h.stop) })
+	if !h.running.Load() {
+		return nil
+	}
+	select {
+	case <-h.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// sweep forgets channels idle for UnsubscribeDelay.
+func (h *Hub) sweep(ctx context.Context, now time.Time) {
+	var gone []*channel
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.Lock()
+		for name, c := range sh.channels {
+			c.mu.Lock()
+			if c.refs == 0 && !c.running && len(c.mailbox) == 0 && now.Sub(c.idle) >= h.cfg.UnsubscribeDelay {
+				delete(sh.channels, name)
+				gone = append(gone, c)
+			}
+			c.mu.Unlock()
+		}
+		sh.mu.Unlock()
+	}
+	for _, c := range gone {
+		h.stats.channels.Add(-1)
+		c.brokerMu.Lock()
+		if c.subscribed {
+			uctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			if err := h.cfg.Broker.Unsubscribe(uctx, c.name); err != nil && h.log.Enabled(ctx, slog.LevelWarn) {
+				h.log.Warn("broker unsubscribe failed", "channel", c.name, "err", err)
+			}
+			cancel()
+			c.subscribed = false
+		}
+		c.brokerMu.Unlock()
+	}
+}

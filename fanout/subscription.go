@@ -1,0 +1,140 @@
+package fanout
+
+import "sync"
+
+// Subscription is one subscriber's membership of one channel, returned by
+// Hub.Subscribe and given back to Hub.Unsubscribe and Hub.Resume. It holds
+// the per-(subscriber, channel) slow-consumer state.
+//
+// Every frame queued for a Subscription is queued under its mu, by the one
+// delivery task of its channel that is in flight, by Resume, or (before it
+// is linked) by Subscribe. So frames of one channel reach the subscriber in
+// order, a held (dropped or conflated) frame is never overtaken, and once
+// Unsubscribe returns no further frame of the channel is queued.
+type Subscription struct {
+	hub    *Hub
+	ch     *channel
+	sub    Subscriber
+	format Format
+
+	// minSeq filters the live path: publications with 0 < Seq <= minSeq
+	// were recovered from history or predate the subscription. Written
+	// before the Subscription is linked, read-only afterwards.
+	minSeq uint64
+
+	mu      sync.Mutex
+	removed bool   // unsubscribed: queue nothing more
+	dead    bool   // the subscriber closed or was disconnected
+	held    bool   // a gap notice or a conflated frame waits
+	gapFrom uint64 // PolicyDrop: first missing seq (held)
+	gapTo   uint64 // PolicyDrop: last missing seq (held)
+	latest  []byte // PolicyConflate: the newest frame not yet queued (held)
+	kick    bool   // PolicyDisconnect fired: close the subscriber once s.mu is released
+}
+
+// Channel returns the channel name.
+func (s *Subscription) Channel() string { return s.ch.name }
+
+// Subscriber returns the subscriber.
+func (s *Subscription) Subscriber() Subscriber { return s.sub }
+
+// deliverLocked queues frame (publication seq) under the channel's policy.
+// It reports whether the frame was queued. Lock s.mu must be held.
+func (s *Subscription) deliverLocked(frame []byte, seq uint64) bool {
+	if s.dead || s.removed {
+		return false
+	}
+	if s.held && !s.flushHeldLocked() {
+		s.holdLocked(frame, seq)
+		return false
+	}
+	switch err := s.sub.Queue(frame); err {
+	case nil:
+		return true
+	case ErrQueueFull:
+		s.overflowLocked(frame, seq)
+	default:
+		s.dead = true
+	}
+	return false
+}
+
+// overflowLocked applies the channel's policy to a frame the subscriber's
+// queue refused. Lock s.mu must be held.
+func (s *Subscription) overflowLocked(frame []byte, seq uint64) {
+	switch s.ch.policy {
+	case PolicyDisconnect:
+		// Closing may run the connection's close hook synchronously, which
+		// unsubscribes (takes s.mu): kickUnlocked closes after the unlock.
+		s.dead = true
+		s.kick = true
+	default:
+		s.holdLocked(frame, seq)
+	}
+}
+
+// holdLocked records a frame the subscriber could not take under PolicyDrop
+// or PolicyConflate. Lock s.mu must be held.
+func (s *Subscription) holdLocked(frame []byte, seq uint64) {
+	st := &s.hub.stats
+	if s.ch.policy == PolicyConflate {
+		s.latest = frame
+		s.held = true
+		st.conflated.Add(1)
+		return
+	}
+	st.dropped.Add(1)
+	if seq == 0 {
+		return // unsequenced: nothing a gap notice could name
+	}
+	if s.gapFrom == 0 {
+		s.gapFrom = seq
+	}
+	s.gapTo = seq
+	s.held = true
+}
+
+// flushHeldLocked tries to queue what was held back: the gap notice, or the
+// latest conflated frame. It reports whether the subscriber took it. Lock
+// s.mu must be held.
+func (s *Subscription) flushHeldLocked() bool {
+	var frame []byte
+	if s.ch.policy == PolicyConflate {
+		frame = s.latest
+	} else {
+		frame = encodeGap(s.ch.name, s.gapFrom, s.gapTo)
+	}
+	switch err := s.sub.Queue(frame); err {
+	case nil:
+	case ErrQueueFull:
+		return false
+	default:
+		s.dead = true
+		return false
+	}
+	if s.ch.policy == PolicyConflate {
+		s.hub.stats.delivered.Add(1)
+	} else {
+		s.hub.stats.gapNotices.Add(1)
+	}
+	s.held, s.latest, s.gapFrom, s.gapTo = false, nil, 0, 0
+	return true
+}
+
+// takeKickLocked reports (once) whether the subscriber must be closed as a
+// slow consumer. Lock s.mu must be held.
+func (s *Subscription) takeKickLocked() bool {
+	k := s.kick
+	s.kick = false
+	return k
+}
+
+// kick closes a slow subscriber with 4001. No hub lock may be held: the
+// subscriber's close hook may run synchronously and unsubscribe.
+func (h *Hub) kick(sub Subscriber) {
+	// Close fails when the subscriber is already closing: count each slow
+	// consumer once.
+	if sub.Close(StatusSlowConsumer, "slow consumer") == nil {
+		h.stats.slowDisconnects.Add(1)
+	}
+}

@@ -1,0 +1,181 @@
+package fanout
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/gobwas/ws"
+)
+
+// StatusSlowConsumer is the close code of a subscriber disconnected by
+// PolicyDisconnect (pushd.v1, DESIGN §3).
+const StatusSlowConsumer ws.StatusCode = 4001
+
+// Subscriber is what the hub needs of a connection. Implementations must be
+// safe for concurrent use and must never block: Queue appends a reference to
+// frame (never a copy, never modified afterwards) to the connection's
+// byte-bounded queue and returns ErrQueueFull (nothing queued) past the
+// budget or ErrClosed once the connection is closing; Flush writes what was
+// queued; Close starts the closing handshake. A Subscriber must be
+// comparable (a pointer): the hub identifies it by ==.
+type Subscriber interface {
+	Queue(frame []byte) error
+	Flush()
+	Close(code ws.StatusCode, reason string) error
+}
+
+// Publication is one message of a channel. Data is immutable once
+// published: the hub and brokers keep references to it. Seq is the
+// channel's sequence number assigned by the broker (1, 2, ...); 0 means
+// unsequenced (at-most-once publishing without history).
+type Publication struct {
+	Channel string
+	Seq     uint64
+	Data    []byte
+}
+
+// HistoryResult is what Broker.History returns.
+type HistoryResult struct {
+	// Pubs are the retained publications with Seq > since, oldest first
+	// (empty when History was called with a nil since).
+	Pubs []Publication
+	// Top is the channel's latest assigned sequence number (0: none yet).
+	Top uint64
+	// Recovered reports that Pubs holds every publication after since:
+	// nothing was lost to the history's size or TTL bounds.
+	Recovered bool
+}
+
+// Broker is the message bus behind the hub, implemented by package cluster
+// (the embedded memory broker, Redis). Publish assigns the channel's next
+// sequence number and delivers the publication to every node's hub through
+// PublicationHandler.HandlePublication, in sequence order per channel.
+// The hub calls Subscribe when a channel gets its first local subscriber
+// and Unsubscribe (debounced) when it has had none for a while. History
+// returns the retained publications after *since, or only the channel's
+// top sequence when since is nil.
+type Broker interface {
+	Publish(ctx context.Context, channel string, data []byte) (seq uint64, err error)
+	Subscribe(ctx context.Context, channel string) error
+	Unsubscribe(ctx context.Context, channel string) error
+	History(ctx context.Context, channel string, since *uint64) (HistoryResult, error)
+}
+
+// PublicationHandler is the inbound side of a Broker: the Hub implements it.
+// HandlePublication must not block; brokers call it in sequence order per
+// channel and never concurrently for one channel.
+type PublicationHandler interface {
+	HandlePublication(pub Publication)
+}
+
+// Format is how a subscriber wants pushes encoded. Each publication is
+// encoded once per format that has subscribers on its channel.
+type Format uint8
+
+const (
+	// FormatJSON pushes {"ch":"<channel>","seq":N,"data":<payload>} text
+	// frames; a payload that is not valid JSON is embedded as a JSON string.
+	FormatJSON Format = iota
+	// FormatRaw pushes the payload bytes alone: a text frame when they are
+	// valid UTF-8, else a binary frame.
+	FormatRaw
+	numFormats
+)
+
+// String returns "json" or "raw".
+func (f Format) String() string {
+	switch f {
+	case FormatJSON:
+		return "json"
+	case FormatRaw:
+		return "raw"
+	}
+	return fmt.Sprintf("Format(%d)", uint8(f))
+}
+
+// Policy is what happens when a subscriber's queue is full.
+type Policy uint8
+
+const (
+	// PolicyDisconnect closes the subscriber with 4001 (the default).
+	PolicyDisconnect Policy = iota
+	// PolicyDrop drops the message for that subscriber and, once it accepts
+	// again, sends {"op":"gap","ch":..,"from":A,"to":B} naming the missing
+	// sequence range before the next push.
+	PolicyDrop
+	// PolicyConflate keeps only the latest message of the channel for that
+	// subscriber and sends it once the subscriber accepts again.
+	PolicyConflate
+)
+
+// String returns "disconnect", "drop" or "conflate".
+func (p Policy) String() string {
+	switch p {
+	case PolicyDisconnect:
+		return "disconnect"
+	case PolicyDrop:
+		return "drop"
+	case PolicyConflate:
+		return "conflate"
+	}
+	return fmt.Sprintf("Policy(%d)", uint8(p))
+}
+
+// ParsePolicy parses "disconnect", "drop" or "conflate".
+func ParsePolicy(s string) (Policy, error) {
+	switch s {
+	case "disconnect":
+		return PolicyDisconnect, nil
+	case "drop":
+		return PolicyDrop, nil
+	case "conflate":
+		return PolicyConflate, nil
+	}
+	return 0, fmt.Errorf("%w: unknown policy %q (want disconnect, drop or conflate)", ErrConfig, s)
+}
+
+// PolicyRule applies Policy to the channels matching Pattern (a glob: '*'
+// matches any run of characters, including none; '?' one byte; everything
+// else itself). The first matching rule wins.
+type PolicyRule struct {
+	Pattern string
+	Policy  Policy
+}
+
+// SubscribeOptions tune Hub.Subscribe.
+type SubscribeOptions struct {
+	// Format selects the push encoding.
+	Format Format
+	// Since, when set, asks for every retained publication with a greater
+	// sequence number before the live ones (recovery, publish-before-
+	// subscribe with since=0).
+	Since *uint64
+	// Ack, when set, builds the subscribe reply frame from the result. The
+	// hub queues it before any push of the channel reaches the subscriber.
+	Ack func(SubscribeResult) []byte
+}
+
+// SubscribeResult describes a new subscription.
+type SubscribeResult struct {
+	// Seq is the sequence number of the last publication the subscriber
+	// has been given (by recovery) or skipped (live-only): the position to
+	// resume from with since.
+	Seq uint64
+	// Recovered reports that no publication after Since was lost (always
+	// true without Since).
+	Recovered bool
+}
+
+// Stats is a snapshot of the hub's gauges and counters.
+type Stats struct {
+	Subscriptions   int64  // live subscriptions (gauge)
+	Channels        int64  // channels with local state (gauge)
+	Published       uint64 // publications handed to the hub
+	Delivered       uint64 // frames queued to subscribers (pushes and recovered history)
+	SlowDisconnects uint64 // subscribers closed with 4001 by PolicyDisconnect
+	Dropped         uint64 // pushes dropped for a slow subscriber by PolicyDrop
+	GapNotices      uint64 // gap notices queued after drops
+	Conflated       uint64 // pushes held back by PolicyConflate (sent later or superseded)
+	Overflowed      uint64 // publications dropped because a channel's mailbox was full
+	PoolFallbacks   uint64 // fan-out tasks run inline because the pool refused them
+}
