@@ -88,17 +88,6 @@ func runSlow(ctx context.Context, h *harness, f *slowScenarioFlags) (*report, er
 		}
 		results = append(results, *r)
 	}
-	rep.Results = results
-	rows := [][]string{{"server", "CPU before %core", "CPU during %core", "user+sys", "at target rate", "slow B/s", "CPU µs/byte", "frames", "echoed",
-		"echo p50 before", "p99 before", "p50 during", "p99 during", "max during", "timeouts"}}
-	for _, r := range results {
-		rows = append(rows, []string{r.Server, fmt.Sprintf("%.2f", r.CPUBeforePct), fmt.Sprintf("%.2f", r.CPUDuringPct),
-			fmt.Sprintf("%.1f+%.1f", r.UserDuringPct, r.SysDuringPct), fmt.Sprintf("%.2f", r.CPUProjectedPct),
-			fmt.Sprintf("%.0f", r.BytesPerSec), fmt.Sprintf("%.2f", r.CPUPerByteUs), fmt.Sprint(r.Slow.FramesSent), fmt.Sprint(r.Slow.Echoes),
-			us(r.Normal.Before.P50us), us(r.Normal.Before.P99us), us(r.Normal.During.P50us), us(r.Normal.During.P99us),
-			us(r.Normal.During.MaxUs), fmt.Sprint(r.Normal.Before.Timeouts + r.Normal.During.Timeouts)})
-	}
-	rep.text = table(rows)
 	for i := range results {
 		r := &results[i]
 		r.CPUProjectedPct = r.CPUDuringPct
@@ -106,6 +95,19 @@ func runSlow(ctx context.Context, h *harness, f *slowScenarioFlags) (*report, er
 			r.CPUProjectedPct = r.CPUBeforePct + (r.CPUDuringPct-r.CPUBeforePct)*target/r.BytesPerSec
 		}
 	}
+	rep.Results = results
+	cpuRows := [][]string{{"server", "CPU before %core", "CPU during %core", "user+sys", "at target rate %core",
+		"slow bytes/s", "CPU µs/slow byte", "frames", "echoed"}}
+	latRows := [][]string{{"server", "echo p50 before", "p99 before", "max before", "p50 during", "p99 during", "max during", "timeouts"}}
+	for _, r := range results {
+		cpuRows = append(cpuRows, []string{r.Server, fmt.Sprintf("%.2f", r.CPUBeforePct), fmt.Sprintf("%.2f", r.CPUDuringPct),
+			fmt.Sprintf("%.1f+%.1f", r.UserDuringPct, r.SysDuringPct), fmt.Sprintf("%.2f", r.CPUProjectedPct),
+			fmt.Sprintf("%.0f", r.BytesPerSec), fmt.Sprintf("%.2f", r.CPUPerByteUs), fmt.Sprint(r.Slow.FramesSent), fmt.Sprint(r.Slow.Echoes)})
+		latRows = append(latRows, []string{r.Server, us(r.Normal.Before.P50us), us(r.Normal.Before.P99us), us(r.Normal.Before.MaxUs),
+			us(r.Normal.During.P50us), us(r.Normal.During.P99us), us(r.Normal.During.MaxUs),
+			fmt.Sprint(r.Normal.Before.Timeouts + r.Normal.During.Timeouts)})
+	}
+	rep.text = table(cpuRows) + "\n" + table(latRows)
 	name := func(r slowServerResult) string { return r.Server }
 	pi, ri := find(results, "pushd", name), find(results, "ref", name)
 	if pi >= 0 {
