@@ -31,12 +31,12 @@ func TestConfiguredLimits(t *testing.T) {
 	}
 	cases := []rawCase{
 		{"frame-at-max-frame", func(r *rawConn) {
-			r.sendFrames(binary_(binPayload(smallMaxFrame)))
+			r.sendFrames(binFrame(binPayload(smallMaxFrame)))
 			r.expectMessage(opBinary, binPayload(smallMaxFrame))
 			r.closeOK()
 		}},
 		{"frame-above-max-frame-1009", func(r *rawConn) {
-			r.sendFrames(binary_(binPayload(smallMaxFrame + 1)))
+			r.sendFrames(binFrame(binPayload(smallMaxFrame + 1)))
 			r.expectClose(1009)
 		}},
 		{"text-frame-above-max-frame-1009", func(r *rawConn) {

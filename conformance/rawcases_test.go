@@ -95,7 +95,7 @@ func framingCases() []rawCase {
 		rawCase{"1.x-pipelined-messages", func(r *rawConn) {
 			var fs []rawFrame
 			for i := range 20 {
-				fs = append(fs, textB(textPayload(i*7)), binary_(binPayload(i*13)))
+				fs = append(fs, textB(textPayload(i*7)), binFrame(binPayload(i*13)))
 			}
 			r.sendFrames(fs...)
 			for _, f := range fs {
@@ -177,7 +177,7 @@ func rsvCases() []rawCase {
 		f    rawFrame
 	}{
 		{"text", text("Hello, world!")},
-		{"binary", binary_(binPayload(10))},
+		{"binary", binFrame(binPayload(10))},
 		{"ping", ping([]byte("ping"))},
 		{"pong", pong([]byte("pong"))},
 		{"close", closeFrame(1000, "")},
@@ -297,7 +297,7 @@ func fragmentationCases() []rawCase {
 		fail("5.17-continuation-fin1-then-text-fragments", cont(true, []byte("fragment1")),
 			frame(opText, false, []byte("fragment2")), cont(true, []byte("fragment3"))),
 		fail("5.18-text-inside-fragmented-text", frame(opText, false, []byte("fragment1")), text("fragment2")),
-		fail("5.18b-binary-inside-fragmented-text", frame(opText, false, []byte("fragment1")), binary_([]byte("fragment2"))),
+		fail("5.18b-binary-inside-fragmented-text", frame(opText, false, []byte("fragment1")), binFrame([]byte("fragment2"))),
 		fail("5.18c-text-fin0-inside-fragmented-binary", frame(opBinary, false, []byte("fragment1")), frame(opText, false, []byte("fragment2"))),
 		{"5.19-pings-while-fragments-trickle", func(r *rawConn) {
 			for i := 1; i <= 5; i++ {
@@ -459,7 +459,7 @@ func limitCases() []rawCase {
 			p := binPayload(16)
 			var b []byte
 			for range 1000 {
-				b = binary_(p).encode(b)
+				b = binFrame(p).encode(b)
 			}
 			r.sendAsync(b)
 			for range 1000 {

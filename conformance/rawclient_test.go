@@ -42,7 +42,8 @@ type rawFrame struct {
 	length int64
 	// noMask sends the frame unmasked (a protocol violation).
 	noMask bool
-	// forceLen64 encodes the length in the 64-bit form with the MSB set.
+	// msb encodes the length in the 64-bit form with its most significant
+	// bit set (RFC 6455 §5.2 forbids it).
 	msb bool
 }
 
@@ -52,7 +53,7 @@ func frame(op byte, fin bool, payload []byte) rawFrame {
 
 func text(s string) rawFrame           { return frame(opText, true, []byte(s)) }
 func textB(b []byte) rawFrame          { return frame(opText, true, b) }
-func binary_(b []byte) rawFrame        { return frame(opBinary, true, b) }
+func binFrame(b []byte) rawFrame       { return frame(opBinary, true, b) }
 func ping(b []byte) rawFrame           { return frame(opPing, true, b) }
 func pong(b []byte) rawFrame           { return frame(opPong, true, b) }
 func cont(fin bool, b []byte) rawFrame { return frame(opCont, fin, b) }
