@@ -1,0 +1,46 @@
+// Package protocol serves pushd's client protocol, pushd.v1 (DESIGN §3),
+// on the poller: Handler implements poller.Handler and poller.Drainer and
+// turns client requests into fanout.Hub subscriptions.
+//
+// # The protocol
+//
+//	GET /ws                                 (other paths: 404)
+//	Sec-WebSocket-Protocol: pushd.v1        (selected when offered)
+//	/ws?ch=a,b&since=N&format=raw           URL subscriptions (checked before the 101)
+//
+//	client → server (JSON text)             server → client
+//	{"op":"sub","ch":"room:1","since":123}  {"op":"subok","ch":"room:1","seq":130,"recovered":true}
+//	{"op":"unsub","ch":"room:1"}            {"op":"unsubok","ch":"room:1"}
+//	{"op":"ping"}                           {"op":"pong"}
+//	anything refused                        {"op":"err","ch":"room:1","code":400|403|404|429|500,"reason":".."}
+//
+//	pushes: {"ch":"room:1","seq":131,"data":<payload>}   (format=raw: the payload alone,
+//	        text if UTF-8, else binary)
+//	gap notice (policy drop): {"op":"gap","ch":"feed:1","from":A,"to":B}
+//
+// The subok reply is queued by the hub before the subscription is linked,
+// so it reaches the client before any push of the channel; recovered
+// history (since) follows it, then live pushes, each exactly once. After
+// unsubok no push of the channel follows. URL subscriptions get a subok
+// each in JSON format and none in raw format (a raw stream carries only
+// payloads). Until auth lands, Config.Public decides which channels anyone
+// may subscribe to (403 otherwise).
+//
+// Refusals: malformed JSON, unknown ops, missing fields, invalid channel
+// names (1-255 printable ASCII bytes, no comma), since outside uint64,
+// requests over 4 KiB and binary messages get an err reply with code 400;
+// not public 403; unsub of an unknown channel 404; more than
+// MaxSubscriptions 429. After MaxErrors refusals the connection is closed
+// with 1008. A client that does not read its replies is closed with 4001.
+//
+// # Concurrency
+//
+// Upgrade, Open and Message run on the connection's processing goroutine;
+// Close and Drained may run elsewhere, so a session's subscription list is
+// copy-on-write under a mutex that is never held across a hub call.
+//
+// # What it must never do
+//
+// Block on a client or on another connection; write to a socket except
+// through the poller's queue; know how publications reach the hub.
+package protocol

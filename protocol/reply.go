@@ -1,0 +1,52 @@
+package protocol
+
+import (
+	"strconv"
+
+	"github.com/gobwas/ws"
+
+	"github.com/pushd/pushd/codec"
+	"github.com/pushd/pushd/fanout"
+)
+
+// Reply frames. Each is built into one small buffer and compiled into one
+// frame; replies are per connection and rare next to pushes.
+
+func textFrame(body []byte) []byte { return codec.CompileFrame(ws.OpText, body) }
+
+// subokFrame: {"op":"subok","ch":..,"seq":N,"recovered":bool}.
+func subokFrame(ch string, res fanout.SubscribeResult) []byte {
+	b := make([]byte, 0, 64+len(ch))
+	b = append(b, `{"op":"subok","ch":`...)
+	b = fanout.AppendJSONString(b, ch)
+	b = append(b, `,"seq":`...)
+	b = strconv.AppendUint(b, res.Seq, 10)
+	b = append(b, `,"recovered":`...)
+	b = strconv.AppendBool(b, res.Recovered)
+	return textFrame(append(b, '}'))
+}
+
+// unsubokFrame: {"op":"unsubok","ch":..}.
+func unsubokFrame(ch string) []byte {
+	b := make([]byte, 0, 32+len(ch))
+	b = append(b, `{"op":"unsubok","ch":`...)
+	b = fanout.AppendJSONString(b, ch)
+	return textFrame(append(b, '}'))
+}
+
+// errFrame: {"op":"err","ch":..,"code":N,"reason":".."} ("ch" only when
+// known).
+func errFrame(e *RequestError) []byte {
+	b := make([]byte, 0, 64+len(e.Ch)+len(e.Reason))
+	b = append(b, `{"op":"err",`...)
+	if e.Ch != "" {
+		b = append(b, `"ch":`...)
+		b = fanout.AppendJSONString(b, e.Ch)
+		b = append(b, ',')
+	}
+	b = append(b, `"code":`...)
+	b = strconv.AppendInt(b, int64(e.Code), 10)
+	b = append(b, `,"reason":`...)
+	b = fanout.AppendJSONString(b, e.Reason)
+	return textFrame(append(b, '}'))
+}

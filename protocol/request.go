@@ -1,0 +1,209 @@
+package protocol
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/pushd/pushd/fanout"
+)
+
+// MaxChannelLen bounds a channel name in bytes.
+const MaxChannelLen = 255
+
+// MaxRequestSize bounds one client request (a JSON op) in bytes.
+const MaxRequestSize = 4096
+
+// Op is a client request kind.
+type Op uint8
+
+const (
+	OpSub Op = iota + 1
+	OpUnsub
+	OpPing
+)
+
+// String returns the wire name.
+func (o Op) String() string {
+	switch o {
+	case OpSub:
+		return "sub"
+	case OpUnsub:
+		return "unsub"
+	case OpPing:
+		return "ping"
+	}
+	return "Op(" + strconv.Itoa(int(o)) + ")"
+}
+
+// Request is one parsed client op.
+type Request struct {
+	Op    Op
+	Ch    string
+	Since *uint64
+}
+
+// wireRequest is the JSON shape of a request. Unknown fields are ignored
+// (forward compatibility).
+type wireRequest struct {
+	Op    *string         `json:"op"`
+	Ch    *string         `json:"ch"`
+	Since json.RawMessage `json:"since"`
+}
+
+// ParseRequest parses one text message from a client. It never panics; a
+// refused request comes back as a *RequestError with code 400 naming what
+// was wrong. The channel name is validated for sub and unsub.
+func ParseRequest(data []byte) (Request, error) {
+	var r Request
+	if len(data) > MaxRequestSize {
+		return r, &RequestError{Code: CodeBadRequest, Reason: "request too large"}
+	}
+	var w wireRequest
+	if err := json.Unmarshal(data, &w); err != nil {
+		return r, &RequestError{Code: CodeBadRequest, Reason: jsonReason(err)}
+	}
+	if w.Ch != nil {
+		r.Ch = *w.Ch
+	}
+	if w.Op == nil {
+		return r, &RequestError{Code: CodeBadRequest, Ch: safeCh(r.Ch), Reason: `missing "op"`}
+	}
+	switch *w.Op {
+	case "sub":
+		r.Op = OpSub
+	case "unsub":
+		r.Op = OpUnsub
+	case "ping":
+		r.Op = OpPing
+		return r, nil
+	default:
+		return r, &RequestError{Code: CodeBadRequest, Ch: safeCh(r.Ch), Reason: "unknown op " + quoteShort(*w.Op)}
+	}
+	if w.Ch == nil {
+		return r, &RequestError{Code: CodeBadRequest, Reason: `missing "ch"`}
+	}
+	if err := ValidChannel(r.Ch); err != nil {
+		return r, &RequestError{Code: CodeBadRequest, Ch: safeCh(r.Ch), Reason: err.Error()}
+	}
+	if r.Op == OpSub && len(w.Since) > 0 && string(w.Since) != "null" {
+		v, err := strconv.ParseUint(string(w.Since), 10, 64)
+		if err != nil {
+			return r, &RequestError{Code: CodeBadRequest, Ch: r.Ch, Reason: `"since" must be an integer from 0 to 18446744073709551615`}
+		}
+		r.Since = &v
+	}
+	return r, nil
+}
+
+// jsonReason turns an encoding/json error into a short client-facing
+// reason.
+func jsonReason(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("invalid JSON at offset %d", se.Offset)
+	case errors.As(err, &te):
+		if te.Field == "" {
+			return "request must be a JSON object"
+		}
+		return fmt.Sprintf("%q must be a %s", te.Field, "string")
+	}
+	return "invalid JSON"
+}
+
+// safeCh returns ch if it is a valid channel name to echo back, else "".
+func safeCh(ch string) string {
+	if ValidChannel(ch) != nil {
+		return ""
+	}
+	return ch
+}
+
+// quoteShort quotes s for a reason, cut to 32 bytes.
+func quoteShort(s string) string {
+	if len(s) > 32 {
+		s = s[:32] + "..."
+	}
+	return strconv.Quote(s)
+}
+
+// ValidChannel checks a channel name: 1 to MaxChannelLen bytes of
+// printable ASCII (0x21-0x7e) without ','; the comma separates channels in
+// the URL form.
+func ValidChannel(ch string) error {
+	if ch == "" {
+		return fmt.Errorf("%w: empty channel name", ErrChannel)
+	}
+	if len(ch) > MaxChannelLen {
+		return fmt.Errorf("%w: channel name longer than %d bytes", ErrChannel, MaxChannelLen)
+	}
+	for i := 0; i < len(ch); i++ {
+		if c := ch[i]; c < 0x21 || c > 0x7e || c == ',' {
+			return fmt.Errorf("%w: channel name has a byte outside printable ASCII or a comma at offset %d", ErrChannel, i)
+		}
+	}
+	return nil
+}
+
+// urlRequest is what the upgrade URL asks for.
+type urlRequest struct {
+	channels []string
+	since    *uint64
+	format   fanout.Format
+}
+
+// parseURL reads /ws?ch=a,b&since=N&format=raw. The path must be exactly
+// /ws. A refusal carries the HTTP status.
+func parseURL(uri string, maxSubs int) (urlRequest, int, error) {
+	var u urlRequest
+	path, rawQuery, _ := strings.Cut(uri, "?")
+	if path != "/ws" {
+		return u, 404, errors.New("not found: the WebSocket endpoint is /ws")
+	}
+	q, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return u, 400, fmt.Errorf("bad query: %w", err)
+	}
+	switch f := q.Get("format"); f {
+	case "", "json":
+	case "raw":
+		u.format = fanout.FormatRaw
+	default:
+		return u, 400, fmt.Errorf("format must be json or raw, not %s", quoteShort(f))
+	}
+	if s := q.Get("since"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return u, 400, errors.New("since must be an integer from 0 to 18446744073709551615")
+		}
+		u.since = &v
+	}
+	for _, list := range q["ch"] {
+		for ch := range strings.SplitSeq(list, ",") {
+			if err := ValidChannel(ch); err != nil {
+				return u, 400, err
+			}
+			if !containsString(u.channels, ch) {
+				u.channels = append(u.channels, ch)
+			}
+		}
+	}
+	if len(u.channels) > maxSubs {
+		return u, 429, fmt.Errorf("more than %d channels", maxSubs)
+	}
+	return u, 0, nil
+}
+
+func containsString(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

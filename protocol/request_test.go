@@ -1,0 +1,104 @@
+package protocol
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestParseRequest(t *testing.T) {
+	for _, tc := range []struct {
+		in     string
+		op     Op
+		ch     string
+		since  int64 // -1: nil
+		code   int
+		reason string
+	}{
+		{`{"op":"ping"}`, OpPing, "", -1, 0, ""},
+		{`{"op":"sub","ch":"room:1"}`, OpSub, "room:1", -1, 0, ""},
+		{`{"op":"sub","ch":"room:1","since":123}`, OpSub, "room:1", 123, 0, ""},
+		{`{"op":"sub","ch":"a","since":0}`, OpSub, "a", 0, 0, ""},
+		{`{"op":"sub","ch":"a","since":null}`, OpSub, "a", -1, 0, ""},
+		{`{"op":"sub","ch":"a","since":18446744073709551615}`, OpSub, "a", -2, 0, ""},
+		{`{"op":"unsub","ch":"room:1","extra":[1,2]}`, OpUnsub, "room:1", -1, 0, ""},
+		{`{"op":"sub","ch":"a","since":18446744073709551616}`, 0, "", 0, 400, "since"},
+		{`{"op":"sub","ch":"a","since":-1}`, 0, "", 0, 400, "since"},
+		{`{"op":"sub","ch":"a","since":1.5}`, 0, "", 0, 400, "since"},
+		{`{"op":"sub","ch":"a","since":"5"}`, 0, "", 0, 400, "since"},
+		{`{"op":"sub","ch":"a","since":1e400}`, 0, "", 0, 400, "since"},
+		{`{"op":"sub"}`, 0, "", 0, 400, `missing "ch"`},
+		{`{"op":"sub","ch":""}`, 0, "", 0, 400, "empty channel"},
+		{`{"op":"sub","ch":"has space"}`, 0, "", 0, 400, "printable"},
+		{`{"op":"sub","ch":"` + strings.Repeat("x", 256) + `"}`, 0, "", 0, 400, "longer"},
+		{`{"op":"sub","ch":7}`, 0, "", 0, 400, `"ch" must be a string`},
+		{`{"op":1}`, 0, "", 0, 400, `"op" must be a string`},
+		{`{"op":"publish","ch":"a"}`, 0, "", 0, 400, "unknown op"},
+		{`{"ch":"a"}`, 0, "", 0, 400, `missing "op"`},
+		{`[1,2]`, 0, "", 0, 400, "JSON object"},
+		{`"sub"`, 0, "", 0, 400, "JSON object"},
+		{`{"op":"sub",`, 0, "", 0, 400, "invalid JSON"},
+		{``, 0, "", 0, 400, "invalid JSON"},
+		{`nul`, 0, "", 0, 400, "invalid JSON"},
+		{strings.Repeat(" ", MaxRequestSize+1), 0, "", 0, 400, "too large"},
+	} {
+		r, err := ParseRequest([]byte(tc.in))
+		if tc.code != 0 {
+			var re *RequestError
+			if !errors.As(err, &re) || re.Code != tc.code || !strings.Contains(re.Reason, tc.reason) {
+				t.Errorf("ParseRequest(%.40q) = %+v, %v; want code %d reason ~%q", tc.in, r, err, tc.code, tc.reason)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("ParseRequest(%.40q): %v", tc.in, err)
+			continue
+		}
+		if r.Op != tc.op || r.Ch != tc.ch {
+			t.Errorf("ParseRequest(%.40q) = %+v", tc.in, r)
+		}
+		switch {
+		case tc.since == -1 && r.Since != nil, tc.since >= 0 && (r.Since == nil || *r.Since != uint64(tc.since)),
+			tc.since == -2 && (r.Since == nil || *r.Since != ^uint64(0)):
+			t.Errorf("ParseRequest(%.40q).Since = %v, want %d", tc.in, r.Since, tc.since)
+		}
+	}
+}
+
+func TestParseURL(t *testing.T) {
+	for _, tc := range []struct {
+		uri    string
+		status int
+		chans  string
+		raw    bool
+		since  int64
+	}{
+		{"/ws", 0, "", false, -1},
+		{"/ws?ch=a,b&ch=c,a", 0, "a|b|c", false, -1},
+		{"/ws?ch=login:7f3a&since=0", 0, "login:7f3a", false, 0},
+		{"/ws?ch=a&format=raw", 0, "a", true, -1},
+		{"/ws?ch=a&format=xml", 400, "", false, -1},
+		{"/ws?ch=a&since=-1", 400, "", false, -1},
+		{"/ws?ch=a,,b", 400, "", false, -1},
+		{"/ws?ch=a%20b", 400, "", false, -1},
+		{"/ws?ch=%zz", 400, "", false, -1},
+		{"/", 404, "", false, -1},
+		{"/wss", 404, "", false, -1},
+		{"/ws?ch=1,2,3,4,5", 429, "", false, -1},
+	} {
+		u, status, err := parseURL(tc.uri, 4)
+		if status != tc.status || (status == 0) != (err == nil) {
+			t.Errorf("parseURL(%q) status %d err %v, want %d", tc.uri, status, err, tc.status)
+			continue
+		}
+		if status != 0 {
+			continue
+		}
+		if got := strings.Join(u.channels, "|"); got != tc.chans || (u.format == 1) != tc.raw {
+			t.Errorf("parseURL(%q) = %+v", tc.uri, u)
+		}
+		if (tc.since < 0) != (u.since == nil) || (u.since != nil && *u.since != uint64(tc.since)) {
+			t.Errorf("parseURL(%q).since = %v", tc.uri, u.since)
+		}
+	}
+}

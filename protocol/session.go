@@ -1,0 +1,184 @@
+package protocol
+
+import (
+	"errors"
+	"sync"
+
+	"github.com/gobwas/ws"
+
+	"github.com/pushd/pushd/fanout"
+	"github.com/pushd/pushd/poller"
+)
+
+// wire is what a session needs of its connection (*poller.Conn); tests
+// drive sessions over a recorder.
+type wire interface {
+	Send(b []byte) error
+	Queue(b []byte) error
+	Flush()
+	Close(code ws.StatusCode, reason string) error
+}
+
+// session is one connection's protocol state. It is the connection's
+// fanout.Subscriber. Requests run on the connection's processing
+// goroutine; Drained and a slow-consumer close may run elsewhere, so subs
+// is guarded by mu and replaced, never modified (copy on write).
+type session struct {
+	h      *Handler
+	w      wire
+	url    urlRequest // URL subscriptions, consumed by Open
+	format fanout.Format
+	errors int // refused requests; processing goroutine only
+
+	mu     sync.Mutex
+	subs   []*fanout.Subscription
+	closed bool
+}
+
+func newSession(h *Handler, w wire, u urlRequest) *session {
+	return &session{h: h, w: w, url: u, format: u.format}
+}
+
+// Queue implements fanout.Subscriber.
+func (s *session) Queue(b []byte) error {
+	switch err := s.w.Queue(b); err {
+	case nil:
+		return nil
+	case poller.ErrQueueFull:
+		return fanout.ErrQueueFull
+	default:
+		return fanout.ErrClosed
+	}
+}
+
+// Flush implements fanout.Subscriber.
+func (s *session) Flush() { s.w.Flush() }
+
+// Close implements fanout.Subscriber.
+func (s *session) Close(code ws.StatusCode, reason string) error { return s.w.Close(code, reason) }
+
+// send queues a reply and flushes; a client that does not read its
+// replies is a slow consumer.
+func (s *session) send(b []byte) {
+	if s.w.Send(b) == poller.ErrQueueFull {
+		_ = s.w.Close(fanout.StatusSlowConsumer, "slow consumer")
+	}
+}
+
+// refuse answers a request with an err reply and closes the connection
+// with 1008 after MaxErrors of them.
+func (s *session) refuse(e *RequestError) {
+	s.errors++
+	if s.errors > s.h.cfg.MaxErrors {
+		_ = s.w.Close(StatusPolicyViolation, "too many refused requests")
+		return
+	}
+	s.send(errFrame(e))
+}
+
+// find returns the subscription of ch. Lock s.mu must be held.
+func (s *session) findLocked(ch string) (int, *fanout.Subscription) {
+	for i, sub := range s.subs {
+		if sub.Channel() == ch {
+			return i, sub
+		}
+	}
+	return -1, nil
+}
+
+// subscribe runs a sub request; ack selects the subok reply (the hub
+// queues it before any push). It reports false when the connection is
+// gone.
+func (s *session) subscribe(req Request, ack bool) bool {
+	s.mu.Lock()
+	closed := s.closed
+	_, dup := s.findLocked(req.Ch)
+	n := len(s.subs)
+	s.mu.Unlock()
+	switch {
+	case closed:
+		return false
+	case dup != nil:
+		s.refuse(&RequestError{Code: CodeBadRequest, Ch: req.Ch, Reason: "already subscribed"})
+		return true
+	case !s.h.public(req.Ch):
+		s.refuse(&RequestError{Code: CodeForbidden, Ch: req.Ch, Reason: "channel is not public"})
+		return true
+	case n >= s.h.cfg.MaxSubscriptions:
+		s.refuse(&RequestError{Code: CodeTooManyRequests, Ch: req.Ch, Reason: "too many subscriptions"})
+		return true
+	}
+	opts := fanout.SubscribeOptions{Format: s.format, Since: req.Since}
+	if ack {
+		ch := req.Ch
+		opts.Ack = func(res fanout.SubscribeResult) []byte { return subokFrame(ch, res) }
+	}
+	ctx, cancel := s.h.subscribeContext()
+	sub, _, err := s.h.hub.Subscribe(ctx, s, req.Ch, opts)
+	cancel()
+	switch {
+	case errors.Is(err, fanout.ErrSlowConsumer), errors.Is(err, fanout.ErrClosed):
+		return false
+	case err != nil:
+		s.h.log.Warn("subscribe failed", "channel", req.Ch, "err", err)
+		s.refuse(&RequestError{Code: CodeInternal, Ch: req.Ch, Reason: "subscribe failed"})
+		return true
+	}
+	s.mu.Lock()
+	if s.closed {
+		// The connection closed while the hub linked us: undo.
+		s.mu.Unlock()
+		s.h.hub.Unsubscribe(sub)
+		return false
+	}
+	s.subs = append(s.subs[:len(s.subs):len(s.subs)], sub)
+	s.mu.Unlock()
+	return true
+}
+
+// unsubscribe runs an unsub request: once the hub returns, no push of the
+// channel is queued any more, so unsubok is the channel's last frame.
+func (s *session) unsubscribe(ch string) {
+	s.mu.Lock()
+	i, sub := s.findLocked(ch)
+	if sub != nil {
+		subs := make([]*fanout.Subscription, 0, len(s.subs)-1)
+		subs = append(subs, s.subs[:i]...)
+		s.subs = append(subs, s.subs[i+1:]...)
+	}
+	s.mu.Unlock()
+	if sub == nil {
+		s.refuse(&RequestError{Code: CodeNotFound, Ch: ch, Reason: "not subscribed"})
+		return
+	}
+	s.h.hub.Unsubscribe(sub)
+	s.send(unsubokFrame(ch))
+}
+
+// closeAll removes every subscription; later subscribes undo themselves.
+func (s *session) closeAll() {
+	s.mu.Lock()
+	subs := s.subs
+	s.subs, s.closed = nil, true
+	s.mu.Unlock()
+	for _, sub := range subs {
+		s.h.hub.Unsubscribe(sub)
+	}
+}
+
+// resume hands held-back frames to the connection after its queue
+// drained.
+func (s *session) resume() {
+	s.mu.Lock()
+	subs := s.subs
+	s.mu.Unlock()
+	queued := false
+	for _, sub := range subs {
+		if s.h.hub.Resume(sub) {
+			queued = true
+		}
+	}
+	if queued {
+		s.w.Flush()
+	}
+}
