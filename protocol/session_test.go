@@ -23,8 +23,8 @@ type recorder struct {
 	closed ws.StatusCode
 }
 
-func (r *recorder) Send(b []byte) error  { return r.Queue(b) }
-func (r *recorder) Flush()               {}
+func (r *recorder) Send(b []byte) error { return r.Queue(b) }
+func (r *recorder) Flush()              {}
 func (r *recorder) Queue(b []byte) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()

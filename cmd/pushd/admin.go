@@ -27,7 +27,7 @@ type admin struct {
 	log *slog.Logger
 }
 
-func newAdmin(addr string, ps *poller.Server, nofile uint64, log *slog.Logger) (*admin, error) {
+func newAdmin(addr string, ps *poller.Server, app *pushApp, nofile uint64, log *slog.Logger) (*admin, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin listen: %w", err)
@@ -38,8 +38,11 @@ func newAdmin(addr string, ps *poller.Server, nofile uint64, log *slog.Logger) (
 	})
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(statsDoc(ps, nofile))
+		_ = json.NewEncoder(w).Encode(statsDoc(ps, app, nofile))
 	})
+	if app != nil {
+		mux.HandleFunc("POST /publish", app.publish)
+	}
 	mux.HandleFunc("POST /debug/freeosmemory", func(w http.ResponseWriter, _ *http.Request) {
 		debug.FreeOSMemory()
 		_, _ = w.Write([]byte("ok\n"))
@@ -70,7 +73,7 @@ func (a *admin) run() error {
 func (a *admin) shutdown(ctx context.Context) error { return a.srv.Shutdown(ctx) }
 
 // statsDoc is the /stats document (see internal/pushdtest.Stats).
-func statsDoc(ps *poller.Server, nofile uint64) map[string]any {
+func statsDoc(ps *poller.Server, app *pushApp, nofile uint64) map[string]any {
 	st := ps.Stats()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
@@ -78,7 +81,7 @@ func statsDoc(ps *poller.Server, nofile uint64) map[string]any {
 	for code, n := range st.ClosedByCode {
 		closed[strconv.Itoa(int(code))] = n
 	}
-	return map[string]any{
+	doc := map[string]any{
 		"conns":              st.Conns,
 		"goroutines":         runtime.NumGoroutine(),
 		"rlimit_nofile":      nofile,
@@ -97,6 +100,21 @@ func statsDoc(ps *poller.Server, nofile uint64) map[string]any {
 		"rss_bytes":          rss(),
 		"heap_inuse":         ms.HeapInuse,
 	}
+	if app != nil {
+		hs := app.hub.Stats()
+		doc["subscriptions"] = hs.Subscriptions
+		doc["channels"] = hs.Channels
+		doc["published"] = hs.Published
+		doc["delivered"] = hs.Delivered
+		doc["slow_disconnects"] = hs.SlowDisconnects
+		doc["dropped"] = hs.Dropped
+		doc["gap_notices"] = hs.GapNotices
+		doc["conflated"] = hs.Conflated
+		doc["mailbox_overflows"] = hs.Overflowed
+		doc["pool_fallbacks"] = hs.PoolFallbacks
+		doc["broker_channels"] = app.broker.Channels()
+	}
+	return doc
 }
 
 // rss reads the resident set size from /proc/self/statm.

@@ -8,7 +8,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pushd/pushd/cluster"
+	"github.com/pushd/pushd/fanout"
 	"github.com/pushd/pushd/poller"
+	"github.com/pushd/pushd/protocol"
 )
 
 // Config is pushd's whole configuration. Precedence: defaults < PUSHD_*
@@ -39,6 +42,19 @@ type Config struct {
 
 	LogFormat string
 	LogLevel  string
+
+	// pushd.v1 (everything below is unused with -echo).
+	Public           string
+	Policy           string
+	HistorySize      int
+	HistoryTTL       time.Duration
+	ChunkSize        int
+	MaxPublishBytes  int64
+	MaxSubscriptions int
+
+	// Parsed from Public and Policy by validate.
+	publicPatterns []string
+	policyRules    []fanout.PolicyRule
 }
 
 // parseConfig builds the Config from flags and the environment (lookup is
@@ -69,6 +85,13 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 	fs.IntVar(&c.LinkNodeCap, "link-node-cap", 512, "minimum netpoll buffer node size in bytes (netpoll LinkBufferCap)")
 	fs.StringVar(&c.LogFormat, "log-format", "auto", "log format: auto (text on a terminal, else json), json or text")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&c.Public, "public", "*", "comma-separated channel patterns anyone may subscribe to ('*' any run of characters, '?' one); empty: none")
+	fs.StringVar(&c.Policy, "policy", "", "slow-consumer policies per channel pattern, first match wins, e.g. 'game:*=conflate,feed:*=drop' (default for the rest: disconnect with 4001)")
+	fs.IntVar(&c.HistorySize, "history-size", cluster.DefaultHistorySize, "publications kept per channel for since-recovery (0: none)")
+	fs.DurationVar(&c.HistoryTTL, "history-ttl", cluster.DefaultHistoryTTL, "how long a publication is kept for since-recovery")
+	fs.IntVar(&c.ChunkSize, "chunk-size", fanout.DefaultChunkSize, "subscribers per parallel fan-out task; larger channels fan out on the worker pool")
+	fs.Int64Var(&c.MaxPublishBytes, "max-publish-bytes", 1<<20, "max body of POST /publish in bytes (413 above)")
+	fs.IntVar(&c.MaxSubscriptions, "max-subscriptions", protocol.DefaultMaxSubscriptions, "max subscriptions per connection (err 429 above)")
 
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -101,13 +124,56 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 	return c, nil
 }
 
+// splitList splits a comma-separated flag value, dropping empty items and
+// surrounding spaces.
+func splitList(v string) []string {
+	out := []string{}
+	for item := range strings.SplitSeq(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
 // envKey maps a flag name to its environment variable: max-frame → PUSHD_MAX_FRAME.
 func envKey(flagName string) string {
 	return "PUSHD_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
-func (c Config) validate() []error {
+func (c *Config) validate() []error {
 	var errs []error
+	c.publicPatterns = splitList(c.Public)
+	for _, p := range c.publicPatterns {
+		if protocol.ValidChannel(strings.NewReplacer("*", "x", "?", "x").Replace(p)) != nil {
+			errs = append(errs, fmt.Errorf("-public: bad pattern %q (printable ASCII, no spaces or commas)", p))
+		}
+	}
+	c.policyRules = nil
+	for _, item := range splitList(c.Policy) {
+		pat, name, ok := strings.Cut(item, "=")
+		pol, err := fanout.ParsePolicy(name)
+		if !ok || pat == "" || err != nil {
+			errs = append(errs, fmt.Errorf("-policy: bad rule %q (want pattern=disconnect|drop|conflate)", item))
+			continue
+		}
+		c.policyRules = append(c.policyRules, fanout.PolicyRule{Pattern: pat, Policy: pol})
+	}
+	if c.HistorySize < 0 {
+		errs = append(errs, fmt.Errorf("-history-size must not be negative (got %d)", c.HistorySize))
+	}
+	if c.HistoryTTL <= 0 {
+		errs = append(errs, fmt.Errorf("-history-ttl must be positive (got %v)", c.HistoryTTL))
+	}
+	if c.ChunkSize < 1 {
+		errs = append(errs, fmt.Errorf("-chunk-size must be at least 1 (got %d)", c.ChunkSize))
+	}
+	if c.MaxPublishBytes < 1 {
+		errs = append(errs, fmt.Errorf("-max-publish-bytes must be at least 1 (got %d)", c.MaxPublishBytes))
+	}
+	if c.MaxSubscriptions < 1 {
+		errs = append(errs, fmt.Errorf("-max-subscriptions must be at least 1 (got %d)", c.MaxSubscriptions))
+	}
 	if c.Listen == "" {
 		errs = append(errs, errors.New("-listen must not be empty"))
 	}

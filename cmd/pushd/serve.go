@@ -54,8 +54,18 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer) error {
 		return fmt.Errorf("netpoll: %w", err)
 	}
 
-	// Until the pushd.v1 protocol lands, echo is the only handler.
-	srv, err := poller.New(cfg.pollerConfig(log), poller.Echo{})
+	var (
+		handler poller.Handler = poller.Echo{}
+		app     *pushApp
+	)
+	if !cfg.Echo {
+		app, err = newPushApp(cfg, pool, log)
+		if err != nil {
+			return err
+		}
+		handler = app.handler
+	}
+	srv, err := poller.New(cfg.pollerConfig(log), handler)
 	if err != nil {
 		return err
 	}
@@ -63,7 +73,7 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer) error {
 	if _, err := srv.Listen(cfg.Listen); err != nil {
 		return err
 	}
-	admin, err := newAdmin(cfg.AdminListen, srv, soft, log)
+	admin, err := newAdmin(cfg.AdminListen, srv, app, soft, log)
 	if err != nil {
 		return err
 	}
@@ -71,7 +81,7 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer) error {
 	runCtx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 2)
+	errc := make(chan error, 4)
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
@@ -81,6 +91,9 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer) error {
 		defer wg.Done()
 		errc <- admin.run()
 	}()
+	if app != nil {
+		app.run(runCtx, &wg, errc)
+	}
 
 	var runErr error
 	select {
@@ -91,7 +104,13 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer) error {
 	}
 	sctx, scancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer scancel()
-	shutErr := errors.Join(srv.Shutdown(sctx), admin.shutdown(sctx))
+	// Connections first (their close hooks unsubscribe), then the hub and
+	// the broker, then the admin server.
+	shutErr := srv.Shutdown(sctx)
+	if app != nil {
+		shutErr = errors.Join(shutErr, app.shutdown(sctx))
+	}
+	shutErr = errors.Join(shutErr, admin.shutdown(sctx))
 	cancel()
 	wg.Wait()
 	if err := pool.ReleaseTimeout(time.Second); err != nil {
