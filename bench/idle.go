@@ -254,6 +254,28 @@ func prevConns(r *idleResult) int {
 	return r.Plateaus[len(r.Plateaus)-1].Conns
 }
 
+// settleGoroutines waits until seven /stats reads 300 ms apart report the
+// same goroutine count (or timeout passes) and returns the last count.
+func settleGoroutines(ctx context.Context, srv *serverProc, timeout time.Duration) (int, error) {
+	deadline := time.Now().Add(timeout)
+	last, same := -1, 0
+	for same < 6 && time.Now().Before(deadline) {
+		st, err := srv.stats(ctx)
+		if err != nil {
+			return 0, err
+		}
+		if st.Goroutines == last {
+			same++
+		} else {
+			last, same = st.Goroutines, 0
+		}
+		if !sleepCtx(ctx, 300*time.Millisecond) {
+			return 0, ctx.Err()
+		}
+	}
+	return last, nil
+}
+
 // settle waits until the server reports n connections on three polls in a
 // row, then frees OS memory and samples RSS three times (median).
 func settle(ctx context.Context, srv *serverProc, n int, timeout time.Duration) (plateau, error) {
@@ -278,6 +300,12 @@ func settle(ctx context.Context, srv *serverProc, n int, timeout time.Duration) 
 		case <-ctx.Done():
 			return plateau{}, ctx.Err()
 		}
+	}
+	// Let goroutines settle too: workers spawned by the handshake burst
+	// expire after about a second idle (ants), and a count taken before
+	// that would charge them to the plateau.
+	if _, err := settleGoroutines(ctx, srv, 15*time.Second); err != nil {
+		return plateau{}, err
 	}
 	if err := srv.freeOSMemory(ctx); err != nil {
 		return plateau{}, err
