@@ -20,6 +20,11 @@
 //
 // Every run is bounded (-timeout per scenario), stops by itself and kills the
 // processes it started; a failed invariant makes the exit status non-zero.
+// On a shared host, background load shows up as client shortfall (the
+// slowwriters client cannot send at the specified rate; the report then
+// projects the CPU to that rate) and as latency spikes for both servers.
+// Running as root under `nice -n -10 go run ./bench ...` gives the server
+// and client processes (both servers alike) priority over that load.
 // The reference server ("ref") is a plain net/http + gorilla/websocket echo
 // server with one goroutine per connection, started from this same binary
 // with -refserver.
