@@ -64,11 +64,11 @@ func digest(b []byte) string {
 	return hex.EncodeToString(s[:])
 }
 
-// pushdBin returns the binary to judge: $PUSHD_CONFORMANCE_BIN, or a fresh
-// build of cmd/pushd.
+// pushdBin returns the binary to judge: $PUSHD_CONFORMANCE_BIN (set by
+// TestMain after its one build of cmd/pushd), or a fresh build.
 func pushdBin(t *testing.T) string {
 	t.Helper()
-	if p := os.Getenv("PUSHD_CONFORMANCE_BIN"); p != "" {
+	if p := os.Getenv(binEnv); p != "" {
 		return p
 	}
 	return pushdtest.Build(t)
