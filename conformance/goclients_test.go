@@ -237,6 +237,23 @@ func TestGorillaClient(t *testing.T) {
 			t.Fatalf("close echo: %v", m.err)
 		}
 	})
+	t.Run("subprotocol-pushd.v1", func(t *testing.T) {
+		t.Parallel()
+		d := &websocket.Dialer{HandshakeTimeout: 10 * time.Second, Subprotocols: []string{"chat", "pushd.v1"}}
+		c, resp, err := d.Dial(p.URL("/gorilla"), nil)
+		if err != nil {
+			status := ""
+			if resp != nil {
+				status = resp.Status
+			}
+			t.Fatalf("gorilla dial offering subprotocols chat, pushd.v1: %v (status %q)", err, status)
+		}
+		defer c.Close()
+		if c.Subprotocol() != "pushd.v1" {
+			t.Fatalf("subprotocol %q, want pushd.v1", c.Subprotocol())
+		}
+		gorillaCloseOK(t, c, 1000)
+	})
 	for _, code := range validCloseCodes {
 		t.Run(fmt.Sprintf("close-%d", code), func(t *testing.T) {
 			t.Parallel()
