@@ -22,7 +22,8 @@ type channel struct {
 	hub    *Hub
 
 	mu      sync.Mutex
-	subs    []*Subscription // copy-on-write: a taken snapshot is never modified
+	subs    []*Subscription // live list; never modified while shared
+	shared  bool            // a delivery task holds a snapshot of subs
 	nFormat [numFormats]int // subscribers per format in subs
 	refs    int             // linked plus joining subscribers
 	mailbox []Publication   // received, not yet taken by a delivery task
@@ -104,6 +105,7 @@ func (c *channel) takeLocked() ([]*Subscription, bool) {
 	for f, n := range c.nFormat {
 		c.need[f] = n > 0
 	}
+	c.shared = true
 	return c.subs, true
 }
 
@@ -149,6 +151,7 @@ func (c *channel) drainPooled() {
 
 // finishLocked recycles the batch array. Lock c.mu must be held.
 func (c *channel) finishLocked() {
+	c.shared = false // the snapshot is no longer read
 	clear(c.batch)
 	c.spare = c.batch[:0]
 	c.batch = nil

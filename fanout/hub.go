@@ -225,7 +225,7 @@ func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, name string, opts S
 		return nil, SubscribeResult{}, fmt.Errorf("%w: unknown format %d", ErrConfig, opts.Format)
 	}
 	c := h.acquire(name)
-	s := &Subscription{hub: h, ch: c, sub: sub, format: opts.Format}
+	s := &Subscription{hub: h, ch: c, sub: sub, format: opts.Format, idx: -1}
 	if err := c.brokerSubscribe(ctx); err != nil {
 		c.mu.Lock()
 		c.releaseLocked()
@@ -350,15 +350,40 @@ func (c *channel) brokerSubscribe(ctx context.Context) error {
 	return nil
 }
 
-// linkLocked adds s to the live list (copy on write). Lock c.mu must be
-// held.
+// linkLocked adds s to the live list. The list is copied only while a
+// delivery task holds a snapshot of it (c.shared); otherwise it is
+// appended in place, so N subscribers joining cost O(N), not O(N²). Lock
+// c.mu must be held.
 func (c *channel) linkLocked(s *Subscription) {
-	subs := make([]*Subscription, len(c.subs)+1)
-	copy(subs, c.subs)
-	subs[len(c.subs)] = s
-	c.subs = subs
+	if c.shared {
+		c.subs = append(make([]*Subscription, 0, len(c.subs)+len(c.subs)/4+1), c.subs...)
+		c.shared = false
+	}
+	s.idx = len(c.subs)
+	c.subs = append(c.subs, s)
 	c.nFormat[s.format]++
 	c.hub.stats.subscriptions.Add(1)
+}
+
+// unlinkLocked removes s from the live list (swap with the last; order
+// among subscribers does not matter). Lock c.mu must be held.
+func (c *channel) unlinkLocked(s *Subscription) {
+	i := s.idx
+	if i < 0 || i >= len(c.subs) || c.subs[i] != s {
+		return
+	}
+	if c.shared {
+		c.subs = append(make([]*Subscription, 0, len(c.subs)), c.subs...)
+		c.shared = false
+	}
+	last := len(c.subs) - 1
+	c.subs[i] = c.subs[last]
+	c.subs[i].idx = i
+	c.subs[last] = nil
+	c.subs = c.subs[:last]
+	s.idx = -1
+	c.nFormat[s.format]--
+	c.hub.stats.subscriptions.Add(-1)
 }
 
 // Unsubscribe removes s. Once it returns, no further frame of the channel
@@ -377,17 +402,7 @@ func (h *Hub) Unsubscribe(s *Subscription) {
 		return
 	}
 	c.mu.Lock()
-	for i, x := range c.subs {
-		if x == s {
-			subs := make([]*Subscription, len(c.subs)-1)
-			copy(subs, c.subs[:i])
-			copy(subs[i:], c.subs[i+1:])
-			c.subs = subs
-			c.nFormat[s.format]--
-			h.stats.subscriptions.Add(-1)
-			break
-		}
-	}
+	c.unlinkLocked(s)
 	c.releaseLocked()
 	c.mu.Unlock()
 }

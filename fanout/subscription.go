@@ -21,6 +21,7 @@ type Subscription struct {
 	// were recovered from history or predate the subscription. Written
 	// before the Subscription is linked, read-only afterwards.
 	minSeq uint64
+	idx    int // position in ch.subs; guarded by ch.mu (-1: not linked)
 
 	mu      sync.Mutex
 	removed bool   // unsubscribed: queue nothing more
