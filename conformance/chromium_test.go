@@ -105,6 +105,7 @@ func TestChromium(t *testing.T) {
 			want = append(want, fmt.Sprintf("echo-%s-%d", kind, n))
 		}
 	}
+	want = append(want, "close-after-echo-text", "close-after-echo-binary", "subprotocol-pushd.v1")
 	for _, c := range browserCloseCodes {
 		want = append(want, fmt.Sprintf("close-%d", c))
 	}

@@ -132,6 +132,7 @@ type scriptResult struct {
 	Ping      string `json:"ping"`      // hex ping payload sent
 	GotPong   string `json:"got_pong"`  // hex pong payload received
 	Fragments int    `json:"fragments"` // frames the message was sent in
+	Protocol  string `json:"protocol"`  // negotiated subprotocol
 	Error     string `json:"error"`
 }
 
@@ -229,6 +230,10 @@ func judgeOne(t *testing.T, peer string, r scriptResult) {
 	case strings.HasPrefix(r.Case, "close"):
 		if r.GotCode != r.Code {
 			t.Errorf("%s %s: closed with %d, pushd answered %d", peer, r.Case, r.Code, r.GotCode)
+		}
+	case strings.HasPrefix(r.Case, "subprotocol-"):
+		if want := strings.TrimPrefix(r.Case, "subprotocol-"); r.Protocol != want {
+			t.Errorf("%s: offered %s, negotiated %q", peer, want, r.Protocol)
 		}
 	case strings.HasPrefix(r.Case, "server-close"):
 		if r.GotCode != 1001 {
