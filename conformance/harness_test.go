@@ -79,7 +79,19 @@ func pushdBin(t *testing.T) string {
 func startEcho(t *testing.T, extra ...string) *pushdtest.Proc {
 	t.Helper()
 	args := []string{"-echo", "-max-frame", fmt.Sprint(maxSize), "-max-message", fmt.Sprint(maxSize)}
-	return pushdtest.Start(t, pushdBin(t), pushdtest.Options{Args: append(args, extra...)})
+	p := pushdtest.Start(t, pushdBin(t), pushdtest.Options{Args: append(args, extra...)})
+	t.Cleanup(func() {
+		// Stop first (idempotent) so that shutdown output is checked too.
+		p.Stop(t)
+		log := p.Log()
+		for _, bad := range []string{"panic:", "DATA RACE", "fatal error:"} {
+			if strings.Contains(log, bad) {
+				t.Errorf("pushd printed %q:\n%s", bad, log)
+				break
+			}
+		}
+	})
+	return p
 }
 
 // peerOptedOut reports whether PUSHD_SKIP_PEERS names peer.
