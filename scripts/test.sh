@@ -50,7 +50,10 @@ run_tests() {
 	step "gofmt check"
 	local unformatted
 	if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-		unformatted=$(git ls-files -z --cached --others --exclude-standard -- '*.go' | xargs -0 -r gofmt -l)
+		# Tracked and new files; a tracked file deleted in the work tree is skipped.
+		unformatted=$(git ls-files -z --cached --others --exclude-standard -- '*.go' |
+			while IFS= read -r -d '' f; do if [ -f "$f" ]; then printf '%s\0' "$f"; fi; done |
+			xargs -0 -r gofmt -l)
 	else
 		unformatted=$(find . -name node_modules -prune -o -name '*.go' -print0 | xargs -0 -r gofmt -l)
 	fi
