@@ -5,6 +5,7 @@ import (
 	"context"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/gobwas/ws"
@@ -30,6 +31,10 @@ type fakeSub struct {
 	code    ws.StatusCode
 	log     [][]byte // every frame, when keep is set
 	keep    bool
+	// left, when set, counts down the frames a benchmark waits for; the
+	// Queue that reaches zero signals done.
+	left *atomic.Int64
+	done chan struct{}
 }
 
 func newFakeSub(ringSize int) *fakeSub { return &fakeSub{ring: make([][]byte, ringSize)} }
@@ -51,6 +56,9 @@ func (f *fakeSub) Queue(b []byte) error {
 		f.log = append(f.log, b)
 	}
 	f.n++
+	if f.left != nil && f.left.Add(-1) == 0 {
+		f.done <- struct{}{}
+	}
 	return nil
 }
 
