@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,11 +27,13 @@ func bigPayload(i int) string {
 	return fmt.Sprintf(`{"i":%d,"pad":"%s"}`, i, strings.Repeat("x", slowPayload))
 }
 
-// readAll reads n pushes of ch in a goroutine and reports the seqs.
-func readAll(t *testing.T, c *websocket.Conn, n int) <-chan []uint64 {
+// readAll reads n pushes of ch in a goroutine and reports the seqs; got
+// counts them as they arrive.
+func readAll(t *testing.T, c *websocket.Conn, n int, got *atomic.Int64) <-chan []uint64 {
 	t.Helper()
 	out := make(chan []uint64, 1)
 	go func() {
+		defer got.Store(1 << 40) // unblock a waiting publisher
 		var seqs []uint64
 		for len(seqs) < n {
 			_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
@@ -41,6 +44,7 @@ func readAll(t *testing.T, c *websocket.Conn, n int) <-chan []uint64 {
 			var m push
 			if json.Unmarshal(b, &m) == nil && m.Op == "" {
 				seqs = append(seqs, m.Seq)
+				got.Add(1)
 			}
 		}
 		out <- seqs
@@ -74,8 +78,14 @@ func TestSlowConsumerPolicies(t *testing.T) {
 				t.Fatalf("subok: %+v", m)
 			}
 		}
-		got := readAll(t, fast, slowMsgs)
+		var n atomic.Int64
+		got := readAll(t, fast, slowMsgs, &n)
 		for i := 1; i <= slowMsgs; i++ {
+			// Keep the reading client within a few messages (it may be
+			// slow itself under -race); the other one never reads.
+			for n.Load() < int64(i-4) {
+				time.Sleep(time.Millisecond)
+			}
 			mustPublish(t, p, "news", bigPayload(i))
 		}
 		checkContiguous(t, "reading client", <-got, 1, slowMsgs)
