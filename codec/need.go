@@ -2,8 +2,9 @@ package codec
 
 // Need returns how many more input bytes the parser needs before Next can
 // make progress on what it is in the middle of (RFC 6455 §5.2): the rest of
-// the current frame's payload, or the rest of a partial header (as far as
-// its second byte tells), or, between frames, 2: the first two header
+// the current frame's payload, or the rest of a partial header (plus the
+// payload when the second byte already gives a 7-bit length, so a small
+// frame is asked for whole), or, between frames, 2: the first two header
 // bytes say how long the header is, and an invalid frame (say, unmasked
 // from a client) may be only 2 bytes long, so asking for more between
 // frames could leave a protocol error unnoticed.
@@ -21,6 +22,11 @@ func (p *Parser) Need() int64 {
 	case 1:
 		return 1
 	default:
-		return max(int64(headerSize(p.hbuf[1])-int(p.hn)), 1)
+		rest := int64(headerSize(p.hbuf[1]) - int(p.hn))
+		if l := int64(p.hbuf[1] & 0x7f); l <= len7Max {
+			// The length is already known: ask for the whole frame at once.
+			rest += l
+		}
+		return max(rest, 1)
 	}
 }
