@@ -225,7 +225,7 @@ func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, name string, opts S
 		return nil, SubscribeResult{}, fmt.Errorf("%w: unknown format %d", ErrConfig, opts.Format)
 	}
 	c := h.acquire(name)
-	s := &Subscription{hub: h, ch: c, sub: sub, format: opts.Format, idx: -1}
+	s := &Subscription{ch: c, sub: sub, format: opts.Format, idx: -1}
 	if err := c.brokerSubscribe(ctx); err != nil {
 		c.mu.Lock()
 		c.releaseLocked()

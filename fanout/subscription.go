@@ -12,7 +12,6 @@ import "sync"
 // order, a held (dropped or conflated) frame is never overtaken, and once
 // Unsubscribe returns no further frame of the channel is queued.
 type Subscription struct {
-	hub    *Hub
 	ch     *channel
 	sub    Subscriber
 	format Format
@@ -77,7 +76,7 @@ func (s *Subscription) overflowLocked(frame []byte, seq uint64) {
 // holdLocked records a frame the subscriber could not take under PolicyDrop
 // or PolicyConflate. Lock s.mu must be held.
 func (s *Subscription) holdLocked(frame []byte, seq uint64) {
-	st := &s.hub.stats
+	st := &s.ch.hub.stats
 	if s.ch.policy == PolicyConflate {
 		s.latest = frame
 		s.held = true
@@ -114,9 +113,9 @@ func (s *Subscription) flushHeldLocked() bool {
 		return false
 	}
 	if s.ch.policy == PolicyConflate {
-		s.hub.stats.delivered.Add(1)
+		s.ch.hub.stats.delivered.Add(1)
 	} else {
-		s.hub.stats.gapNotices.Add(1)
+		s.ch.hub.stats.gapNotices.Add(1)
 	}
 	s.held, s.latest, s.gapFrom, s.gapTo = false, nil, 0, 0
 	return true

@@ -125,7 +125,10 @@ func (h *Handler) Open(c *poller.Conn) {
 		return
 	}
 	u := s.url
-	s.url = urlRequest{}
+	s.url = nil
+	if u == nil {
+		return
+	}
 	for _, ch := range u.channels {
 		req := Request{Op: OpSub, Ch: ch, Since: u.since}
 		if !s.subscribe(req, u.format == fanout.FormatJSON) {

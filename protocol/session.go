@@ -26,7 +26,7 @@ type wire interface {
 type session struct {
 	h      *Handler
 	w      wire
-	url    urlRequest // URL subscriptions, consumed by Open
+	url    *urlRequest // URL subscriptions, consumed (set to nil) by Open
 	format fanout.Format
 	errors int // refused requests; processing goroutine only
 
@@ -36,7 +36,11 @@ type session struct {
 }
 
 func newSession(h *Handler, w wire, u urlRequest) *session {
-	return &session{h: h, w: w, url: u, format: u.format}
+	s := &session{h: h, w: w, format: u.format}
+	if len(u.channels) > 0 {
+		s.url = &u
+	}
+	return s
 }
 
 // Queue implements fanout.Subscriber.
