@@ -105,11 +105,14 @@ func (c *Conn) upgrade(head []byte) bool {
 			return nil
 		},
 		ProtocolCustom: func(v []byte) (string, bool) {
-			httphead.ScanTokens(v, func(tok []byte) bool {
+			// Collect the offers; the choice is made in OnBeforeUpgrade,
+			// once every header is known. gobwas reads false as a
+			// malformed header (400), so false only when it is one.
+			ok := httphead.ScanTokens(v, func(tok []byte) bool {
 				req.Protocols = append(req.Protocols, string(tok))
 				return true
 			})
-			return "", false // chosen in OnBeforeUpgrade, once all offers are known
+			return "", ok
 		},
 		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
 			proto, err := s.h.Upgrade(c, &req)

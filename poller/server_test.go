@@ -293,3 +293,41 @@ func TestIdleConnectionsAddNoGoroutines(t *testing.T) {
 		t.Fatalf("goroutines grew from %d to %d with 500 more idle connections", base, got)
 	}
 }
+
+type protoPicker struct{ Echo }
+
+func TestSubprotocolNegotiation(t *testing.T) {
+	_, addr := startServer(t, Config{}, protoPicker{})
+	for _, tc := range []struct {
+		offer, want string
+	}{
+		{"pushd.v1", "pushd.v1"},
+		{"chat, pushd.v1", "pushd.v1"},
+		{"chat", ""},
+		{"", ""},
+	} {
+		t.Run(tc.offer, func(t *testing.T) {
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			req := string(handshakeRequest(addr))
+			if tc.offer != "" {
+				req = strings.Replace(req, "\r\n\r\n", "\r\nSec-WebSocket-Protocol: "+tc.offer+"\r\n\r\n", 1)
+			}
+			conn.Write([]byte(req))
+			conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != http.StatusSwitchingProtocols {
+				t.Fatalf("status %s, want 101", resp.Status)
+			}
+			if got := resp.Header.Get("Sec-WebSocket-Protocol"); got != tc.want {
+				t.Fatalf("selected %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
