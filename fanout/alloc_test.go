@@ -34,21 +34,24 @@ func TestAllocsPerPublication(t *testing.T) {
 		chunk  int
 		pool   bool
 		raw    bool
+		hist   int
 		allocs float64
 	}{
-		{"subs=1", 1, 0, false, false, 1},
-		{"subs=1000/inline", 1000, 1000, false, false, 1},
-		{"subs=1000/chunks=4", 1000, 250, true, false, 1},
-		{"subs=1000/json+raw", 1000, 1000, false, true, 2},
+		{"subs=1", 1, 0, false, false, -1, 1},
+		{"subs=1/history=100", 1, 0, false, false, 100, 1},
+		{"subs=1000/inline", 1000, 1000, false, false, -1, 1},
+		{"subs=1000/chunks=4", 1000, 250, true, false, -1, 1},
+		{"subs=1000/chunks=4/history=100", 1000, 250, true, false, 100, 1},
+		{"subs=1000/json+raw", 1000, 1000, false, true, -1, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := fanout.Config{ChunkSize: tc.chunk}
 			if tc.pool {
 				cfg.Pool = pool
 			}
-			// History off: the broker's ring would otherwise grow during
-			// the warm-up and is not part of the hub's promise.
-			h, m := newHub(t, cfg, cluster.MemoryConfig{HistorySize: -1})
+			// With history the broker's ring fills during the warm-up
+			// (100 publications) and is reused afterwards.
+			h, m := newHub(t, cfg, cluster.MemoryConfig{HistorySize: tc.hist})
 			subs := make([]*fakeSub, tc.subs)
 			for i := range subs {
 				subs[i] = newFakeSub(64)

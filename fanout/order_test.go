@@ -57,10 +57,13 @@ func TestOrderUnderChurn(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(i), 7))
 			active := map[string]*fanout.Subscription{}
 			last := map[string]uint64{} // last seq seen per channel, for since-resume
-			for {
+			for ops := 0; ; ops++ {
+				// At least 12 toggles each, however fast the publishers are.
 				select {
 				case <-stop:
-					return
+					if ops >= 12 {
+						return
+					}
 				default:
 				}
 				ch := names[rng.IntN(channels)]
