@@ -475,33 +475,61 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	}
 }
 
-// sweep forgets channels idle for UnsubscribeDelay.
+// sweep forgets channels idle for UnsubscribeDelay. A channel stays in its
+// shard while the broker unsubscribes it: a subscriber arriving meanwhile
+// finds it, waits on brokerMu and subscribes again after the unsubscribe,
+// never before it. Lock order: brokerMu → shard.mu → channel.mu.
 func (h *Hub) sweep(ctx context.Context, now time.Time) {
-	var gone []*channel
+	var idle []*channel
 	for i := range h.shards {
 		sh := &h.shards[i]
-		sh.mu.Lock()
-		for name, c := range sh.channels {
-			c.mu.Lock()
-			if c.refs == 0 && !c.running && len(c.mailbox) == 0 && now.Sub(c.idle) >= h.cfg.UnsubscribeDelay {
-				delete(sh.channels, name)
-				gone = append(gone, c)
+		sh.mu.RLock()
+		for _, c := range sh.channels {
+			if c.idleFor(now, h.cfg.UnsubscribeDelay) {
+				idle = append(idle, c)
 			}
-			c.mu.Unlock()
 		}
-		sh.mu.Unlock()
+		sh.mu.RUnlock()
 	}
-	for _, c := range gone {
-		h.stats.channels.Add(-1)
-		c.brokerMu.Lock()
-		if c.subscribed {
-			uctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			if err := h.cfg.Broker.Unsubscribe(uctx, c.name); err != nil && h.log.Enabled(ctx, slog.LevelWarn) {
+	for _, c := range idle {
+		h.retire(ctx, c, now)
+	}
+}
+
+// idleFor reports whether c had no subscriber and no work for d.
+func (c *channel) idleFor(now time.Time, d time.Duration) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.refs == 0 && !c.running && len(c.mailbox) == 0 && now.Sub(c.idle) >= d
+}
+
+// retire unsubscribes an idle channel at the broker and forgets it unless
+// a subscriber came back meanwhile.
+func (h *Hub) retire(ctx context.Context, c *channel, now time.Time) {
+	c.brokerMu.Lock()
+	defer c.brokerMu.Unlock()
+	if !c.idleFor(now, h.cfg.UnsubscribeDelay) {
+		return
+	}
+	if c.subscribed {
+		uctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := h.cfg.Broker.Unsubscribe(uctx, c.name)
+		cancel()
+		if err != nil {
+			if h.log.Enabled(ctx, slog.LevelWarn) {
 				h.log.Warn("broker unsubscribe failed", "channel", c.name, "err", err)
 			}
-			cancel()
-			c.subscribed = false
+			return // try again on the next sweep
 		}
-		c.brokerMu.Unlock()
+		c.subscribed = false
 	}
+	sh := h.shard(c.name)
+	sh.mu.Lock()
+	c.mu.Lock()
+	if c.refs == 0 && sh.channels[c.name] == c {
+		delete(sh.channels, c.name)
+		h.stats.channels.Add(-1)
+	}
+	c.mu.Unlock()
+	sh.mu.Unlock()
 }
