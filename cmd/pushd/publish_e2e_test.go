@@ -273,3 +273,26 @@ func waitStat(t *testing.T, p *pushdtest.Proc, key string, ok func(float64) bool
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestPublicPatterns: -public limits who may subscribe, at the upgrade (403)
+// and per sub request (err 403); POST /publish is the backend's and may
+// publish anywhere.
+func TestPublicPatterns(t *testing.T) {
+	bin := pushdtest.Build(t)
+	p := pushdtest.Start(t, bin, pushdtest.Options{Args: []string{"-public", "news,login:*"}})
+	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+	if _, resp, err := d.Dial(p.URL("/ws?ch=news,secret"), nil); err == nil || resp == nil || resp.StatusCode != 403 {
+		t.Errorf("URL subscription to a private channel: %v %v, want 403", err, resp)
+	}
+	c := dial(t, p, "/ws?ch=login:1")
+	if m := readJSON(t, c); m.Op != "subok" || m.Ch != "login:1" {
+		t.Fatalf("subok %+v", m)
+	}
+	_ = c.WriteMessage(websocket.TextMessage, []byte(`{"op":"sub","ch":"secret"}`))
+	if m := readJSON(t, c); m.Op != "err" || m.Code != 403 || m.Ch != "secret" {
+		t.Fatalf("sub to a private channel: %+v, want err 403", m)
+	}
+	mustPublish(t, p, "secret", `1`)
+	seq := mustPublish(t, p, "login:1", `2`)
+	expectPush(t, c, "login:1", seq, `2`)
+}
