@@ -21,9 +21,10 @@
 // The subok reply is queued by the hub before the subscription is linked,
 // so it reaches the client before any push of the channel; recovered
 // history (since) follows it, then live pushes, each exactly once. After
-// unsubok no push of the channel follows. URL subscriptions get a subok
-// each in JSON format and none in raw format (a raw stream carries only
-// payloads). Until auth lands, Config.Public decides which channels anyone
+// unsubok no push of the channel follows. URL subscriptions get no subok
+// (a QR-login page's onmessage sees only its push); they are linked in
+// Open, before the connection's first message is read, so the reply to
+// any op (e.g. ping) proves them live. Until auth lands, Config.Public decides which channels anyone
 // may subscribe to (403 otherwise).
 //
 // Refusals: malformed JSON, unknown ops, missing fields, invalid channel

@@ -115,9 +115,11 @@ func (h *Handler) Upgrade(c *poller.Conn, r *poller.Request) (string, error) {
 
 func (h *Handler) public(ch string) bool { return fanout.MatchAny(h.cfg.Public, ch) }
 
-// Open implements poller.Handler: it subscribes the URL's channels. In
-// JSON format each gets a subok reply; in raw format the stream carries
-// payloads only.
+// Open implements poller.Handler: it subscribes the URL's channels,
+// without subok replies, so a plain new WebSocket(url) + onmessage client
+// sees only pushes. Open runs before the connection's first message is
+// read, so the reply to any op the client sends proves the URL
+// subscriptions are live.
 func (h *Handler) Open(c *poller.Conn) {
 	s := sessionOf(c)
 	if s == nil {
@@ -130,8 +132,7 @@ func (h *Handler) Open(c *poller.Conn) {
 		return
 	}
 	for _, ch := range u.channels {
-		req := Request{Op: OpSub, Ch: ch, Since: u.since}
-		if !s.subscribe(req, u.format == fanout.FormatJSON) {
+		if !s.subscribe(Request{Op: OpSub, Ch: ch, Since: u.since}, false) {
 			return
 		}
 	}

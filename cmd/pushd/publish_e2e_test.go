@@ -60,15 +60,24 @@ func mustPublish(t *testing.T, p *pushdtest.Proc, ch, body string) uint64 {
 
 func dial(t *testing.T, p *pushdtest.Proc, path string) *websocket.Conn {
 	t.Helper()
-	// No subprotocol offered: pushd.v1 is the default, and none may be
-	// echoed back (RFC 6455 §4.2.2; Node's WebSocket crashes on one).
-	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+	return dialWith(t, p, path, nil)
+}
+
+// dialWith dials offering subprotocols protos: pushd.v1 must be selected
+// when offered, and nothing echoed when none is (RFC 6455 §4.2.2).
+func dialWith(t *testing.T, p *pushdtest.Proc, path string, protos []string) *websocket.Conn {
+	t.Helper()
+	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second, Subprotocols: protos}
 	c, resp, err := d.Dial(p.URL(path), nil)
 	if err != nil {
 		t.Fatalf("dial %s: %v", path, err)
 	}
-	if got := resp.Header.Get("Sec-WebSocket-Protocol"); got != "" {
-		t.Errorf("subprotocol %q echoed without an offer", got)
+	want := ""
+	if len(protos) > 0 {
+		want = "pushd.v1"
+	}
+	if got := resp.Header.Get("Sec-WebSocket-Protocol"); got != want {
+		t.Errorf("subprotocol %q, want %q (offered %q)", got, want, protos)
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
@@ -94,6 +103,19 @@ func readJSON(t *testing.T, c *websocket.Conn) push {
 	return m
 }
 
+// ready sends a ping and waits for the pong: URL subscriptions are linked
+// before the connection's first message is read, so after the pong they
+// are live.
+func ready(t *testing.T, c *websocket.Conn) {
+	t.Helper()
+	if err := c.WriteMessage(websocket.TextMessage, []byte(`{"op":"ping"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if m := readJSON(t, c); m.Op != "pong" {
+		t.Fatalf("want pong, got %+v", m)
+	}
+}
+
 func expectPush(t *testing.T, c *websocket.Conn, ch string, seq uint64, data string) {
 	t.Helper()
 	m := readJSON(t, c)
@@ -109,17 +131,16 @@ func TestPublishEndToEnd(t *testing.T) {
 	p := pushdtest.Start(t, bin, pushdtest.Options{})
 
 	t.Run("gorilla/url", func(t *testing.T) {
+		// The README's browser client: URL subscription, pushes only.
 		c := dial(t, p, "/ws?ch=news")
-		if m := readJSON(t, c); m.Op != "subok" || m.Ch != "news" || m.Seq != 0 || m.Recovered == nil || !*m.Recovered {
-			t.Fatalf("subok = %+v", m)
-		}
+		ready(t, c)
 		seq := mustPublish(t, p, "news", `{"hi":1}`)
 		expectPush(t, c, "news", seq, `{"hi":1}`)
 		seq = mustPublish(t, p, "news", `plain text`)
 		expectPush(t, c, "news", seq, `"plain text"`)
 	})
 	t.Run("gorilla/sub-op", func(t *testing.T) {
-		c := dial(t, p, "/ws")
+		c := dialWith(t, p, "/ws", []string{"other", "pushd.v1"})
 		if err := c.WriteMessage(websocket.TextMessage, []byte(`{"op":"sub","ch":"room:1"}`)); err != nil {
 			t.Fatal(err)
 		}
@@ -144,17 +165,13 @@ func TestPublishEndToEnd(t *testing.T) {
 	})
 	t.Run("gorilla/publish-before-subscribe", func(t *testing.T) {
 		seq := mustPublish(t, p, "login:7f3a", `{"token":"abc"}`)
+		// The README's QR-login page: the first message is the push.
 		c := dial(t, p, "/ws?ch=login:7f3a&since=0")
-		if m := readJSON(t, c); m.Op != "subok" || m.Seq != seq || m.Recovered == nil || !*m.Recovered {
-			t.Fatalf("subok = %+v", m)
-		}
 		expectPush(t, c, "login:7f3a", seq, `{"token":"abc"}`)
 	})
 	t.Run("gorilla/raw", func(t *testing.T) {
 		c := dial(t, p, "/ws?ch=rawch&format=raw")
-		// Raw URL subscriptions get no subok; wait until the hub counts
-		// the subscription before publishing.
-		waitStat(t, p, "subscriptions", func(v float64) bool { return v >= 1 })
+		ready(t, c)
 		mustPublish(t, p, "rawch", "hello")
 		mustPublish(t, p, "rawch", "\xff\x00")
 		if mt, b := read(t, c); mt != websocket.TextMessage || string(b) != "hello" {
@@ -203,7 +220,7 @@ func TestPublishEndToEnd(t *testing.T) {
 		}
 		got := strings.Join(lines, "\n")
 		for _, want := range []string{
-			`MSG {"op":"subok","ch":"js:a","seq":0,"recovered":true}`,
+			`PROTOCOL pushd.v1`,
 			`MSG {"op":"subok","ch":"js:b","seq":0,"recovered":true}`,
 			`MSG {"ch":"js:a","seq":1,"data":{"n":1}}`,
 			`MSG {"ch":"js:b","seq":1,"data":{"n":2}}`,
@@ -285,9 +302,6 @@ func TestPublicPatterns(t *testing.T) {
 		t.Errorf("URL subscription to a private channel: %v %v, want 403", err, resp)
 	}
 	c := dial(t, p, "/ws?ch=login:1")
-	if m := readJSON(t, c); m.Op != "subok" || m.Ch != "login:1" {
-		t.Fatalf("subok %+v", m)
-	}
 	_ = c.WriteMessage(websocket.TextMessage, []byte(`{"op":"sub","ch":"secret"}`))
 	if m := readJSON(t, c); m.Op != "err" || m.Code != 403 || m.Ch != "secret" {
 		t.Fatalf("sub to a private channel: %+v, want err 403", m)

@@ -73,11 +73,8 @@ func TestSlowConsumerPolicies(t *testing.T) {
 	t.Run("disconnect", func(t *testing.T) {
 		slow := dial(t, p, "/ws?ch=news")
 		fast := dial(t, p, "/ws?ch=news")
-		for _, c := range []*websocket.Conn{slow, fast} {
-			if m := readJSON(t, c); m.Op != "subok" {
-				t.Fatalf("subok: %+v", m)
-			}
-		}
+		ready(t, slow)
+		ready(t, fast)
 		var n atomic.Int64
 		got := readAll(t, fast, slowMsgs, &n)
 		for i := 1; i <= slowMsgs; i++ {
@@ -114,9 +111,7 @@ func TestSlowConsumerPolicies(t *testing.T) {
 
 	t.Run("drop", func(t *testing.T) {
 		slow := dial(t, p, "/ws?ch=feed:1")
-		if m := readJSON(t, slow); m.Op != "subok" {
-			t.Fatalf("subok: %+v", m)
-		}
+		ready(t, slow)
 		for i := 1; i <= slowMsgs; i++ {
 			mustPublish(t, p, "feed:1", bigPayload(i))
 		}
@@ -167,9 +162,7 @@ func TestSlowConsumerPolicies(t *testing.T) {
 
 	t.Run("conflate", func(t *testing.T) {
 		slow := dial(t, p, "/ws?ch=game:1")
-		if m := readJSON(t, slow); m.Op != "subok" {
-			t.Fatalf("subok: %+v", m)
-		}
+		ready(t, slow)
 		for i := 1; i <= slowMsgs; i++ {
 			mustPublish(t, p, "game:1", bigPayload(i))
 		}
