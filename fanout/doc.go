@@ -44,7 +44,9 @@
 // allocates one frame per format in use and nothing per subscriber
 // (TestAllocsPerPublication).
 //
-// Lock order: shard.mu → channel.mu; Subscription.mu and channel.mu are
-// never held together except channel.mu → Subscriber.Queue (which takes
-// only the connection's own lock).
+// Lock order: channel.brokerMu → shard.mu → channel.mu. Subscription.mu
+// and channel.mu are never held together. Under channel.mu or
+// Subscription.mu the hub calls only Subscriber.Queue (the connection's own
+// lock, never a close); Flush and Close run with no hub lock held, because
+// a connection's close hook may run synchronously and unsubscribe.
 package fanout
