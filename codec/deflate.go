@@ -20,7 +20,11 @@ import (
 //
 // The flate implementation is github.com/klauspost/compress/flate, chosen by
 // BenchmarkDeflateCompress and BenchmarkDeflateDecompress against
-// compress/flate (results in the package doc).
+// compress/flate on pushd-like JSON (medians of 5, same run, this machine):
+// level 1 compresses 1.5x (512 B), 1.8x (4 KiB) and 1.7x (64 KiB) faster
+// than compress/flate level 1, with smaller output (ratio 0.378 vs 0.401,
+// 0.224 vs 0.267, 0.170 vs 0.183), and needs 480 KiB of state instead of
+// 1.1 MiB; it inflates 1.2x, 1.4x and 1.5x faster.
 
 // DeflateExtension is the extension name, RFC 7692 §7.
 const DeflateExtension = "permessage-deflate"
@@ -185,49 +189,14 @@ func (c *Compressor) CompileFrame(op ws.OpCode, payload []byte) ([]byte, error) 
 	return CompileCompressedFrame(op, z), nil
 }
 
-// tailReader reads p, then deflateTail. It is an io.ByteReader so that the
-// inflater reads it directly instead of wrapping it in a bufio.Reader (an
-// allocation per message).
-type tailReader struct {
-	p []byte
-	t int // bytes of deflateTail consumed
-}
-
-func (r *tailReader) Read(b []byte) (int, error) {
-	if len(r.p) > 0 {
-		n := copy(b, r.p)
-		r.p = r.p[n:]
-		return n, nil
-	}
-	if r.t == len(deflateTail) {
-		return 0, io.EOF
-	}
-	n := copy(b, deflateTail[r.t:])
-	r.t += n
-	return n, nil
-}
-
-func (r *tailReader) ReadByte() (byte, error) {
-	if len(r.p) > 0 {
-		c := r.p[0]
-		r.p = r.p[1:]
-		return c, nil
-	}
-	if r.t == len(deflateTail) {
-		return 0, io.EOF
-	}
-	c := deflateTail[r.t]
-	r.t++
-	return c, nil
-}
-
 // Decompressor inflates whole permessage-deflate messages (RFC 7692 §7.2.2)
 // received without context takeover, with a hard limit on the output. Its
 // zero value is ready; it holds about 36 KiB of inflate state once used. Not
 // goroutine safe; do not copy after first use.
 type Decompressor struct {
 	r   io.ReadCloser
-	src tailReader
+	in  []byte // the message and deflateTail, reused
+	src bytes.Reader
 }
 
 // Decompress appends the inflated form of the compressed message payload
@@ -245,7 +214,12 @@ func (d *Decompressor) Decompress(dst, compressed []byte, limit int64) ([]byte, 
 		// the empty message.
 		return dst, nil
 	}
-	d.src = tailReader{p: compressed}
+	// The inflater has a fast path for *bytes.Reader (no interface call per
+	// input byte): copying the message next to the tail costs less than it
+	// saves (BenchmarkDeflateDecompress, impl=codec vs impl=klauspost). The
+	// copy is kept, so d retains the largest compressed message's size.
+	d.in = append(append(d.in[:0], compressed...), deflateTail...)
+	d.src.Reset(d.in)
 	if d.r == nil {
 		d.r = flate.NewReader(&d.src)
 	} else if err := d.r.(flate.Resetter).Reset(&d.src, nil); err != nil {
