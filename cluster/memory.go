@@ -131,6 +131,9 @@ func (m *Memory) Publish(_ context.Context, channel string, data []byte) (uint64
 	if hb == nil {
 		return 0, ErrNoHandler
 	}
+	if a, ok := hb.h.(fanout.Admitter); ok && !a.Admit(channel, len(data)) {
+		return 0, ErrOverloaded
+	}
 	now := m.now()
 	c := m.channel(channel, true)
 	c.mu.Lock()

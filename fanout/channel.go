@@ -21,17 +21,18 @@ type channel struct {
 	policy Policy
 	hub    *Hub
 
-	mu      sync.Mutex
-	subs    []*Subscription // live list; never modified while shared
-	shared  bool            // a delivery task holds a snapshot of subs
-	nFormat [numFormats]int // subscribers per format in subs
-	refs    int             // linked plus joining subscribers
-	mailbox []Publication   // received, not yet taken by a delivery task
-	spare   []Publication   // the previous batch's array, reused
-	running bool            // a delivery task owns the channel
-	paused  int             // joining subscribers fetching history: hold deliveries
-	lastSeq uint64          // highest Seq handled
-	idle    time.Time       // when refs dropped to 0 (for the debounced unsubscribe)
+	mu        sync.Mutex
+	subs      []*Subscription // live list; never modified while shared
+	shared    bool            // a delivery task holds a snapshot of subs
+	nFormat   [numFormats]int // subscribers per format in subs
+	refs      int             // linked plus joining subscribers
+	mailbox   []Publication   // received, not yet taken by a delivery task
+	mailBytes int             // payload bytes in mailbox
+	spare     []Publication   // the previous batch's array, reused
+	running   bool            // a delivery task owns the channel
+	paused    int             // joining subscribers fetching history: hold deliveries
+	lastSeq   uint64          // highest Seq handled
+	idle      time.Time       // when refs dropped to 0 (for the debounced unsubscribe)
 
 	// brokerMu serialises broker.Subscribe for this channel; subscribed
 	// is guarded by it.
@@ -74,12 +75,14 @@ func (c *channel) enqueueLocked(pub Publication) (start bool) {
 	if max := c.hub.cfg.MaxMailbox; len(c.mailbox) >= max {
 		// The channel's fan-out cannot keep up with its publishers. Never
 		// block them: drop the oldest (subscribers see a seq gap).
+		c.mailBytes -= len(c.mailbox[0].Data)
 		copy(c.mailbox, c.mailbox[1:])
 		c.mailbox[len(c.mailbox)-1] = pub
 		c.hub.stats.overflowed.Add(1)
 	} else {
 		c.mailbox = append(c.mailbox, pub)
 	}
+	c.mailBytes += len(pub.Data)
 	return c.startLocked()
 }
 
@@ -102,6 +105,7 @@ func (c *channel) takeLocked() ([]*Subscription, bool) {
 		return nil, false
 	}
 	c.batch, c.mailbox, c.spare = c.mailbox, c.spare[:0], nil
+	c.mailBytes = 0
 	for f, n := range c.nFormat {
 		c.need[f] = n > 0
 	}

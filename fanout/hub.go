@@ -21,6 +21,7 @@ const numShards = 64
 const (
 	DefaultChunkSize        = 512
 	DefaultMaxMailbox       = 1 << 16
+	DefaultMaxMailboxBytes  = 8 << 20
 	DefaultUnsubscribeDelay = 5 * time.Second
 )
 
@@ -42,6 +43,10 @@ type Config struct {
 	// MaxMailbox bounds the publications waiting for one channel's
 	// delivery task; past it the oldest is dropped and counted.
 	MaxMailbox int
+	// MaxMailboxBytes is the payload bytes a channel's mailbox may hold
+	// before Admit refuses new publications (brokers then fail the publish
+	// fast: backpressure instead of unbounded memory or loss).
+	MaxMailboxBytes int
 	// UnsubscribeDelay is how long a channel stays subscribed at the
 	// broker after its last local subscriber left.
 	UnsubscribeDelay time.Duration
@@ -81,6 +86,7 @@ type counters struct {
 	gapNotices      atomic.Uint64
 	conflated       atomic.Uint64
 	overflowed      atomic.Uint64
+	refused         atomic.Uint64
 	poolFallbacks   atomic.Uint64
 }
 
@@ -90,8 +96,8 @@ func New(cfg Config) (*Hub, error) {
 	if cfg.Broker == nil {
 		errs = append(errs, errors.New("Broker is required"))
 	}
-	if cfg.ChunkSize < 0 || cfg.MaxMailbox < 0 || cfg.UnsubscribeDelay < 0 {
-		errs = append(errs, errors.New("ChunkSize, MaxMailbox and UnsubscribeDelay must not be negative"))
+	if cfg.ChunkSize < 0 || cfg.MaxMailbox < 0 || cfg.MaxMailboxBytes < 0 || cfg.UnsubscribeDelay < 0 {
+		errs = append(errs, errors.New("ChunkSize, MaxMailbox, MaxMailboxBytes and UnsubscribeDelay must not be negative"))
 	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))
@@ -101,6 +107,9 @@ func New(cfg Config) (*Hub, error) {
 	}
 	if cfg.MaxMailbox == 0 {
 		cfg.MaxMailbox = DefaultMaxMailbox
+	}
+	if cfg.MaxMailboxBytes == 0 {
+		cfg.MaxMailboxBytes = DefaultMaxMailboxBytes
 	}
 	if cfg.UnsubscribeDelay == 0 {
 		cfg.UnsubscribeDelay = DefaultUnsubscribeDelay
@@ -175,6 +184,28 @@ func (h *Hub) HandlePublication(pub Publication) {
 		return
 	}
 	h.submit(c.drainFn)
+}
+
+// Admit implements Admitter: it refuses a publication of size bytes to a
+// channel whose mailbox already holds MaxMailboxBytes (its fan-out is
+// behind its publishers). An empty mailbox always admits. The check is
+// advisory (publishers racing past it overshoot by at most one
+// publication each); it never blocks.
+func (h *Hub) Admit(channel string, size int) bool {
+	sh := h.shard(channel)
+	sh.mu.RLock()
+	c := sh.channels[channel]
+	sh.mu.RUnlock()
+	if c == nil {
+		return true
+	}
+	c.mu.Lock()
+	ok := len(c.mailbox) == 0 || c.mailBytes+size <= h.cfg.MaxMailboxBytes
+	c.mu.Unlock()
+	if !ok {
+		h.stats.refused.Add(1)
+	}
+	return ok
 }
 
 // acquire returns the channel, creating it, and counts a joining
@@ -433,6 +464,7 @@ func (h *Hub) Stats() Stats {
 		GapNotices:      k.gapNotices.Load(),
 		Conflated:       k.conflated.Load(),
 		Overflowed:      k.overflowed.Load(),
+		Refused:         k.refused.Load(),
 		PoolFallbacks:   k.poolFallbacks.Load(),
 	}
 }

@@ -68,6 +68,14 @@ type PublicationHandler interface {
 	HandlePublication(pub Publication)
 }
 
+// Admitter is an optional PublicationHandler capability: a broker that can
+// fail a publish asks Admit before assigning a sequence number and fails
+// the publish fast when it returns false (the hub is behind on that
+// channel). The Hub implements it.
+type Admitter interface {
+	Admit(channel string, size int) bool
+}
+
 // Format is how a subscriber wants pushes encoded. Each publication is
 // encoded once per format that has subscribers on its channel.
 type Format uint8
@@ -177,5 +185,6 @@ type Stats struct {
 	GapNotices      uint64 // gap notices queued after drops
 	Conflated       uint64 // pushes held back by PolicyConflate (sent later or superseded)
 	Overflowed      uint64 // publications dropped because a channel's mailbox was full
+	Refused         uint64 // publications refused by Admit (mailbox over MaxMailboxBytes)
 	PoolFallbacks   uint64 // fan-out tasks run inline because the pool refused them
 }

@@ -111,6 +111,7 @@ func statsDoc(ps *poller.Server, app *pushApp, nofile uint64) map[string]any {
 		doc["gap_notices"] = hs.GapNotices
 		doc["conflated"] = hs.Conflated
 		doc["mailbox_overflows"] = hs.Overflowed
+		doc["publish_refused"] = hs.Refused
 		doc["pool_fallbacks"] = hs.PoolFallbacks
 		doc["broker_channels"] = app.broker.Channels()
 	}

@@ -16,7 +16,8 @@ import (
 // JSON string, or raw bytes for format=raw subscribers). It goes through
 // the broker like every publication, never straight to the hub. Replies
 // {"ch":..,"seq":N}; 400 bad channel, 413 body over -max-publish-bytes,
-// 503 broker closed.
+// 503 (Retry-After: 1) when the channel's fan-out is behind by more than
+// its mailbox bound, or while shutting down.
 func (a *pushApp) publish(w http.ResponseWriter, r *http.Request) {
 	ch := r.URL.Query().Get("ch")
 	if err := protocol.ValidChannel(ch); err != nil {
@@ -36,7 +37,13 @@ func (a *pushApp) publish(w http.ResponseWriter, r *http.Request) {
 	seq, err := a.broker.Publish(r.Context(), ch, body)
 	if err != nil {
 		status := http.StatusInternalServerError
-		if errors.Is(err, cluster.ErrClosed) {
+		switch {
+		case errors.Is(err, cluster.ErrOverloaded):
+			// Backpressure: the channel's fan-out is behind; the backend
+			// retries instead of pushd buffering without bound.
+			w.Header().Set("Retry-After", "1")
+			status = http.StatusServiceUnavailable
+		case errors.Is(err, cluster.ErrClosed):
 			status = http.StatusServiceUnavailable
 		}
 		httpError(w, status, err.Error())
