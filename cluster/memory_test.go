@@ -189,3 +189,29 @@ func TestMemoryConcurrentOrder(t *testing.T) {
 		t.Errorf("Publish after Shutdown: %v", err)
 	}
 }
+
+type nopHandler struct{}
+
+func (nopHandler) HandlePublication(fanout.Publication) {}
+
+// BenchmarkMemoryPublish measures the broker alone (sequence, history
+// ring, handler call) with history on and off.
+func BenchmarkMemoryPublish(b *testing.B) {
+	for _, size := range []int{-1, 100} {
+		b.Run(fmt.Sprintf("history=%d", max(size, 0)), func(b *testing.B) {
+			m, err := cluster.NewMemory(cluster.MemoryConfig{HistorySize: size})
+			if err != nil {
+				b.Fatal(err)
+			}
+			m.Attach(nopHandler{})
+			data := []byte(`{"v":1}`)
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := m.Publish(ctx, "c", data); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
