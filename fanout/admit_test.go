@@ -93,3 +93,67 @@ func TestAdmitBackpressure(t *testing.T) {
 		}
 	}
 }
+
+// TestBurstLargerThanBudget: a batch (or a recovered history) bigger than
+// a subscriber's byte budget must not count as slowness when the
+// subscriber's socket takes everything on flush: the hub flushes and
+// retries before applying the policy.
+func TestBurstLargerThanBudget(t *testing.T) {
+	pool, err := ants.NewPool(4, ants.WithNonblocking(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Release()
+	h, m := newHub(t, fanout.Config{Pool: pool, ChunkSize: 1}, cluster.MemoryConfig{HistorySize: 100})
+	ctx := context.Background()
+	msg := make([]byte, 1<<10)
+	for range 20 {
+		if _, err := m.Publish(ctx, "burst", msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Recovery: 20 KiB of history into a 4 KiB budget.
+	rec := newFakeSub(0)
+	rec.keep, rec.budget = true, 4<<10
+	subscribe(t, h, rec, "burst", fanout.SubscribeOptions{Since: u64(0), Ack: ackFrame})
+	// A live batch of 20 while the delivery task is held up by another
+	// subscriber.
+	blk := &blockingSub{entered: make(chan struct{}), release: make(chan struct{})}
+	subscribe(t, h, blk, "burst", fanout.SubscribeOptions{})
+	if _, err := m.Publish(ctx, "burst", msg); err != nil {
+		t.Fatal(err)
+	}
+	<-blk.entered
+	for range 20 {
+		if _, err := m.Publish(ctx, "burst", msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(blk.release)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		rec.mu.Lock()
+		n := len(rec.log)
+		rec.mu.Unlock()
+		if n == 1+41 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if rec.closed {
+		t.Fatal("a subscriber that takes everything on flush was disconnected as slow")
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.log) != 1+41 {
+		t.Fatalf("got %d frames, want the reply + 41 pushes", len(rec.log))
+	}
+	for i, b := range rec.log[1:] {
+		if frameSeq(framePayload(t, b)) != uint64(i+1) {
+			t.Fatalf("push %d has seq %d", i, frameSeq(framePayload(t, b)))
+		}
+	}
+	if st := h.Stats(); st.SlowDisconnects != 0 {
+		t.Errorf("SlowDisconnects = %d", st.SlowDisconnects)
+	}
+}

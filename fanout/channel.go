@@ -233,6 +233,7 @@ func (c *channel) deliverTo(subs []*Subscription) uint64 {
 	var n uint64
 	for _, s := range subs {
 		frames := c.frames[s.format]
+		unflushed := 0
 		queued := false
 		s.mu.Lock()
 		for i := range c.batch {
@@ -246,7 +247,7 @@ func (c *channel) deliverTo(subs []*Subscription) uint64 {
 				// for this subscriber only (rare, correct).
 				fr = encodePush(s.format, &c.batch[i], payloadIsJSON(c.batch[i].Data))
 			}
-			if s.deliverLocked(fr, seq) {
+			if s.deliverLocked(fr, seq, &unflushed) {
 				queued = true
 				n++
 			}
@@ -255,7 +256,7 @@ func (c *channel) deliverTo(subs []*Subscription) uint64 {
 		s.mu.Unlock()
 		if kick {
 			c.hub.kick(s.sub)
-		} else if queued {
+		} else if queued || unflushed > 0 {
 			s.sub.Flush()
 		}
 	}

@@ -330,12 +330,13 @@ func (h *Hub) recover(ctx context.Context, s *Subscription, opts SubscribeOption
 		return res, err
 	}
 	var n uint64
+	unflushed := 1 // the reply
 	for i := range hr.Pubs {
 		pub := &hr.Pubs[i]
 		if opts.Since != nil && pub.Seq <= *opts.Since || pub.Seq > hr.Top {
 			continue
 		}
-		if s.deliverLocked(encodePush(s.format, pub, payloadIsJSON(pub.Data)), pub.Seq) {
+		if s.deliverLocked(encodePush(s.format, pub, payloadIsJSON(pub.Data)), pub.Seq, &unflushed) {
 			n++
 		}
 	}

@@ -38,25 +38,67 @@ func (s *Subscription) Channel() string { return s.ch.name }
 // Subscriber returns the subscriber.
 func (s *Subscription) Subscriber() Subscriber { return s.sub }
 
-// deliverLocked queues frame (publication seq) under the channel's policy.
-// It reports whether the frame was queued. Lock s.mu must be held.
-func (s *Subscription) deliverLocked(frame []byte, seq uint64) bool {
-	if s.dead || s.removed {
-		return false
+// deliverLocked queues frame (publication seq) after anything held back,
+// under the channel's policy, and reports whether it was queued. unflushed
+// counts the frames this caller queued since its last Flush: when the
+// queue is full but holds some of them, the budget was used up by this
+// very burst, not by a slow reader, so deliverLocked releases s.mu,
+// flushes, retakes s.mu and tries once more before applying the policy.
+// Lock s.mu must be held (it may be released and retaken).
+func (s *Subscription) deliverLocked(frame []byte, seq uint64, unflushed *int) bool {
+	r := s.tryLocked(frame, unflushed)
+	if r == resultFull && *unflushed > 0 {
+		// Flush may close the connection, whose close hook unsubscribes
+		// (takes s.mu): never flush with s.mu held.
+		s.mu.Unlock()
+		s.sub.Flush()
+		s.mu.Lock()
+		*unflushed = 0
+		r = s.tryLocked(frame, unflushed)
 	}
-	if s.held && !s.flushHeldLocked() {
-		s.holdLocked(frame, seq)
-		return false
+	switch r {
+	case resultQueued:
+		return true
+	case resultFull:
+		s.overflowLocked(frame, seq)
+	}
+	return false
+}
+
+// queueResult is what one Queue attempt did.
+type queueResult uint8
+
+const (
+	resultQueued queueResult = iota
+	resultFull
+	resultGone // unsubscribed, dead or closed
+)
+
+// tryLocked queues the held frame (if any) and then frame. Lock s.mu must
+// be held.
+func (s *Subscription) tryLocked(frame []byte, unflushed *int) queueResult {
+	if s.dead || s.removed {
+		return resultGone
+	}
+	if s.held {
+		if !s.flushHeldLocked() {
+			if s.dead {
+				return resultGone
+			}
+			return resultFull
+		}
+		*unflushed++
 	}
 	switch err := s.sub.Queue(frame); err {
 	case nil:
-		return true
+		*unflushed++
+		return resultQueued
 	case ErrQueueFull:
-		s.overflowLocked(frame, seq)
+		return resultFull
 	default:
 		s.dead = true
+		return resultGone
 	}
-	return false
 }
 
 // overflowLocked applies the channel's policy to a frame the subscriber's
