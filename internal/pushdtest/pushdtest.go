@@ -33,6 +33,19 @@ type Stats struct {
 	Closed            map[string]int64 `json:"closed_by_code"`
 	RSSBytes          uint64           `json:"rss_bytes"`
 	HeapInuse         uint64           `json:"heap_inuse"`
+
+	// Fan-out (pushd.v1 mode).
+	Subscriptions    int64  `json:"subscriptions"`
+	Channels         int64  `json:"channels"`
+	Published        uint64 `json:"published"`
+	Delivered        uint64 `json:"delivered"`
+	SlowDisconnects  uint64 `json:"slow_disconnects"`
+	Dropped          uint64 `json:"dropped"`
+	GapNotices       uint64 `json:"gap_notices"`
+	Conflated        uint64 `json:"conflated"`
+	MailboxOverflows uint64 `json:"mailbox_overflows"`
+	PublishRefused   uint64 `json:"publish_refused"`
+	PoolFallbacks    uint64 `json:"pool_fallbacks"`
 }
 
 // Build compiles cmd/pushd into a fresh temp dir and returns the binary path.
