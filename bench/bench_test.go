@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -68,7 +70,7 @@ func TestIdleMeasuresGoroutinePerConnection(t *testing.T) {
 // reference server and checks every part of the measurement produced data.
 func TestSlowWritersHarness(t *testing.T) {
 	code, rep, stderr := runJSON(t, "-servers", "ref", "slowwriters", "-slow", "40", "-normal", "5",
-		"-warmup", "200ms", "-before", "1s", "-during", "2s", "-sources", "127.0.4.16/28")
+		"-warmup", "200ms", "-before", "1s", "-slow-only", "2s", "-during", "2s", "-sources", "127.0.4.16/28")
 	if code != 0 {
 		t.Fatalf("exit %d, failures %v\n%s", code, rep.Failures, stderr)
 	}
@@ -81,14 +83,19 @@ func TestSlowWritersHarness(t *testing.T) {
 	t.Logf("ref: %+v slow %+v normal %+v", r, *r.Slow, *r.Normal)
 	// 40 writers × 100 B/s × 2 s = 8,000 bytes: one complete 106-byte frame
 	// per writer (the second is cut off by the end of the window).
-	if r.Slow.BytesSent < 4000 || r.Slow.FramesSent < 30 || r.Slow.Echoes < r.Slow.FramesSent {
-		t.Errorf("slow writers: %+v", *r.Slow)
+	for _, s := range []*slowResult{r.Slow, r.SlowCombined} {
+		if s.BytesSent < 4000 || s.FramesSent < 30 || s.Echoes < s.FramesSent || s.WriteErrors > 0 || len(s.ReadErrors) > 0 {
+			t.Errorf("slow writers: %+v", *s)
+		}
 	}
 	if r.Normal.Before.N < 20 || r.Normal.During.N < 40 || r.Normal.During.Timeouts > 0 {
 		t.Errorf("normal clients: %+v", *r.Normal)
 	}
-	if r.DuringSeconds < 1.5 || r.CPUDuringPct < 0 {
-		t.Errorf("window %.2f s, cpu %.2f%%", r.DuringSeconds, r.CPUDuringPct)
+	if r.SlowOnly.Seconds < 1.5 || r.Combined.Seconds < 1.5 || r.Baseline.Seconds < 0.8 || r.SlowOnly.Pct < 0 {
+		t.Errorf("windows %+v %+v %+v", r.Baseline, r.SlowOnly, r.Combined)
+	}
+	if !strings.Contains(string(stderr), "load average") && !slices.ContainsFunc(rep.Notes, func(n string) bool { return strings.Contains(n, "load average") }) {
+		t.Errorf("no load average in the report: %v", rep.Notes)
 	}
 }
 

@@ -27,6 +27,7 @@ type slowFlags struct {
 	warmup       time.Duration
 	before       time.Duration
 	during       time.Duration
+	slowOnly     time.Duration
 	drain        time.Duration
 	groups       int
 }
@@ -39,8 +40,9 @@ func (f *slowFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.echoInterval, "echo-interval", 100*time.Millisecond, "a normal client sends one echo this often")
 	fs.DurationVar(&f.echoTimeout, "echo-timeout", 2*time.Second, "an echo not back by then is a stall")
 	fs.DurationVar(&f.warmup, "warmup", time.Second, "normal echoes before measuring")
-	fs.DurationVar(&f.before, "before", 5*time.Second, "window with normal clients only")
-	fs.DurationVar(&f.during, "during", 10*time.Second, "window with the slow writers dribbling")
+	fs.DurationVar(&f.before, "before", 5*time.Second, "baseline window: normal clients only")
+	fs.DurationVar(&f.slowOnly, "slow-only", 10*time.Second, "window with the slow writers only (no normal clients connected): the CPU verdict")
+	fs.DurationVar(&f.during, "during", 10*time.Second, "window with the slow writers and the normal clients: the stall verdict")
 	fs.DurationVar(&f.drain, "drain", 2*time.Second, "wait for the last echoes after the window")
 	fs.IntVar(&f.groups, "groups", 20, "slow writers are driven by this many goroutines, phase-shifted")
 }
@@ -51,7 +53,7 @@ func (f *slowFlags) args() []string {
 		"-slow", itoa(f.slow), "-normal", itoa(f.normal), "-payload", itoa(f.payload),
 		"-byte-interval", f.byteInterval.String(), "-echo-interval", f.echoInterval.String(),
 		"-echo-timeout", f.echoTimeout.String(), "-warmup", f.warmup.String(),
-		"-before", f.before.String(), "-during", f.during.String(), "-drain", f.drain.String(),
+		"-before", f.before.String(), "-slow-only", f.slowOnly.String(), "-during", f.during.String(), "-drain", f.drain.String(),
 		"-groups", itoa(f.groups),
 	}
 }
@@ -132,7 +134,9 @@ func window(samples []echoSample, from, to time.Time) latency {
 // runSlowClient holds the slow writers: after "opened" it waits for
 // {"cmd":"dribble","ms":N}, reports phase "during", dribbles for N ms,
 // reports phase "end", waits up to -drain for the echoes of completed
-// frames and reports the result. The normal clients run in another
+// frames and reports the result (counts for that dribble only). Several
+// dribbles may follow each other: every writer resumes its frame where the
+// previous dribble left it, so the server never sees a broken frame. The normal clients run in another
 // process (runEchoClient) so this one's CPU load cannot delay them.
 func runSlowClient(ctx context.Context, cf clientFlags, sf slowFlags, d *srcaddr.Dialer, out *eventWriter) int {
 	slow, errs := openConns(ctx, cf, d, sf.slow)
@@ -163,6 +167,10 @@ func runSlowClient(ctx context.Context, cf clientFlags, sf slowFlags, d *srcaddr
 		}
 		readWG.Wait()
 	}()
+	groups := make([]*dribbleGroup, sf.groups)
+	for g := range groups {
+		groups[g] = newDribbleGroup(groupOf(slow, g, sf.groups), sf.payload)
+	}
 	cmds := make(chan clientCmd)
 	go readCmds(os.Stdin, cmds)
 	for {
@@ -183,6 +191,7 @@ func runSlowClient(ctx context.Context, cf clientFlags, sf slowFlags, d *srcaddr
 			continue
 		}
 		var bytesSent, framesSent, writeErrs atomic.Int64
+		echoesBefore := echoes.Load()
 		out.send(clientEvent{Event: "phase", Name: "during"})
 		wctx, stopWriters := context.WithTimeout(ctx, time.Duration(cmd.Ms)*time.Millisecond)
 		var wWG sync.WaitGroup
@@ -190,22 +199,23 @@ func runSlowClient(ctx context.Context, cf clientFlags, sf slowFlags, d *srcaddr
 			wWG.Add(1)
 			go func() {
 				defer wWG.Done()
-				dribble(wctx, groupOf(slow, g, sf.groups), g, sf, &bytesSent, &framesSent, &writeErrs)
+				dribble(wctx, groups[g], g, sf, &bytesSent, &framesSent, &writeErrs)
 			}()
 		}
 		wWG.Wait()
 		stopWriters()
 		out.send(clientEvent{Event: "phase", Name: "end"})
-		// Wait for the echoes of every completed frame, up to -drain.
+		// Wait for the echoes of every frame completed in this dribble, up
+		// to -drain.
 		deadline := time.Now().Add(sf.drain)
-		for echoes.Load() < framesSent.Load() && time.Now().Before(deadline) {
+		for echoes.Load()-echoesBefore < framesSent.Load() && time.Now().Before(deadline) {
 			time.Sleep(10 * time.Millisecond)
 		}
 		readMu.Lock()
 		r := *res
 		r.ReadErrors = maps.Clone(res.ReadErrors)
 		readMu.Unlock()
-		r.BytesSent, r.FramesSent, r.WriteErrors, r.Echoes = bytesSent.Load(), framesSent.Load(), writeErrs.Load(), echoes.Load()
+		r.BytesSent, r.FramesSent, r.WriteErrors, r.Echoes = bytesSent.Load(), framesSent.Load(), writeErrs.Load(), echoes.Load()-echoesBefore
 		out.send(clientEvent{Event: "result", Slow: &r})
 	}
 }
@@ -264,20 +274,31 @@ func groupOf(conns []wsConn, g, n int) []wsConn {
 	return out
 }
 
-// dribble writes each connection's frame one byte per tick, frame after
-// frame, until ctx ends. Group g starts g/groups of a tick late, so the
-// groups' bytes arrive spread over the interval rather than in one burst.
-func dribble(ctx context.Context, conns []wsConn, g int, sf slowFlags, bytesSent, framesSent, writeErrs *atomic.Int64) {
-	payload := make([]byte, sf.payload)
+// dribbleGroup is the state of one group of slow writers that outlives a
+// dribble: each connection's frame and how much of it is already sent.
+type dribbleGroup struct {
+	conns  []wsConn
+	frames [][]byte
+	pos    []int
+	dead   []bool
+}
+
+func newDribbleGroup(conns []wsConn, payloadSize int) *dribbleGroup {
+	payload := make([]byte, payloadSize)
 	for i := range payload {
 		payload[i] = 'a' + byte(i%26)
 	}
-	frames := make([][]byte, len(conns))
-	pos := make([]int, len(conns))
-	dead := make([]bool, len(conns))
+	g := &dribbleGroup{conns: conns, frames: make([][]byte, len(conns)), pos: make([]int, len(conns)), dead: make([]bool, len(conns))}
 	for i := range conns {
-		frames[i] = appendMaskedFrame(nil, 0x1, payload)
+		g.frames[i] = appendMaskedFrame(nil, 0x1, payload)
 	}
+	return g
+}
+
+// dribble writes each connection's frame one byte per tick, frame after
+// frame, until ctx ends. Group g starts g/groups of a tick late, so the
+// groups' bytes arrive spread over the interval rather than in one burst.
+func dribble(ctx context.Context, st *dribbleGroup, g int, sf slowFlags, bytesSent, framesSent, writeErrs *atomic.Int64) {
 	offset := time.Duration(g) * sf.byteInterval / time.Duration(max(sf.groups, 1))
 	t := time.NewTimer(offset)
 	select {
@@ -289,18 +310,18 @@ func dribble(ctx context.Context, conns []wsConn, g int, sf slowFlags, bytesSent
 	tick := time.NewTicker(sf.byteInterval)
 	defer tick.Stop()
 	for {
-		for i, c := range conns {
-			if dead[i] {
+		for i, c := range st.conns {
+			if st.dead[i] {
 				continue
 			}
-			if _, err := c.c.Write(frames[i][pos[i] : pos[i]+1]); err != nil {
-				dead[i] = true
+			if _, err := c.c.Write(st.frames[i][st.pos[i] : st.pos[i]+1]); err != nil {
+				st.dead[i] = true
 				writeErrs.Add(1)
 				continue
 			}
 			bytesSent.Add(1)
-			if pos[i]++; pos[i] == len(frames[i]) {
-				pos[i] = 0
+			if st.pos[i]++; st.pos[i] == len(st.frames[i]) {
+				st.pos[i] = 0
 				framesSent.Add(1)
 			}
 		}
