@@ -49,6 +49,20 @@
 //	                 decompression with an output limit
 //	errors.go        §7.4.1 close codes carried by *Error
 //
+// # Tests
+//
+//	go test ./codec/...                      table, split, oracle, alloc, interop tests
+//	go test -race -shuffle=on ./codec/...    (alloc tests skip under -race)
+//	go test -tags purego ./codec/...         pure-Go unmask, UTF-8 and header paths
+//	go test ./codec -run='^$' -fuzz='^FuzzParseSplit$' -fuzztime=60s -fuzzminimizetime=10s
+//	    (also FuzzParseHeader, FuzzUnmaskChunks, FuzzUTF8, FuzzParseClose,
+//	    FuzzRoundTrip; one at a time)
+//	go test ./codec -run='^$' -bench=. -count=5
+//
+// interop_test.go runs gorilla/websocket and coder/websocket clients against
+// a loopback echo server framed by this package, with and without
+// permessage-deflate.
+//
 // # Measured (benchmarks in this package; medians of 5 runs in one
 // invocation on this 2-core AMD EPYC, shared with other work)
 //

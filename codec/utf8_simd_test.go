@@ -18,6 +18,11 @@ func TestValidUTF8Positions(t *testing.T) {
 	// 160 bytes: sequences ending blocks 1-3 are followed by blocks that
 	// the two-block ASCII shortcut skips.
 	positions := []int{0, 13, 14, 15, 16, 29, 30, 31, 32, 45, 61, 62, 63, 93, 94, 95, 126, 127}
+	if raceEnabled {
+		// The race detector slows the loop 20x; the assembly it checks is
+		// not instrumented anyway. Keep one position per boundary kind.
+		positions = []int{15, 31, 63}
+	}
 	buf := make([]byte, 160)
 	check := func(seq []byte) {
 		for _, pos := range positions {
