@@ -76,6 +76,9 @@ func feedPieces(cfg *Config, pieces [][]byte) (parseResult, error) {
 				if n != len(b) {
 					return res, fmt.Errorf("need more with n=%d < len=%d", n, len(b))
 				}
+				if p.Need() < 1 {
+					return res, fmt.Errorf("need more but Need() = %d", p.Need())
+				}
 				break
 			}
 			if c.First == in {
