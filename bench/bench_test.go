@@ -14,7 +14,7 @@ import (
 // TestMain lets the test binary play bench's child roles: the harness
 // re-executes os.Executable() with -client or -refserver.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && (os.Args[1] == "-client" || os.Args[1] == "-refserver") {
+	if len(os.Args) > 1 && (os.Args[1] == "-client" || os.Args[1] == "-refserver" || os.Args[1] == "-rawserver") {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 		cancel()

@@ -27,7 +27,14 @@ import (
 type clientCmd struct {
 	Cmd   string `json:"cmd"`             // "open", "quit"
 	Total int    `json:"total,omitempty"` // open: connections to hold in total
-	Ms    int64  `json:"ms,omitempty"`    // dribble: how long
+	Ms    int64  `json:"ms,omitempty"`    // dribble: how long; arm: timeout
+	// fanout client only
+	Target  string `json:"target,omitempty"`  // open: host:port
+	Path    string `json:"path,omitempty"`    // open: upgrade request path
+	Raw     bool   `json:"raw,omitempty"`     // open: plain TCP, no upgrade
+	Bytes   int    `json:"bytes,omitempty"`   // arm: bytes each connection must receive
+	Frame   []byte `json:"frame,omitempty"`   // arm: the bytes expected (frame × repeat)
+	Capture bool   `json:"capture,omitempty"` // arm: done at the first byte; keep one read
 }
 
 // clientEvent is one line from the client process.
@@ -41,6 +48,7 @@ type clientEvent struct {
 	Message string         `json:"message,omitempty"`
 	Slow    *slowResult    `json:"slow,omitempty"`
 	Samples []echoSample   `json:"samples,omitempty"`
+	Fanout  *fanoutRound   `json:"fanout,omitempty"`
 }
 
 // clientFlags are the flags shared by both client modes.
@@ -76,7 +84,7 @@ func (w *eventWriter) send(e clientEvent) {
 
 func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "bench -client: mode idle|slow|echo required")
+		fmt.Fprintln(stderr, "bench -client: mode idle|slow|echo|fanout required")
 		return 2
 	}
 	mode, args := args[0], args[1:]
@@ -119,6 +127,8 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return runSlowClient(ctx, cf, sf, d, out)
 	case "echo":
 		return runEchoClient(ctx, cf, sf, d, out)
+	case "fanout":
+		return runFanoutClient(ctx, cf, d, out)
 	default:
 		fmt.Fprintf(stderr, "bench -client: unknown mode %q\n", mode)
 		return 2

@@ -25,6 +25,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return runClient(ctx, args[1:], stdout, stderr)
 		case "-refserver", "--refserver":
 			return runRefServer(ctx, args[1:], stderr)
+		case "-rawserver", "--rawserver":
+			return runRawServer(ctx, args[1:], stderr)
 		}
 	}
 	code, err := runScenarios(ctx, args, stdout, stderr)
