@@ -42,7 +42,10 @@
 //	mask.go          §5.3 client-to-server masking, word-wide pure Go
 //	mask_amd64.*     the same with AVX2/SSE2, chosen at run time via
 //	                 golang.org/x/sys/cpu (-tags purego: mask_generic.go)
+//	need.go          Parser.Need: bytes needed next, for SO_RCVLOWAT
 //	utf8.go          §8.1 incremental UTF-8 (RFC 3629), fail-fast
+//	utf8_amd64.*     whole-buffer validation with AVX2 (Keiser-Lemire
+//	                 lookup); utf8_generic.go: unicode/utf8.Valid
 //	close.go         §5.5.1 close payloads, §7.4 status codes
 //	frame.go         §5.2 + §5.7 frame building, precompiled control frames
 //	deflate.go       RFC 7692 §7.1 negotiation, §7.2.1 compression, §7.2.2

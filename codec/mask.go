@@ -30,8 +30,16 @@ func unmask(b []byte, key [4]byte, offset int) (next int, hi uint64) {
 	// rotated key serves them all, down to the last 1..3 bytes.
 	k32 := bits.RotateLeft32(binary.LittleEndian.Uint32(key[:]), -8*offset)
 	var acc uint64
-	if len(b) >= 8 {
-		b, acc = unmaskWords(b, k32)
+	if len(b) >= vectorMin {
+		b, acc = unmaskBlocks(b, k32)
+	}
+	// At most vectorMin-1 bytes left: whole words here, without a call.
+	k := uint64(k32)<<32 | uint64(k32)
+	for len(b) >= 8 {
+		w := binary.LittleEndian.Uint64(b) ^ k
+		binary.LittleEndian.PutUint64(b, w)
+		acc |= w
+		b = b[8:]
 	}
 	if len(b) >= 4 {
 		w := binary.LittleEndian.Uint32(b) ^ k32

@@ -9,28 +9,24 @@ import "golang.org/x/sys/cpu"
 // size=16 and size=125, with and without -tags purego).
 const vectorMin = 64
 
-// unmaskWords XORs b with k32 repeated and returns the tail of fewer than 8
-// bytes it left and the OR of the bytes it wrote. Whole 32-byte blocks go to
-// an assembly kernel chosen at run time: AVX2 when the CPU and OS support it
-// (golang.org/x/sys/cpu checks both), SSE2 otherwise (part of the amd64
-// baseline). Build with -tags purego to use only unmaskGeneric.
-func unmaskWords(b []byte, k32 uint32) ([]byte, uint64) {
-	var hi uint64
-	if len(b) >= vectorMin {
-		n := len(b) &^ 31
-		var m uint32
-		if cpu.X86.HasAVX2 {
-			m = xorBlocksAVX2(b[:n], k32)
-		} else {
-			m = xorBlocksSSE2(b[:n], k32)
-		}
-		if m != 0 {
-			hi = 0x80
-		}
-		b = b[n:]
+// unmaskBlocks XORs the whole 32-byte blocks of b with k32 repeated and
+// returns the rest (fewer than 32 bytes) and the OR of the bytes it wrote,
+// folded to 0x80 or 0. The kernel is chosen at run time: AVX2 when the CPU
+// and OS support it (golang.org/x/sys/cpu checks both), SSE2 otherwise (part
+// of the amd64 baseline). Build with -tags purego to use only pure Go.
+func unmaskBlocks(b []byte, k32 uint32) ([]byte, uint64) {
+	n := len(b) &^ 31
+	var m uint32
+	if cpu.X86.HasAVX2 {
+		m = xorBlocksAVX2(b[:n], k32)
+	} else {
+		m = xorBlocksSSE2(b[:n], k32)
 	}
-	rest, acc := unmaskGeneric(b, k32)
-	return rest, hi | acc
+	var hi uint64
+	if m != 0 {
+		hi = 0x80
+	}
+	return b[n:], hi
 }
 
 // xorBlocksAVX2 XORs p (len a multiple of 32) with k32 broadcast to every
