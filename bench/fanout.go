@@ -81,7 +81,7 @@ type fanoutSample struct {
 	FirstNs   int64   `json:"first_ns"`    // t0 → first client complete
 	P50Ns     int64   `json:"p50_ns"`      // t0 → half the clients complete
 	TriggerNs int64   `json:"trigger_ns"`  // t0 → the POST(s) answered
-	ClientCPU float64 `json:"client_busy"` // client CPU / (last - first receipt)
+	ClientCPU float64 `json:"client_busy"` // client CPU / (last receipt - t0)
 	LoopNs    int64   `json:"loop_ns,omitempty"`
 }
 
@@ -229,7 +229,7 @@ func runFanout(ctx context.Context, h *harness, f *fanoutFlags) (*report, error)
 			rep.notef("profile: %v", err)
 		}
 	}
-	rep.notef("client: one process, all sockets in one epoll loop on one thread; client_busy = its CPU ÷ (last − first receipt); near 1.0 would mean the client, not the server, set the pace")
+	rep.notef("client: one process, all sockets in one epoll loop on one thread; client busy = its CPU ÷ (last receipt − t0); near 1.0 would mean the client, not the server, set the pace")
 	rep.notef("t0 is taken in the bench parent just before the HTTP request (POST /publish or the raw server's POST /write), so both include one loopback HTTP round trip")
 	rep.text = fanoutText(all, f)
 	return rep, nil
@@ -464,8 +464,8 @@ func (r *fanoutRun) round(ctx context.Context, srv *serverProc, isRaw bool, n in
 			srv.name, fr.Complete, fr.Conns, fr.Mismatch, fr.Extra, fr.Closed, fr.Stale, fr.TimedOut)
 	}
 	s.Ns, s.FirstNs, s.P50Ns = fr.LastNs-t0, fr.FirstNs-t0, fr.P50Ns-t0
-	if span := fr.LastNs - fr.FirstNs; span > 0 {
-		s.ClientCPU = float64(fr.CPUNs) / float64(span)
+	if s.Ns > 0 {
+		s.ClientCPU = float64(fr.CPUNs) / float64(s.Ns)
 	}
 	return fr, s, nil
 }
