@@ -70,9 +70,9 @@
 // invocation on this 2-core AMD EPYC, shared with other work)
 //
 //	BenchmarkUnmask vs BenchmarkCopy vs BenchmarkGobwasCipher:
-//	  size=16: 5.8 ns = 0.40x copy, 3.3x gobwas   size=125: 11 ns = 0.27x copy, 1.6x gobwas
-//	  size=512: 10.2 ns = 0.59x copy, 2.3x gobwas size=4096: 40.1 ns = 0.91x copy, 1.5x gobwas
-//	  size=65536: 597 ns = 1.9x copy, 1.5x gobwas (copy moves two 64 KiB buffers through L2)
+//	  size=16: 4.4 ns = 0.51x copy, 4.4x gobwas   size=125: 10.9 ns = 0.27x copy, 1.7x gobwas
+//	  size=512: 10.1 ns = 0.61x copy, 2.3x gobwas size=4096: 40.8 ns = 0.90x copy, 1.5x gobwas
+//	  size=65536: 639 ns = 1.8x copy, 1.4x gobwas (copy moves two 64 KiB buffers through L2)
 //	The pinned gobwas/ws.Cipher is itself AVX2 (cipher_amd64.s), and at 4 KiB
 //	both are bound by L1 store bandwidth: copy() takes 36.6 ns, so 2x gobwas
 //	(30 ns) would be faster than memmove; an AVX-512 kernel measured the same
@@ -81,8 +81,8 @@
 //	(BenchmarkUnmaskGeneric), so mask.go uses encoding/binary.
 //
 //	BenchmarkParseStream, 1,000 masked 64-byte text frames, 0 allocs/op:
-//	  text=ascii: 31.6 us, 2.0x gobwas ReadHeader (1.8x ReadHeaderBuffer)
-//	  text=utf8:  45.7 us, 2.7x gobwas ReadHeader (2.3x ReadHeaderBuffer)
-//	BenchmarkUTF8 (4 KiB): ASCII on par with unicode/utf8.Valid; mixed
-//	non-ASCII text about 20x faster (AVX2).
+//	  text=ascii: 31.7 us, 2.2x gobwas ReadHeader (1.8x ReadHeaderBuffer)
+//	  text=utf8:  44.0 us, 2.7x gobwas ReadHeader (2.6x ReadHeaderBuffer)
+//	BenchmarkUTF8 (4 KiB): ASCII on par with unicode/utf8.Valid (73 vs
+//	84 ns); mixed non-ASCII text about 10x faster (413 ns vs 4.0 us, AVX2).
 package codec
