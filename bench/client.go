@@ -49,6 +49,8 @@ type clientEvent struct {
 	Slow    *slowResult    `json:"slow,omitempty"`
 	Samples []echoSample   `json:"samples,omitempty"`
 	Fanout  *fanoutRound   `json:"fanout,omitempty"`
+	// Consumers is the consumers client's result.
+	Consumers *consumersResult `json:"consumers,omitempty"`
 }
 
 // clientFlags are the flags shared by both client modes.
@@ -84,7 +86,7 @@ func (w *eventWriter) send(e clientEvent) {
 
 func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "bench -client: mode idle|slow|echo|fanout required")
+		fmt.Fprintln(stderr, "bench -client: mode idle|slow|echo|fanout|consumers required")
 		return 2
 	}
 	mode, args := args[0], args[1:]
@@ -95,6 +97,10 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	var sf slowFlags
 	if mode == "slow" || mode == "echo" {
 		sf.register(fs)
+	}
+	var cfl consumerFlags
+	if mode == "consumers" {
+		cfl.register(fs)
 	}
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -129,6 +135,8 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return runEchoClient(ctx, cf, sf, d, out)
 	case "fanout":
 		return runFanoutClient(ctx, cf, d, out)
+	case "consumers":
+		return runConsumersClient(ctx, cf, cfl, d, out)
 	default:
 		fmt.Fprintf(stderr, "bench -client: unknown mode %q\n", mode)
 		return 2

@@ -32,7 +32,7 @@ type scenario struct {
 
 // scenarios is the scenario table. Later issues add entries here.
 func scenarios() []scenario {
-	return []scenario{idleScenario(), slowScenario(), fanoutScenario()}
+	return []scenario{idleScenario(), slowScenario(), fanoutScenario(), slowConsumersScenario()}
 }
 
 // report is a scenario's outcome: printed as text, or as JSON with -json.
