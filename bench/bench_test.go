@@ -129,3 +129,52 @@ func TestProcReaders(t *testing.T) {
 		t.Fatalf("kBField = %d, %v", v, err)
 	}
 }
+
+// TestFanoutHarness runs a small fanout against pushd and the raw loop and
+// checks that every part of the measurement produced data (the byte-exact
+// delivery checks run inside; a mismatch fails the run).
+func TestFanoutHarness(t *testing.T) {
+	code, rep, stderr := runJSON(t, "fanout", "-conns", "300", "-repeat", "2", "-burst", "4", "-profile", "never",
+		"-min-ratio", "0", "-min-burst-ratio", "0", "-raw-after=false", "-settle", "50ms", "-sources", "127.0.4.32/28")
+	if code != 0 {
+		t.Fatalf("exit %d, failures %v\n%s", code, rep.Failures, stderr)
+	}
+	b, _ := json.Marshal(rep.Results)
+	var res []fanoutResult
+	if err := json.Unmarshal(b, &res); err != nil || len(res) != 2 || res[0].Server != "raw" || res[1].Server != "pushd" {
+		t.Fatalf("results %s: %v", b, err)
+	}
+	for _, r := range res {
+		if len(r.Single) != 2 || len(r.Burst) != 2 || r.SingleStats.DeliveriesSec <= 0 || r.BurstStats.Messages != 4 {
+			t.Errorf("%s: %+v", r.Server, r)
+		}
+		for _, s := range append(r.Single, r.Burst...) {
+			if s.Ns <= 0 || s.FirstNs > s.Ns || s.P50Ns > s.Ns {
+				t.Errorf("%s: sample %+v", r.Server, s)
+			}
+		}
+	}
+	if res[1].Ratio <= 0 || res[1].BurstRatio <= 0 {
+		t.Errorf("ratios %v %v", res[1].Ratio, res[1].BurstRatio)
+	}
+}
+
+// TestSlowConsumersHarness runs a small slowconsumers run (every policy)
+// against pushd.
+func TestSlowConsumersHarness(t *testing.T) {
+	code, rep, stderr := runJSON(t, "slowconsumers", "-slow", "20", "-normal", "20", "-channels", "5",
+		"-total", "2097152", "-sources", "127.0.4.48/28")
+	if code != 0 {
+		t.Fatalf("exit %d, failures %v\n%s", code, rep.Failures, stderr)
+	}
+	b, _ := json.Marshal(rep.Results)
+	var res []slowConsumersResult
+	if err := json.Unmarshal(b, &res); err != nil || len(res) != 3 {
+		t.Fatalf("results %s: %v", b, err)
+	}
+	for _, r := range res {
+		if r.MaxHeap == 0 || r.Client.NormalComplete != 20 || r.Client.SlowOK != 20 {
+			t.Errorf("%s: heap %d, client %+v", r.Policy, r.MaxHeap, *r.Client)
+		}
+	}
+}

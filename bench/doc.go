@@ -7,16 +7,31 @@
 // Usage:
 //
 //	go run ./bench -list
-//	go run ./bench [-json] [-ref=false] [-pushd-bin path] <scenario> [scenario flags]
+//	go run ./bench [-json] [-servers pushd,ref] [-pushd-bin path] [-profile-dir dir] <scenario> [scenario flags]
 //	go run ./bench idle -plateaus 2000,19000 -sources 127.0.1.0/24
-//	go run ./bench slowwriters -slow 1000 -normal 50 -during 10s
+//	go run ./bench slowwriters -slow 1000 -normal 50 -slow-only 10s -during 10s
+//	go run ./bench fanout -conns 19000 -repeat 5 -burst 16
+//	go run ./bench fanout -variants ';-chunk-size 4096;-workers 2'
+//	go run ./bench slowconsumers -slow 1000 -normal 1000 -total 209715200
 //
 // Scenarios (see -list for their flags and invariants):
 //
-//	idle         user-space bytes per idle upgraded connection (RSS slope) and
-//	             goroutines at each plateau; pushd must stay ≤ 4 KiB/conn and flat
-//	slowwriters  1,000 clients dribbling frames one byte per 10 ms: pushd CPU
-//	             < 5% of a core and no stall of 50 normal echo clients
+//	idle           user-space bytes per idle upgraded connection (RSS slope) and
+//	               goroutines at each plateau; pushd must stay ≤ 4 KiB/conn and flat
+//	slowwriters    1,000 clients dribbling frames one byte per 10 ms: pushd CPU
+//	               < 5% of a core with the slow writers alone, and no stall of
+//	               50 normal echo clients with both (baseline, slow-only and
+//	               combined windows, every figure printed)
+//	fanout         19,000 subscribers of one channel: deliveries/s of one
+//	               publication and of 16-message bursts, as a ratio to a raw
+//	               write(2) loop over 19,000 sockets measured in the same run
+//	slowconsumers  1,000 never-reading + 1,000 reading clients, 200 MB
+//	               published: heap bound, complete in-order delivery, and
+//	               the disconnect/drop/conflate outcomes with their counters
+//
+// Every report ends with the host's load average at start and end; a run
+// above 1.5 (on this 2-core host) is marked noisy, so its timings can be
+// discounted.
 //
 // Every run is bounded (-timeout per scenario), stops by itself and kills the
 // processes it started; a failed invariant makes the exit status non-zero.
@@ -31,8 +46,11 @@
 //
 // Internal modes (started by bench itself, not meant for users):
 //
-//	bench -client idle|slow ...   the client side, JSON lines on stdin/stdout
-//	bench -refserver ...          the reference server
+//	bench -client idle|slow|echo|fanout|consumers ...
+//	                              the client side, JSON lines on stdin/stdout
+//	bench -refserver ...          the reference echo server
+//	bench -rawserver ...          the fan-out reference: accepts TCP sockets,
+//	                              writes a frame to all with plain write(2)
 //
 // bench ships in no server binary; no server package imports it.
 package main
