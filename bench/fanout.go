@@ -83,6 +83,9 @@ type fanoutSample struct {
 	TriggerNs int64   `json:"trigger_ns"`  // t0 → the POST(s) answered
 	ClientCPU float64 `json:"client_busy"` // client CPU / (last receipt - t0)
 	LoopNs    int64   `json:"loop_ns,omitempty"`
+	// ServerCPUNs is the server process's utime+stime over the round (10 ms
+	// resolution), HTTP trigger included.
+	ServerCPUNs int64 `json:"server_cpu_ns"`
 }
 
 // fanoutStats summarizes samples.
@@ -256,7 +259,7 @@ func ms(ns int64) string { return fmt.Sprintf("%.2f", float64(ns)/1e6) }
 
 func fanoutText(all []fanoutResult, f *fanoutFlags) string {
 	rows := [][]string{{"server", "args", "kind", "msgs", "median ms", "min ms", "max ms", "deliveries/s", "ratio vs raw",
-		"first ms (med)", "p50 ms (med)", "client busy (med)", "raw loop ms (med)", "rounds"}}
+		"first ms (med)", "p50 ms (med)", "server CPU ms (med)", "CPU µs/delivery", "client busy (med)", "raw loop ms (med)", "rounds"}}
 	for _, r := range all {
 		for _, k := range []struct {
 			kind    string
@@ -287,6 +290,8 @@ func fanoutText(all []fanoutResult, f *fanoutFlags) string {
 				fmt.Sprintf("%.0f", k.st.DeliveriesSec), ratio,
 				fmt.Sprintf("%.2f", med(func(s fanoutSample) float64 { return float64(s.FirstNs) })/1e6),
 				fmt.Sprintf("%.2f", med(func(s fanoutSample) float64 { return float64(s.P50Ns) })/1e6),
+				fmt.Sprintf("%.0f", med(func(s fanoutSample) float64 { return float64(s.ServerCPUNs) })/1e6),
+				fmt.Sprintf("%.2f", med(func(s fanoutSample) float64 { return float64(s.ServerCPUNs) })/1e3/float64(k.st.Messages*f.conns)),
 				fmt.Sprintf("%.2f", med(func(s fanoutSample) float64 { return s.ClientCPU })), loop, itoa(len(k.samples))})
 		}
 	}
@@ -431,6 +436,10 @@ func (r *fanoutRun) round(ctx context.Context, srv *serverProc, isRaw bool, n in
 	if _, err := r.client.expect(ctx, 30*time.Second, "armed"); err != nil {
 		return nil, s, err
 	}
+	cpu0, err := procCPU(srv.pid())
+	if err != nil {
+		return nil, s, err
+	}
 	t0 := r.clock.now()
 	if isRaw {
 		res, err := r.post(ctx, "http://"+srv.adminAddr+"/write?repeat="+itoa(n), r.frame)
@@ -458,6 +467,11 @@ func (r *fanoutRun) round(ctx context.Context, srv *serverProc, isRaw bool, n in
 	if err != nil {
 		return nil, s, err
 	}
+	cpu1, err := procCPU(srv.pid())
+	if err != nil {
+		return nil, s, err
+	}
+	s.ServerCPUNs = int64(cpu1 - cpu0)
 	fr := ev.Fanout
 	if fr.Complete != fr.Conns || fr.Mismatch > 0 || fr.Extra > 0 || fr.Closed > 0 || fr.TimedOut || fr.Stale > 0 {
 		return fr, s, fmt.Errorf("%s: %d of %d clients complete, %d mismatched, %d extra bytes, %d closed, %d stale bytes, timed out %v",
