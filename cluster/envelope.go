@@ -1,0 +1,92 @@
+package cluster
+
+import (
+	"strconv"
+	"strings"
+)
+
+// Redis names of a pushd channel <ch> (DESIGN §4). Every name carries the
+// hash tag {<ch>}, so a channel's keys and pub/sub channels live on one
+// Redis Cluster slot.
+//
+//	pushd:{<ch>}       raw pub/sub channel: PUBLISH/SPUBLISH <payload>, any bytes, at most once
+//	pushd:{<ch>}:d     durable pub/sub channel: envelopes published by FCALL pushd_publish only
+//	pushd:{<ch>}:seq   the channel's sequence counter (INCR)
+//	pushd:{<ch>}:s     the channel's history stream; entry ID <seq>-0, field d = payload
+//
+// Raw and durable publications are told apart by the pub/sub channel they
+// arrive on, never by their bytes: a raw payload may hold anything,
+// including a valid envelope, and is still delivered as raw. The two names
+// cannot collide: a raw name always ends in '}' and a durable one in ":d".
+const (
+	keyPrefix     = "pushd:{"
+	rawSuffix     = "}"
+	durableSuffix = "}:d"
+	seqSuffix     = "}:seq"
+	streamSuffix  = "}:s"
+)
+
+// envelopeMagic opens every durable envelope: "p1:" is format version 1.
+// A future version gets a new magic; decoders refuse what they do not know.
+const envelopeMagic = "p1:"
+
+// maxSeqDigits bounds the decimal sequence number (uint64 max has 20).
+const maxSeqDigits = 20
+
+// rawName returns pushd:{ch}, the channel's raw pub/sub channel and the key
+// that FCALL pushd_publish takes.
+func rawName(ch string) string { return keyPrefix + ch + rawSuffix }
+
+// durableName returns pushd:{ch}:d.
+func durableName(ch string) string { return keyPrefix + ch + durableSuffix }
+
+// parseName maps a Redis pub/sub channel name back to the pushd channel and
+// whether it is the durable one. ok is false for names pushd never
+// subscribes to.
+func parseName(name string) (ch string, durable, ok bool) {
+	rest, found := strings.CutPrefix(name, keyPrefix)
+	if !found {
+		return "", false, false
+	}
+	if c, found := strings.CutSuffix(rest, durableSuffix); found && c != "" {
+		return c, true, true
+	}
+	if c, found := strings.CutSuffix(rest, rawSuffix); found && c != "" {
+		return c, false, true
+	}
+	return "", false, false
+}
+
+// AppendEnvelope appends the durable envelope of (seq, payload) to dst:
+// "p1:" <seq in decimal, no leading zeros, at least 1> ":" <payload bytes>.
+// The pushd_publish function builds the same bytes in Lua.
+func AppendEnvelope(dst []byte, seq uint64, payload []byte) []byte {
+	dst = append(dst, envelopeMagic...)
+	dst = strconv.AppendUint(dst, seq, 10)
+	dst = append(dst, ':')
+	return append(dst, payload...)
+}
+
+// DecodeEnvelope parses a durable envelope. The payload aliases b (it is
+// not copied). It fails with ErrEnvelope when b is not a version-1
+// envelope: a missing magic, an empty, zero, zero-padded or overflowing
+// sequence number, or no ':' after it. It never panics.
+func DecodeEnvelope(b []byte) (seq uint64, payload []byte, err error) {
+	if len(b) < len(envelopeMagic) || string(b[:len(envelopeMagic)]) != envelopeMagic {
+		return 0, nil, ErrEnvelope
+	}
+	b = b[len(envelopeMagic):]
+	i := 0
+	for i < len(b) && i <= maxSeqDigits && b[i] >= '0' && b[i] <= '9' {
+		d := uint64(b[i] - '0')
+		if seq > (^uint64(0)-d)/10 {
+			return 0, nil, ErrEnvelope // overflow
+		}
+		seq = seq*10 + d
+		i++
+	}
+	if i == 0 || i >= len(b) || b[i] != ':' || seq == 0 || b[0] == '0' {
+		return 0, nil, ErrEnvelope
+	}
+	return seq, b[i+1:], nil
+}

@@ -1,0 +1,658 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/pushd/pushd/fanout"
+)
+
+// Defaults for zero RedisConfig fields.
+const (
+	DefaultCanaryInterval   = time.Second
+	DefaultCanaryTimeout    = 3 * time.Second
+	DefaultPublishTimeout   = 2 * time.Second
+	DefaultSubscribeTimeout = 5 * time.Second
+	DefaultBackoffMin       = 50 * time.Millisecond
+	DefaultBackoffMax       = 2 * time.Second
+	DefaultRecoverPage      = 1000
+)
+
+// RedisConfig configures the Redis broker.
+type RedisConfig struct {
+	// Client is a *redis.Client (standalone Redis: SUBSCRIBE/PUBLISH) or a
+	// *redis.ClusterClient (Redis Cluster: SSUBSCRIBE/SPUBLISH, one
+	// pub/sub connection per primary). The caller builds it and closes it
+	// after Shutdown. Set MaxRetries to -1: a retried FCALL could publish
+	// twice.
+	Client redis.UniversalClient
+	// HistorySize and HistoryTTL are what Publish asks pushd_publish to
+	// keep (0: the defaults; HistorySize < 0 keeps none). They are also the
+	// library's defaults for backends that omit them.
+	HistorySize int
+	HistoryTTL  time.Duration
+	// NodeID names this node's canary channels (empty: random).
+	NodeID string
+	// Logger receives connection state changes (nil: discard).
+	Logger *slog.Logger
+	// CanaryInterval is how often each pub/sub connection publishes its
+	// canary; the broker is unhealthy when a connection's last canary is
+	// older than CanaryTimeout.
+	CanaryInterval time.Duration
+	CanaryTimeout  time.Duration
+	// PublishTimeout bounds one Publish (FCALL) and SubscribeTimeout one
+	// Subscribe (baseline read + confirmation).
+	PublishTimeout   time.Duration
+	SubscribeTimeout time.Duration
+	// BackoffMin and BackoffMax bound the jittered reconnect backoff.
+	BackoffMin, BackoffMax time.Duration
+	// RecoverPage is how many stream entries one recovery read returns.
+	RecoverPage int
+}
+
+// Redis is the broker for a Redis deployment shared by every pushd node.
+// Create it with NewRedis, Attach the hub, then Run it. All methods are
+// goroutine-safe.
+type Redis struct {
+	cfg     RedisConfig
+	log     *slog.Logger
+	client  redis.UniversalClient
+	cluster *redis.ClusterClient // nil: standalone
+	hist    int                  // history size passed to pushd_publish
+	ttlSec  int64
+	lib     string
+
+	handler atomic.Pointer[handlerBox]
+	seed    maphash.Seed
+	chans   [memShards]rShard
+
+	connMu sync.Mutex
+	conns  map[string]*psConn // by node address ("" standalone)
+
+	ctx    context.Context // canceled by Shutdown; parent of every goroutine
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	closed atomic.Bool
+	recSem chan struct{} // bounds concurrent recoveries
+
+	stats redisCounters
+}
+
+type rShard struct {
+	mu       sync.RWMutex
+	channels map[string]*rchan
+}
+
+// rchan is one subscribed channel's delivery state: the last sequence
+// number handed to the hub and, while a gap is being filled from the
+// stream, the publications that arrived meanwhile.
+type rchan struct {
+	name string
+
+	mu         sync.Mutex
+	conn       *psConn // the connection that carries it (changes on resharding)
+	last       uint64 // last durable seq handed to the hub (or the baseline)
+	recovering bool
+	pending    []fanout.Publication
+	overflow   bool // pending was full: durable ones were dropped (they are in the stream)
+	gone       bool // unsubscribed
+}
+
+// maxPending bounds what a recovering channel buffers.
+const maxPending = 4096
+
+type redisCounters struct {
+	reconnects, publishUnavailable, publishFailed, published         atomic.Uint64
+	recoveries, recoveredPubs, lost, duplicates, malformed, unwanted atomic.Uint64
+	rawIn, durableIn                                                 atomic.Uint64
+}
+
+// RedisStats is a snapshot of the broker's health and counters.
+type RedisStats struct {
+	Healthy            bool
+	CanaryAge          time.Duration // age of the oldest connection's last canary
+	Conns              int           // pub/sub connections (one per primary)
+	Channels           int           // subscribed channels
+	Reconnects         uint64        // pub/sub sessions started after the first
+	Published          uint64        // successful Publish calls
+	PublishUnavailable uint64        // Publish calls failed fast while unhealthy
+	PublishFailed      uint64        // Publish calls failed by Redis
+	RawIn, DurableIn   uint64        // messages received
+	Recoveries         uint64        // gap recoveries run
+	RecoveredPubs      uint64        // publications delivered from streams by recoveries
+	Lost               uint64        // sequence numbers skipped because the stream no longer had them
+	Duplicates         uint64        // durable messages dropped as already delivered
+	Malformed          uint64        // durable messages that failed DecodeEnvelope
+	Unwanted           uint64        // messages for channels no longer subscribed
+}
+
+// NewRedis builds a Redis broker. It does no I/O: Run loads the function
+// library and connects.
+func NewRedis(cfg RedisConfig) (*Redis, error) {
+	if cfg.Client == nil {
+		return nil, fmt.Errorf("%w: RedisConfig.Client is required", ErrConfig)
+	}
+	if cfg.HistoryTTL < 0 {
+		return nil, fmt.Errorf("%w: HistoryTTL must not be negative", ErrConfig)
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.CanaryInterval, DefaultCanaryInterval)
+	def(&cfg.CanaryTimeout, DefaultCanaryTimeout)
+	def(&cfg.PublishTimeout, DefaultPublishTimeout)
+	def(&cfg.SubscribeTimeout, DefaultSubscribeTimeout)
+	def(&cfg.BackoffMin, DefaultBackoffMin)
+	def(&cfg.BackoffMax, DefaultBackoffMax)
+	def(&cfg.HistoryTTL, DefaultHistoryTTL)
+	if cfg.BackoffMax < cfg.BackoffMin {
+		cfg.BackoffMax = cfg.BackoffMin
+	}
+	if cfg.RecoverPage <= 0 {
+		cfg.RecoverPage = DefaultRecoverPage
+	}
+	if cfg.NodeID == "" {
+		var b [6]byte
+		_, _ = rand.Read(b[:])
+		cfg.NodeID = hex.EncodeToString(b[:])
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	hist := cfg.HistorySize
+	if hist == 0 {
+		hist = DefaultHistorySize
+	}
+	hist = max(hist, 0)
+	b := &Redis{
+		cfg:    cfg,
+		log:    log,
+		client: cfg.Client,
+		hist:   hist,
+		ttlSec: max(int64(cfg.HistoryTTL/time.Second), 1),
+		seed:   maphash.MakeSeed(),
+		conns:  map[string]*psConn{},
+		recSem: make(chan struct{}, 32),
+	}
+	b.cluster, _ = cfg.Client.(*redis.ClusterClient)
+	b.lib = library(DefaultHistoryTTL, DefaultHistorySize, b.cluster != nil)
+	for i := range b.chans {
+		b.chans[i].channels = map[string]*rchan{}
+	}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	return b, nil
+}
+
+// Attach sets the handler that receives every publication (the hub).
+func (b *Redis) Attach(h fanout.PublicationHandler) { b.handler.Store(&handlerBox{h}) }
+
+func (b *Redis) shard(ch string) *rShard { return &b.chans[maphash.String(b.seed, ch)%memShards] }
+
+func (b *Redis) lookup(ch string) *rchan {
+	sh := b.shard(ch)
+	sh.mu.RLock()
+	rc := sh.channels[ch]
+	sh.mu.RUnlock()
+	return rc
+}
+
+func (b *Redis) checkName(ch string) error {
+	if ch == "" {
+		return fmt.Errorf("%w: empty channel name", ErrChannel)
+	}
+	if b.cluster != nil && strings.HasPrefix(ch, "}") {
+		// pushd:{}...: an empty hash tag, so the channel's keys would
+		// spread over several slots.
+		return fmt.Errorf("%w: %q starts with '}'", ErrChannel, ch)
+	}
+	return nil
+}
+
+// Run loads the function library on every primary, starts one pub/sub
+// connection per primary (each reconnects with capped, jittered backoff and
+// resubscribes), keeps the sequence counters of subscribed channels alive,
+// and returns nil when ctx ends or Shutdown is called. It fails only when
+// the library cannot be loaded before ctx ends.
+func (b *Redis) Run(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, b.cancel)
+	defer stop()
+	backoff := b.cfg.BackoffMin
+	for {
+		err := b.loadLibrary(b.ctx)
+		if err == nil {
+			break
+		}
+		var rerr redis.Error
+		if errors.As(err, &rerr) && !strings.Contains(err.Error(), "LOADING") {
+			return fmt.Errorf("cluster: load function library: %w", err)
+		}
+		b.log.Warn("redis: cannot load the pushd function library yet", "err", err)
+		if !sleepCtx(b.ctx, jitter(backoff)) {
+			return nil
+		}
+		backoff = min(2*backoff, b.cfg.BackoffMax)
+	}
+	if err := b.startConns(b.ctx); err != nil {
+		b.log.Warn("redis: cluster topology", "err", err)
+	}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		b.keepAlive(b.ctx)
+	}()
+	<-b.ctx.Done()
+	return nil
+}
+
+// loadLibrary runs FUNCTION LOAD REPLACE on every primary (idempotent).
+func (b *Redis) loadLibrary(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if b.cluster != nil {
+		return b.cluster.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+			return c.FunctionLoadReplace(ctx, b.lib).Err()
+		})
+	}
+	return b.client.FunctionLoadReplace(ctx, b.lib).Err()
+}
+
+// startConns starts the pub/sub connections: the single one in standalone
+// mode, one per primary in cluster mode (each carries its own canary).
+func (b *Redis) startConns(ctx context.Context) error {
+	if b.cluster == nil {
+		c, ok := b.client.(*redis.Client)
+		if !ok {
+			return fmt.Errorf("%w: unsupported client %T", ErrConfig, b.client)
+		}
+		b.conn("", c)
+		return nil
+	}
+	return b.cluster.ForEachMaster(ctx, func(_ context.Context, c *redis.Client) error {
+		b.conn(c.Options().Addr, c)
+		return nil
+	})
+}
+
+// conn returns the pub/sub connection for addr, starting it if needed.
+func (b *Redis) conn(addr string, c *redis.Client) *psConn {
+	b.connMu.Lock()
+	defer b.connMu.Unlock()
+	if pc := b.conns[addr]; pc != nil {
+		return pc
+	}
+	pc := newPSConn(b, addr, c)
+	b.conns[addr] = pc
+	if b.ctx.Err() == nil {
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			pc.run(b.ctx)
+		}()
+	}
+	return pc
+}
+
+// connFor returns the pub/sub connection that carries ch.
+func (b *Redis) connFor(ctx context.Context, ch string) (*psConn, error) {
+	if b.cluster == nil {
+		b.connMu.Lock()
+		pc := b.conns[""]
+		b.connMu.Unlock()
+		if pc == nil {
+			c, _ := b.client.(*redis.Client)
+			if c == nil {
+				return nil, fmt.Errorf("%w: unsupported client %T", ErrConfig, b.client)
+			}
+			pc = b.conn("", c)
+		}
+		return pc, nil
+	}
+	c, err := b.cluster.MasterForKey(ctx, rawName(ch))
+	if err != nil {
+		return nil, fmt.Errorf("%w: slot owner of %q: %w", ErrUnavailable, ch, err)
+	}
+	return b.conn(c.Options().Addr, c), nil
+}
+
+// keepAlive extends the sequence counters of subscribed channels so that a
+// channel with subscribers anywhere never restarts at seq 1 (the hub
+// filters by sequence number); idle channels expire with their history.
+func (b *Redis) keepAlive(ctx context.Context) {
+	t := time.NewTicker(max(b.cfg.HistoryTTL/3, time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		names := b.channelNames()
+		for len(names) > 0 {
+			n := min(len(names), 500)
+			pipe := b.client.Pipeline()
+			for _, ch := range names[:n] {
+				pipe.ExpireGT(ctx, keyPrefix+ch+seqSuffix, time.Duration(b.ttlSec)*time.Second)
+			}
+			_, _ = pipe.Exec(ctx)
+			names = names[n:]
+		}
+	}
+}
+
+func (b *Redis) channelNames() []string {
+	var out []string
+	for i := range b.chans {
+		sh := &b.chans[i]
+		sh.mu.RLock()
+		for name := range sh.channels {
+			out = append(out, name)
+		}
+		sh.mu.RUnlock()
+	}
+	return out
+}
+
+// Ready reports whether the broker path works: the library is loaded and
+// every pub/sub connection is subscribed and received its canary within
+// CanaryTimeout. /readyz serves it.
+func (b *Redis) Ready() bool {
+	b.connMu.Lock()
+	defer b.connMu.Unlock()
+	if len(b.conns) == 0 {
+		return false
+	}
+	now := time.Now()
+	for _, pc := range b.conns {
+		if !pc.healthy(now) {
+			return false
+		}
+	}
+	return true
+}
+
+// Stats returns a snapshot of the broker's health and counters.
+func (b *Redis) Stats() RedisStats {
+	s := RedisStats{
+		Healthy:            b.Ready(),
+		Reconnects:         b.stats.reconnects.Load(),
+		Published:          b.stats.published.Load(),
+		PublishUnavailable: b.stats.publishUnavailable.Load(),
+		PublishFailed:      b.stats.publishFailed.Load(),
+		RawIn:              b.stats.rawIn.Load(),
+		DurableIn:          b.stats.durableIn.Load(),
+		Recoveries:         b.stats.recoveries.Load(),
+		RecoveredPubs:      b.stats.recoveredPubs.Load(),
+		Lost:               b.stats.lost.Load(),
+		Duplicates:         b.stats.duplicates.Load(),
+		Malformed:          b.stats.malformed.Load(),
+		Unwanted:           b.stats.unwanted.Load(),
+	}
+	now := time.Now()
+	b.connMu.Lock()
+	s.Conns = len(b.conns)
+	for _, pc := range b.conns {
+		s.CanaryAge = max(s.CanaryAge, pc.canaryAge(now))
+	}
+	b.connMu.Unlock()
+	for i := range b.chans {
+		sh := &b.chans[i]
+		sh.mu.RLock()
+		s.Channels += len(sh.channels)
+		sh.mu.RUnlock()
+	}
+	return s
+}
+
+// Channels returns the number of subscribed channels.
+func (b *Redis) Channels() int { return b.Stats().Channels }
+
+// Publish runs FCALL pushd_publish: Redis assigns the sequence number,
+// appends to the channel's stream and publishes the envelope; this node's
+// hub gets the publication back through its subscription like every other
+// node's (one delivery path, in sequence order). While the broker is
+// unhealthy it fails at once with ErrUnavailable; it never waits longer
+// than PublishTimeout. data is not retained.
+func (b *Redis) Publish(ctx context.Context, channel string, data []byte) (uint64, error) {
+	if b.closed.Load() {
+		return 0, ErrClosed
+	}
+	hb := b.handler.Load()
+	if hb == nil {
+		return 0, ErrNoHandler
+	}
+	if err := b.checkName(channel); err != nil {
+		return 0, err
+	}
+	if !b.Ready() {
+		b.stats.publishUnavailable.Add(1)
+		return 0, ErrUnavailable
+	}
+	if a, ok := hb.h.(fanout.Admitter); ok && !a.Admit(channel, len(data)) {
+		return 0, ErrOverloaded
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.PublishTimeout)
+	defer cancel()
+	seq, err := b.fcallPublish(ctx, channel, data)
+	if err != nil && strings.Contains(err.Error(), "Function not found") {
+		// Redis restarted without persistence: load the library again.
+		if lerr := b.loadLibrary(ctx); lerr == nil {
+			seq, err = b.fcallPublish(ctx, channel, data)
+		}
+	}
+	if err != nil {
+		b.stats.publishFailed.Add(1)
+		var rerr redis.Error
+		if errors.As(err, &rerr) {
+			return 0, fmt.Errorf("cluster: pushd_publish %q: %w", channel, err)
+		}
+		return 0, fmt.Errorf("%w: pushd_publish %q: %w", ErrUnavailable, channel, err)
+	}
+	b.stats.published.Add(1)
+	return seq, nil
+}
+
+func (b *Redis) fcallPublish(ctx context.Context, channel string, data []byte) (uint64, error) {
+	seq, err := b.client.FCall(ctx, "pushd_publish", []string{rawName(channel)}, data, b.ttlSec, b.hist).Int64()
+	if err != nil {
+		return 0, err
+	}
+	return uint64(seq), nil
+}
+
+// Subscribe implements fanout.Broker: it reads the channel's current
+// sequence number (the baseline for gap detection), subscribes
+// pushd:{channel} and pushd:{channel}:d (batched with other subscribes on
+// the connection) and returns once Redis confirmed both, so that History
+// read afterwards leaves no gap before the live messages.
+func (b *Redis) Subscribe(ctx context.Context, channel string) error {
+	if b.closed.Load() {
+		return ErrClosed
+	}
+	if err := b.checkName(channel); err != nil {
+		return err
+	}
+	if !b.Ready() {
+		return ErrUnavailable
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.SubscribeTimeout)
+	defer cancel()
+	pc, err := b.connFor(ctx, channel)
+	if err != nil {
+		return err
+	}
+	top, err := b.top(ctx, channel)
+	if err != nil {
+		return err
+	}
+	rc := &rchan{name: channel, conn: pc, last: top}
+	sh := b.shard(channel)
+	sh.mu.Lock()
+	if old := sh.channels[channel]; old != nil {
+		sh.mu.Unlock()
+		return nil // already subscribed
+	}
+	sh.channels[channel] = rc
+	sh.mu.Unlock()
+	wait := pc.add(channel)
+	select {
+	case <-wait:
+		return nil
+	case <-ctx.Done():
+	}
+	b.drop(rc)
+	return fmt.Errorf("%w: subscribe %q: %w", ErrUnavailable, channel, ctx.Err())
+}
+
+// top reads the channel's sequence counter.
+func (b *Redis) top(ctx context.Context, channel string) (uint64, error) {
+	v, err := b.client.Get(ctx, keyPrefix+channel+seqSuffix).Uint64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("%w: seq of %q: %w", ErrUnavailable, channel, err)
+	}
+	return v, nil
+}
+
+// Unsubscribe implements fanout.Broker: the channel's messages stop being
+// handed to the hub at once; UNSUBSCRIBE is batched on the connection.
+func (b *Redis) Unsubscribe(_ context.Context, channel string) error {
+	sh := b.shard(channel)
+	sh.mu.Lock()
+	rc := sh.channels[channel]
+	if rc != nil {
+		delete(sh.channels, channel)
+	}
+	sh.mu.Unlock()
+	if rc != nil {
+		b.forget(rc)
+	}
+	return nil
+}
+
+// drop undoes a Subscribe that did not complete.
+func (b *Redis) drop(rc *rchan) {
+	sh := b.shard(rc.name)
+	sh.mu.Lock()
+	if sh.channels[rc.name] == rc {
+		delete(sh.channels, rc.name)
+	}
+	sh.mu.Unlock()
+	b.forget(rc)
+}
+
+func (b *Redis) forget(rc *rchan) {
+	rc.mu.Lock()
+	rc.gone = true
+	rc.pending = nil
+	pc := rc.conn
+	rc.mu.Unlock()
+	pc.unwant(rc.name)
+}
+
+// History implements fanout.Broker through FCALL_RO pushd_history: the
+// channel's top sequence and, with since, the stream entries after it.
+func (b *Redis) History(ctx context.Context, channel string, since *uint64) (fanout.HistoryResult, error) {
+	if err := b.checkName(channel); err != nil {
+		return fanout.HistoryResult{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.PublishTimeout)
+	defer cancel()
+	if since == nil {
+		top, err := b.top(ctx, channel)
+		return fanout.HistoryResult{Top: top, Recovered: true}, err
+	}
+	s := *since
+	top, pubs, err := b.readStream(ctx, channel, s, max(b.hist, b.cfg.RecoverPage))
+	if err != nil {
+		return fanout.HistoryResult{}, err
+	}
+	res := fanout.HistoryResult{Top: top, Pubs: pubs}
+	switch {
+	case s > top:
+		// The counter expired (or the client came from elsewhere).
+	case s == top:
+		res.Recovered = true
+	default:
+		res.Recovered = len(pubs) > 0 && pubs[0].Seq == s+1 && pubs[len(pubs)-1].Seq >= top
+	}
+	return res, nil
+}
+
+// readStream returns the channel's top and up to count stream entries
+// with seq > since, oldest first.
+func (b *Redis) readStream(ctx context.Context, channel string, since uint64, count int) (uint64, []fanout.Publication, error) {
+	v, err := b.client.FCallRO(ctx, "pushd_history", []string{rawName(channel)}, since, count).Slice()
+	if err != nil {
+		return 0, nil, fmt.Errorf("%w: history of %q: %w", ErrUnavailable, channel, err)
+	}
+	return parseHistory(channel, v)
+}
+
+// parseHistory decodes pushd_history's reply {top, id1, payload1, ...}.
+func parseHistory(channel string, v []any) (uint64, []fanout.Publication, error) {
+	if len(v) == 0 || len(v)%2 != 1 {
+		return 0, nil, fmt.Errorf("cluster: history of %q: malformed reply of %d items", channel, len(v))
+	}
+	top, ok := v[0].(int64)
+	if !ok || top < 0 {
+		return 0, nil, fmt.Errorf("cluster: history of %q: malformed top %v", channel, v[0])
+	}
+	var pubs []fanout.Publication
+	if len(v) > 1 {
+		pubs = make([]fanout.Publication, 0, len(v)/2)
+	}
+	for i := 1; i+1 < len(v); i += 2 {
+		id, _ := v[i].(string)
+		data, _ := v[i+1].(string)
+		ms, _, _ := strings.Cut(id, "-")
+		seq, err := strconv.ParseUint(ms, 10, 64)
+		if err != nil || seq == 0 {
+			return 0, nil, fmt.Errorf("cluster: history of %q: malformed stream ID %q", channel, id)
+		}
+		pubs = append(pubs, fanout.Publication{Channel: channel, Seq: seq, Data: []byte(data)})
+	}
+	return uint64(top), pubs, nil
+}
+
+// Shutdown stops Run, every connection and recovery, and makes Publish and
+// Subscribe fail with ErrClosed. It is idempotent and returns ctx.Err() if
+// the goroutines did not stop before ctx ended. It does not close Client.
+func (b *Redis) Shutdown(ctx context.Context) error {
+	b.closed.Store(true)
+	b.cancel()
+	b.connMu.Lock()
+	for _, pc := range b.conns {
+		pc.close()
+	}
+	b.connMu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		b.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+var _ fanout.Broker = (*Redis)(nil)

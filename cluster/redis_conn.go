@@ -1,0 +1,438 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// subscribeBatch bounds the pub/sub channel names sent in one
+// SUBSCRIBE/UNSUBSCRIBE command.
+const subscribeBatch = 1000
+
+// psConn owns one pub/sub connection (standalone: the only one; cluster:
+// one per primary) and the set of channels it must carry. Its run loop is
+// the only reader; a sender goroutine per session batches SUBSCRIBE and
+// UNSUBSCRIBE commands; a canary goroutine per session proves the path.
+type psConn struct {
+	b       *Redis
+	addr    string
+	client  *redis.Client
+	sharded bool
+	canary  string // this connection's canary pub/sub channel
+
+	mu       sync.Mutex
+	want     map[string]bool          // channels this connection must carry
+	pend     map[string]bool          // channels whose desired state changed since the last send
+	inflight map[string]int           // SUBSCRIBEs sent this session, not confirmed yet
+	waiters  map[string]chan struct{} // Subscribe calls waiting for a confirmation
+	ps       *redis.PubSub            // current session (nil while down)
+	sessions int
+	closed   bool
+
+	kick       chan struct{}
+	up         atomic.Bool  // subscribed (canary confirmed) in the current session
+	lastCanary atomic.Int64 // unix nanoseconds of the last canary received
+}
+
+func newPSConn(b *Redis, addr string, c *redis.Client) *psConn {
+	pc := &psConn{
+		b:        b,
+		addr:     addr,
+		client:   c,
+		sharded:  b.cluster != nil,
+		want:     map[string]bool{},
+		pend:     map[string]bool{},
+		inflight: map[string]int{},
+		waiters:  map[string]chan struct{}{},
+		kick:     make(chan struct{}, 1),
+	}
+	pc.canary = "pushd:canary:{" + b.cfg.NodeID + "}"
+	if pc.sharded {
+		pc.canary = pc.ownCanary()
+	}
+	return pc
+}
+
+// ownCanary finds a canary channel name whose slot this primary owns.
+func (pc *psConn) ownCanary() string {
+	ctx, cancel := context.WithTimeout(pc.b.ctx, 5*time.Second)
+	defer cancel()
+	for i := 0; i < 1000; i++ {
+		name := "pushd:canary:{" + pc.b.cfg.NodeID + "-" + strconv.Itoa(i) + "}"
+		c, err := pc.b.cluster.MasterForKey(ctx, name)
+		if err != nil {
+			break
+		}
+		if c.Options().Addr == pc.addr {
+			return name
+		}
+	}
+	return "pushd:canary:{" + pc.b.cfg.NodeID + "@" + pc.addr + "}"
+}
+
+func (pc *psConn) healthy(now time.Time) bool {
+	return pc.up.Load() && pc.canaryAge(now) < pc.b.cfg.CanaryTimeout
+}
+
+func (pc *psConn) canaryAge(now time.Time) time.Duration {
+	last := pc.lastCanary.Load()
+	if last == 0 {
+		return time.Duration(1<<63 - 1)
+	}
+	return now.Sub(time.Unix(0, last))
+}
+
+// add adds channel and returns a channel closed once Redis confirmed the
+// subscription (or at once when no session is up: the next session
+// subscribes everything and Subscribe's caller times out meanwhile).
+func (pc *psConn) add(channel string) <-chan struct{} {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	pc.want[channel] = true
+	w := pc.waiters[channel]
+	if w == nil {
+		w = make(chan struct{})
+		pc.waiters[channel] = w
+	}
+	pc.pend[channel] = true
+	pc.poke()
+	return w
+}
+
+// unwant removes channel; UNSUBSCRIBE follows in the next batch.
+func (pc *psConn) unwant(channel string) {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	delete(pc.want, channel)
+	delete(pc.waiters, channel)
+	pc.pend[channel] = false
+	pc.poke()
+}
+
+func (pc *psConn) poke() {
+	select {
+	case pc.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (pc *psConn) close() {
+	pc.mu.Lock()
+	pc.closed = true
+	ps := pc.ps
+	pc.mu.Unlock()
+	if ps != nil {
+		_ = ps.Close()
+	}
+}
+
+// run keeps a session up until ctx ends, reconnecting with capped,
+// jittered exponential backoff (reset after a session that lasted).
+func (pc *psConn) run(ctx context.Context) {
+	backoff := pc.b.cfg.BackoffMin
+	for ctx.Err() == nil {
+		start := time.Now()
+		err := pc.session(ctx)
+		wasUp := pc.up.Swap(false)
+		if ctx.Err() != nil {
+			return
+		}
+		if wasUp {
+			pc.b.log.Warn("redis: pub/sub connection lost", "addr", pc.addr, "err", err)
+		}
+		wait := jitter(backoff)
+		if wasUp && time.Since(start) > pc.b.cfg.BackoffMax {
+			// A session that lasted: try again almost at once (full
+			// jitter below BackoffMin spreads the nodes out).
+			backoff = pc.b.cfg.BackoffMin
+			wait = rand.N(backoff)
+		}
+		if !sleepCtx(ctx, wait) {
+			return
+		}
+		backoff = min(2*backoff, pc.b.cfg.BackoffMax)
+	}
+}
+
+// session opens a pub/sub connection, subscribes every wanted channel and
+// the canary, and reads until an error.
+func (pc *psConn) session(ctx context.Context) error {
+	var ps *redis.PubSub
+	if pc.sharded {
+		ps = pc.client.SSubscribe(ctx)
+	} else {
+		ps = pc.client.Subscribe(ctx)
+	}
+	defer ps.Close()
+	pc.mu.Lock()
+	if pc.closed {
+		pc.mu.Unlock()
+		return net.ErrClosed
+	}
+	pc.ps = ps
+	pc.sessions++
+	first := pc.sessions == 1
+	names := make([]string, 0, 2*len(pc.want)+1)
+	clear(pc.pend)
+	clear(pc.inflight)
+	for ch := range pc.want {
+		names = append(names, rawName(ch), durableName(ch))
+		pc.inflight[ch]++
+	}
+	pc.mu.Unlock()
+	defer func() {
+		pc.mu.Lock()
+		pc.ps = nil
+		pc.mu.Unlock()
+	}()
+	if !first {
+		pc.b.stats.reconnects.Add(1)
+		// A restarted Redis without persistence lost the library.
+		if err := pc.client.FunctionLoadReplace(ctx, pc.b.lib).Err(); err != nil {
+			return err
+		}
+	}
+	names = append(names, pc.canary) // confirmed last: everything before it is subscribed
+	if err := pc.send(ctx, ps, true, names); err != nil {
+		return err
+	}
+
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	errc := make(chan error, 2)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		errc <- pc.sender(sctx, ps)
+		_ = ps.Close()
+	}()
+	go func() {
+		defer wg.Done()
+		errc <- pc.canaryLoop(sctx, ps)
+		_ = ps.Close()
+	}()
+	return pc.receive(sctx, ps, first, errc)
+}
+
+func (pc *psConn) receive(ctx context.Context, ps *redis.PubSub, first bool, errc <-chan error) error {
+	for {
+		msg, err := ps.ReceiveTimeout(ctx, time.Second)
+		if err != nil {
+			var nerr net.Error
+			if errors.As(err, &nerr) && nerr.Timeout() && ctx.Err() == nil {
+				continue
+			}
+			select {
+			case e := <-errc:
+				if e != nil {
+					return e
+				}
+			default:
+			}
+			return err
+		}
+		switch m := msg.(type) {
+		case *redis.Message:
+			if m.Channel == pc.canary {
+				pc.lastCanary.Store(time.Now().UnixNano())
+				continue
+			}
+			pc.b.dispatch(m.Channel, m.Payload)
+		case *redis.Subscription:
+			switch m.Kind {
+			case "subscribe", "ssubscribe":
+				if m.Channel == pc.canary {
+					pc.up.Store(true)
+					if !first {
+						pc.resync()
+					}
+					continue
+				}
+				pc.confirmed(m.Channel)
+			case "sunsubscribe":
+				pc.moved(m.Channel)
+			}
+		}
+	}
+}
+
+// confirmed handles a subscribe confirmation. The durable name is sent
+// after the raw one, so its confirmation means both are live.
+func (pc *psConn) confirmed(name string) {
+	ch, durable, ok := parseName(name)
+	if !ok || !durable {
+		return
+	}
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	if n := pc.inflight[ch] - 1; n > 0 {
+		pc.inflight[ch] = n
+		return
+	}
+	delete(pc.inflight, ch)
+	if w := pc.waiters[ch]; w != nil && pc.want[ch] {
+		close(w)
+		delete(pc.waiters, ch)
+	}
+}
+
+// moved handles an SUNSUBSCRIBE the server sent on its own: the slot moved
+// to another primary (resharding). The channel is subscribed again on the
+// new owner.
+func (pc *psConn) moved(name string) {
+	ch, durable, ok := parseName(name)
+	if !ok || !durable {
+		return
+	}
+	pc.mu.Lock()
+	_, pending := pc.pend[ch]
+	unsolicited := pc.want[ch] && !pending && pc.inflight[ch] == 0
+	pc.mu.Unlock()
+	if !unsolicited {
+		return
+	}
+	rc := pc.b.lookup(ch)
+	if rc == nil {
+		return
+	}
+	pc.b.wg.Add(1)
+	go func() {
+		defer pc.b.wg.Done()
+		pc.b.rehome(rc)
+	}()
+}
+
+// sender sends the batched SUBSCRIBE/UNSUBSCRIBE commands of the session.
+func (pc *psConn) sender(ctx context.Context, ps *redis.PubSub) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-pc.kick:
+		}
+		var subs, unsubs []string
+		pc.mu.Lock()
+		for ch, on := range pc.pend {
+			switch {
+			case on && pc.want[ch]:
+				subs = append(subs, rawName(ch), durableName(ch))
+				pc.inflight[ch]++
+			case !on && !pc.want[ch]:
+				unsubs = append(unsubs, rawName(ch), durableName(ch))
+			}
+		}
+		clear(pc.pend)
+		pc.mu.Unlock()
+		if err := pc.send(ctx, ps, true, subs); err != nil {
+			return err
+		}
+		if err := pc.send(ctx, ps, false, unsubs); err != nil {
+			return err
+		}
+	}
+}
+
+// send writes (UN)SUBSCRIBE commands of at most subscribeBatch names. It
+// never sends an empty UNSUBSCRIBE (that would drop every channel).
+func (pc *psConn) send(ctx context.Context, ps *redis.PubSub, sub bool, names []string) error {
+	for len(names) > 0 {
+		n := min(len(names), subscribeBatch)
+		var err error
+		switch {
+		case sub && pc.sharded:
+			err = ps.SSubscribe(ctx, names[:n]...)
+		case sub:
+			err = ps.Subscribe(ctx, names[:n]...)
+		case pc.sharded:
+			err = ps.SUnsubscribe(ctx, names[:n]...)
+		default:
+			err = ps.Unsubscribe(ctx, names[:n]...)
+		}
+		if err != nil {
+			return err
+		}
+		names = names[n:]
+	}
+	return nil
+}
+
+// canaryLoop publishes the canary every CanaryInterval and ends the
+// session when the canary stays away for three CanaryTimeouts (a
+// half-open connection).
+func (pc *psConn) canaryLoop(ctx context.Context, ps *redis.PubSub) error {
+	t := time.NewTicker(pc.b.cfg.CanaryInterval)
+	defer t.Stop()
+	started := time.Now()
+	for {
+		if pc.up.Load() {
+			cctx, cancel := context.WithTimeout(ctx, pc.b.cfg.CanaryInterval)
+			var err error
+			if pc.sharded {
+				err = pc.client.SPublish(cctx, pc.canary, "1").Err()
+			} else {
+				err = pc.client.Publish(cctx, pc.canary, "1").Err()
+			}
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				pc.b.log.Debug("redis: canary publish failed", "addr", pc.addr, "err", err)
+			}
+		}
+		now := time.Now()
+		if now.Sub(started) > 3*pc.b.cfg.CanaryTimeout && pc.canaryAge(now) > 3*pc.b.cfg.CanaryTimeout {
+			return errors.New("cluster: canary lost, reconnecting")
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// resync runs after a reconnect: every channel whose counter moved while
+// the connection was down is recovered from its stream.
+func (pc *psConn) resync() {
+	pc.mu.Lock()
+	names := make([]string, 0, len(pc.want))
+	for ch := range pc.want {
+		names = append(names, ch)
+	}
+	pc.mu.Unlock()
+	b := pc.b
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		b.resync(b.ctx, names)
+	}()
+}
+
+// jitter returns a duration in [d/2, d).
+func jitter(d time.Duration) time.Duration {
+	if d <= 1 {
+		return d
+	}
+	return d/2 + rand.N(d/2)
+}
+
+// sleepCtx sleeps d or until ctx ends; it reports whether it slept.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
