@@ -103,7 +103,7 @@ type rchan struct {
 
 	mu         sync.Mutex
 	conn       *psConn // the connection that carries it (changes on resharding)
-	last       uint64 // last durable seq handed to the hub (or the baseline)
+	last       uint64  // last durable seq handed to the hub (or the baseline)
 	recovering bool
 	pending    []fanout.Publication
 	overflow   bool // pending was full: durable ones were dropped (they are in the stream)
