@@ -16,11 +16,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pushd/pushd/cluster"
 	"github.com/pushd/pushd/poller"
 )
 
 // admin is the loopback-by-default HTTP server for operators: /stats,
-// /livez, pprof and a memory-release hook for measurements.
+// /livez, /readyz (503 while the broker path is broken), pprof and a memory-release hook for measurements.
 type admin struct {
 	srv *http.Server
 	ln  net.Listener
@@ -34,6 +35,13 @@ func newAdmin(addr string, ps *poller.Server, app *pushApp, nofile uint64, log *
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if app != nil && !app.ready() {
+			http.Error(w, "broker unavailable", http.StatusServiceUnavailable)
+			return
+		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
@@ -114,6 +122,20 @@ func statsDoc(ps *poller.Server, app *pushApp, nofile uint64) map[string]any {
 		doc["publish_refused"] = hs.Refused
 		doc["pool_fallbacks"] = hs.PoolFallbacks
 		doc["broker_channels"] = app.broker.Channels()
+		doc["broker_ready"] = app.ready()
+		if rb, ok := app.broker.(*cluster.Redis); ok {
+			rs := rb.Stats()
+			doc["broker_canary_age_seconds"] = min(rs.CanaryAge.Seconds(), 1e9)
+			doc["broker_conns"] = rs.Conns
+			doc["broker_reconnects"] = rs.Reconnects
+			doc["broker_publish_unavailable"] = rs.PublishUnavailable
+			doc["broker_publish_failed"] = rs.PublishFailed
+			doc["broker_recoveries"] = rs.Recoveries
+			doc["broker_recovered"] = rs.RecoveredPubs
+			doc["broker_lost"] = rs.Lost
+			doc["broker_duplicates"] = rs.Duplicates
+			doc["broker_malformed"] = rs.Malformed
+		}
 	}
 	return doc
 }

@@ -6,22 +6,78 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/panjf2000/ants/v2"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/pushd/pushd/cluster"
 	"github.com/pushd/pushd/fanout"
 	"github.com/pushd/pushd/protocol"
 )
 
-// pushApp is the pushd.v1 server behind the poller: the embedded memory
-// broker, the hub and the protocol handler. One delivery path: POST
-// /publish → broker → hub → subscribers.
+// pushApp is the pushd.v1 server behind the poller: the broker (the
+// embedded memory broker, or Redis with -redis / -redis-cluster), the hub
+// and the protocol handler. One delivery path: POST /publish → broker →
+// hub → subscribers.
 type pushApp struct {
-	broker     *cluster.Memory
+	broker     appBroker
+	redis      redis.UniversalClient // nil with the memory broker; closed after the broker
 	hub        *fanout.Hub
 	handler    *protocol.Handler
 	maxPublish int64
+}
+
+// appBroker is what the process needs of a cluster broker.
+type appBroker interface {
+	fanout.Broker
+	Attach(h fanout.PublicationHandler)
+	Run(ctx context.Context) error
+	Shutdown(ctx context.Context) error
+	Channels() int
+}
+
+// ready reports whether the broker path works (/readyz). The memory broker
+// is always ready; the Redis broker follows its canary.
+func (a *pushApp) ready() bool {
+	if r, ok := a.broker.(interface{ Ready() bool }); ok {
+		return r.Ready()
+	}
+	return true
+}
+
+// newBroker builds the memory broker, or the Redis broker and its client
+// when -redis or -redis-cluster is set.
+func newBroker(cfg Config, historySize int, log *slog.Logger) (appBroker, redis.UniversalClient, error) {
+	var client redis.UniversalClient
+	switch {
+	case cfg.redisOptions != nil:
+		client = redis.NewClient(cfg.redisOptions)
+	case len(cfg.redisCluster) > 0:
+		client = redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs:        cfg.redisCluster,
+			MaxRetries:   -1, // a retried FCALL could publish twice
+			Protocol:     2,
+			DialTimeout:  time.Second,
+			ReadTimeout:  2 * time.Second,
+			WriteTimeout: 2 * time.Second,
+			PoolTimeout:  time.Second,
+		})
+	default:
+		mem, err := cluster.NewMemory(cluster.MemoryConfig{HistorySize: historySize, HistoryTTL: cfg.HistoryTTL})
+		return mem, nil, err
+	}
+	rb, err := cluster.NewRedis(cluster.RedisConfig{
+		Client:      client,
+		HistorySize: historySize,
+		HistoryTTL:  cfg.HistoryTTL,
+		Logger:      log,
+	})
+	if err != nil {
+		_ = client.Close()
+		return nil, nil, err
+	}
+	return rb, client, nil
 }
 
 // newPushApp wires broker, hub and handler. The hub shares the worker
@@ -33,21 +89,24 @@ func newPushApp(cfg Config, pool *ants.Pool, log *slog.Logger) (*pushApp, error)
 	if historySize == 0 {
 		historySize = -1 // cluster: negative keeps none
 	}
-	mem, err := cluster.NewMemory(cluster.MemoryConfig{HistorySize: historySize, HistoryTTL: cfg.HistoryTTL})
+	br, rc, err := newBroker(cfg, historySize, log)
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
 	hub, err := fanout.New(fanout.Config{
-		Broker:    mem,
+		Broker:    br,
 		Pool:      pool,
 		ChunkSize: cfg.ChunkSize,
 		Policies:  cfg.policyRules,
 		Logger:    log,
 	})
 	if err != nil {
+		if rc != nil {
+			_ = rc.Close()
+		}
 		return nil, fmt.Errorf("hub: %w", err)
 	}
-	mem.Attach(hub)
+	br.Attach(hub)
 	h, err := protocol.New(protocol.Config{
 		Hub:              hub,
 		Public:           cfg.publicPatterns,
@@ -57,7 +116,7 @@ func newPushApp(cfg Config, pool *ants.Pool, log *slog.Logger) (*pushApp, error)
 	if err != nil {
 		return nil, fmt.Errorf("protocol: %w", err)
 	}
-	return &pushApp{broker: mem, hub: hub, handler: h, maxPublish: cfg.MaxPublishBytes}, nil
+	return &pushApp{broker: br, redis: rc, hub: hub, handler: h, maxPublish: cfg.MaxPublishBytes}, nil
 }
 
 // run starts the hub's and the broker's sweep loops; they stop with ctx or
@@ -79,5 +138,9 @@ func (a *pushApp) run(ctx context.Context, wg *sync.WaitGroup, errc chan<- error
 }
 
 func (a *pushApp) shutdown(ctx context.Context) error {
-	return errors.Join(a.hub.Shutdown(ctx), a.broker.Shutdown(ctx))
+	err := errors.Join(a.hub.Shutdown(ctx), a.broker.Shutdown(ctx))
+	if a.redis != nil {
+		err = errors.Join(err, a.redis.Close())
+	}
+	return err
 }

@@ -5,8 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/pushd/pushd/cluster"
 	"github.com/pushd/pushd/fanout"
@@ -52,9 +55,15 @@ type Config struct {
 	MaxPublishBytes  int64
 	MaxSubscriptions int
 
-	// Parsed from Public and Policy by validate.
+	// Redis broker (both empty: the embedded memory broker).
+	Redis        string
+	RedisCluster string
+
+	// Parsed from Public, Policy, Redis and RedisCluster by validate.
 	publicPatterns []string
 	policyRules    []fanout.PolicyRule
+	redisOptions   *redis.Options
+	redisCluster   []string
 }
 
 // parseConfig builds the Config from flags and the environment (lookup is
@@ -92,6 +101,8 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 	fs.IntVar(&c.ChunkSize, "chunk-size", fanout.DefaultChunkSize, "subscribers per parallel fan-out task; larger channels fan out on the worker pool")
 	fs.Int64Var(&c.MaxPublishBytes, "max-publish-bytes", 1<<20, "max body of POST /publish in bytes (413 above)")
 	fs.IntVar(&c.MaxSubscriptions, "max-subscriptions", protocol.DefaultMaxSubscriptions, "max subscriptions per connection (err 429 above)")
+	fs.StringVar(&c.Redis, "redis", "", "standalone Redis URL, e.g. redis://127.0.0.1:6379/0: nodes share channels through Redis pub/sub (empty: embedded memory broker)")
+	fs.StringVar(&c.RedisCluster, "redis-cluster", "", "comma-separated Redis Cluster seed addresses host:port,...: sharded pub/sub (SSUBSCRIBE/SPUBLISH)")
 
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -174,6 +185,7 @@ func (c *Config) validate() []error {
 	if c.MaxSubscriptions < 1 {
 		errs = append(errs, fmt.Errorf("-max-subscriptions must be at least 1 (got %d)", c.MaxSubscriptions))
 	}
+	errs = append(errs, c.validateRedis()...)
 	if c.Listen == "" {
 		errs = append(errs, errors.New("-listen must not be empty"))
 	}
@@ -207,6 +219,41 @@ func (c *Config) validate() []error {
 	}
 	if err := c.pollerConfig(nil).Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	return errs
+}
+
+// validateRedis parses -redis and -redis-cluster.
+func (c *Config) validateRedis() []error {
+	c.redisOptions, c.redisCluster = nil, nil
+	var errs []error
+	if c.Redis != "" && c.RedisCluster != "" {
+		errs = append(errs, errors.New("-redis and -redis-cluster are exclusive"))
+	}
+	if c.Redis != "" {
+		opt, err := redis.ParseURL(c.Redis)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("-redis: %w", err))
+		} else {
+			opt.MaxRetries = -1 // a retried FCALL could publish twice
+			opt.Protocol = 2
+			opt.DialTimeout = time.Second
+			opt.ReadTimeout = 2 * time.Second
+			opt.WriteTimeout = 2 * time.Second
+			opt.PoolTimeout = time.Second
+			c.redisOptions = opt
+		}
+	}
+	if c.RedisCluster != "" {
+		c.redisCluster = splitList(c.RedisCluster)
+		for _, a := range c.redisCluster {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				errs = append(errs, fmt.Errorf("-redis-cluster: bad address %q: %w", a, err))
+			}
+		}
+		if len(c.redisCluster) == 0 {
+			errs = append(errs, errors.New("-redis-cluster: no address"))
+		}
 	}
 	return errs
 }

@@ -17,7 +17,7 @@ import (
 // the broker like every publication, never straight to the hub. Replies
 // {"ch":..,"seq":N}; 400 bad channel, 413 body over -max-publish-bytes,
 // 503 (Retry-After: 1) when the channel's fan-out is behind by more than
-// its mailbox bound, or while shutting down.
+// its mailbox bound, while Redis is unavailable, or while shutting down.
 func (a *pushApp) publish(w http.ResponseWriter, r *http.Request) {
 	ch := r.URL.Query().Get("ch")
 	if err := protocol.ValidChannel(ch); err != nil {
@@ -45,6 +45,12 @@ func (a *pushApp) publish(w http.ResponseWriter, r *http.Request) {
 			status = http.StatusServiceUnavailable
 		case errors.Is(err, cluster.ErrClosed):
 			status = http.StatusServiceUnavailable
+		case errors.Is(err, cluster.ErrUnavailable):
+			// Redis is down: fail fast, the backend retries.
+			w.Header().Set("Retry-After", "1")
+			status = http.StatusServiceUnavailable
+		case errors.Is(err, cluster.ErrChannel):
+			status = http.StatusBadRequest
 		}
 		httpError(w, status, err.Error())
 		return

@@ -1,0 +1,409 @@
+package main_test
+
+// End-to-end tests of the Redis broker (issue 5): real pushd binaries with
+// -redis against a real redis-server started by the test. Acceptance 1
+// (three nodes, redis-cli PUBLISH / FCALL, PUBSUB CHANNELS follows local
+// demand, publish-before-subscribe) and acceptance 2 (CLIENT KILL and a
+// Redis restart with AOF during a durable stream: resubscribe within 2 s,
+// /readyz 503 while broken, 0 lost and 0 duplicated acknowledged durable
+// messages). -redis.long runs the fault test at 5k msg/s for longer.
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/pushd/pushd/cluster/redistest"
+	"github.com/pushd/pushd/internal/pushdtest"
+)
+
+var redisLong = flag.Bool("redis.long", false, "run the Redis fault tests longer and at 5k msg/s")
+
+// startNodes starts n pushd nodes on one Redis and waits for /readyz.
+func startNodes(t *testing.T, n int, args ...string) []*pushdtest.Proc {
+	t.Helper()
+	bin := pushdtest.Build(t)
+	var nodes []*pushdtest.Proc
+	for i := 0; i < n; i++ {
+		nodes = append(nodes, pushdtest.Start(t, bin, pushdtest.Options{Args: args}))
+	}
+	for _, p := range nodes {
+		waitReady(t, p, 200, 10*time.Second)
+	}
+	return nodes
+}
+
+func readyz(p *pushdtest.Proc) int {
+	c := http.Client{Timeout: time.Second}
+	resp, err := c.Get(p.AdminURL("/readyz"))
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func waitReady(t *testing.T, p *pushdtest.Proc, status int, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for readyz(p) != status {
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz of %s not %d within %v\n%s", p.AdminAddr, status, d, p.Log())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func pubsubChannels(t *testing.T, srv *redistest.Server) []string {
+	t.Helper()
+	out := strings.Fields(srv.MustDo(t, "PUBSUB", "CHANNELS", "pushd:{*"))
+	slices.Sort(out)
+	return out
+}
+
+func TestRedisThreeNodes(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	nodes := startNodes(t, 3, "-redis", "redis://"+srv.Addr+"/0")
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	if got := pubsubChannels(t, srv); len(got) != 0 {
+		t.Fatalf("PUBSUB CHANNELS before any subscriber: %q", got)
+	}
+
+	cb := dial(t, b, "/ws?ch=room:1")
+	ready(t, cb)
+	if got, want := pubsubChannels(t, srv), []string{"pushd:{room:1}", "pushd:{room:1}:d"}; !slices.Equal(got, want) {
+		t.Fatalf("PUBSUB CHANNELS = %q, want %q", got, want)
+	}
+	// Only node B subscribes: one subscriber per name.
+	if got := srv.MustDo(t, "PUBSUB", "NUMSUB", "pushd:{room:1}", "pushd:{room:1}:d"); strings.Join(strings.Fields(got), " ") != "pushd:{room:1} 1 pushd:{room:1}:d 1" {
+		t.Fatalf("PUBSUB NUMSUB = %q", got)
+	}
+	srv.MustDo(t, "PUBLISH", "pushd:{room:1}", "hello")
+	expectPush(t, cb, "room:1", 0, `"hello"`)
+	if got := srv.MustDo(t, "FCALL", "pushd_publish", "1", "pushd:{room:1}", "hi"); got != "1" {
+		t.Fatalf("FCALL = %q", got)
+	}
+	expectPush(t, cb, "room:1", 1, `"hi"`)
+	// POST /publish on node A reaches the client on node B through Redis.
+	seq := mustPublish(t, a, "room:1", `{"n":2}`)
+	expectPush(t, cb, "room:1", seq, `{"n":2}`)
+
+	// Publish-before-subscribe through Redis: node A publishes, a QR-login
+	// page on node C subscribes afterwards with since=0.
+	seq = mustPublish(t, a, "login:7f3a", `{"token":"abc"}`)
+	cc := dial(t, c, "/ws?ch=login:7f3a&since=0")
+	expectPush(t, cc, "login:7f3a", seq, `{"token":"abc"}`)
+	want := []string{"pushd:{login:7f3a}", "pushd:{login:7f3a}:d", "pushd:{room:1}", "pushd:{room:1}:d"}
+	if got := pubsubChannels(t, srv); !slices.Equal(got, want) {
+		t.Fatalf("PUBSUB CHANNELS = %q, want %q", got, want)
+	}
+	// Resume on another node with since.
+	for i := 0; i < 3; i++ {
+		mustPublish(t, a, "room:1", fmt.Sprint(10+i))
+	}
+	for i := 0; i < 3; i++ {
+		readJSON(t, cb)
+	}
+	cc2 := dial(t, c, "/ws?ch=room:1&since=2")
+	for i, d := range []string{"10", "11", "12"} {
+		expectPush(t, cc2, "room:1", uint64(3+i), d)
+	}
+	st := b.Stats(t)
+	if st.Subscriptions != 1 {
+		t.Fatalf("node B subscriptions %d", st.Subscriptions)
+	}
+}
+
+// recvLog collects one client's pushes of a channel.
+type recvLog struct {
+	mu   sync.Mutex
+	seqs []uint64
+	err  error
+}
+
+func (r *recvLog) snapshot() ([]uint64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.seqs), r.err
+}
+
+func collect(t *testing.T, p *pushdtest.Proc, ch string) *recvLog {
+	t.Helper()
+	c := dial(t, p, "/ws?ch="+ch)
+	ready(t, c)
+	_ = c.SetReadDeadline(time.Time{}) // ready set one
+	r := &recvLog{}
+	go func() {
+		for {
+			_, b, err := c.ReadMessage()
+			if err != nil {
+				r.mu.Lock()
+				r.err = err
+				r.mu.Unlock()
+				return
+			}
+			var m push
+			if json.Unmarshal(b, &m) != nil || m.Op != "" {
+				continue
+			}
+			r.mu.Lock()
+			r.seqs = append(r.seqs, m.Seq)
+			r.mu.Unlock()
+		}
+	}()
+	return r
+}
+
+// durableStream publishes durable messages (history 100000) at rate per
+// second until stop is closed and records the acknowledged sequence
+// numbers.
+type durableStream struct {
+	acked  []uint64
+	failed int
+	done   chan struct{}
+}
+
+func startStream(ctx context.Context, client *redis.Client, ch string, rate int, stop <-chan struct{}) *durableStream {
+	s := &durableStream{done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		per := max(rate/100, 1)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			for i := 0; i < per; i++ {
+				cctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+				seq, err := client.FCall(cctx, "pushd_publish", []string{"pushd:{" + ch + "}"}, "m", 300, 100000).Int64()
+				cancel()
+				if err != nil {
+					s.failed++
+					break // Redis is down: retry on the next tick
+				}
+				s.acked = append(s.acked, uint64(seq))
+			}
+		}
+	}()
+	return s
+}
+
+// checkExactlyOnce verifies that every client saw 1..top once, in order,
+// with top ≥ every acknowledged seq.
+func checkExactlyOnce(t *testing.T, logs []*recvLog, acked []uint64) {
+	t.Helper()
+	if len(acked) == 0 {
+		t.Fatal("no publication was acknowledged")
+	}
+	top := slices.Max(acked)
+	deadline := time.Now().Add(10 * time.Second)
+	for i, l := range logs {
+		for {
+			got, err := l.snapshot()
+			if len(got) > 0 && got[len(got)-1] >= top || time.Now().After(deadline) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("client %d: %v", i, err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		got, _ := l.snapshot()
+		dups, lost := 0, 0
+		var prev uint64
+		for _, s := range got {
+			switch {
+			case s <= prev:
+				dups++
+				continue
+			case s > prev+1:
+				lost += int(s - prev - 1)
+			}
+			prev = s
+		}
+		if prev < top {
+			lost += int(top - prev)
+		}
+		if dups != 0 || lost != 0 {
+			t.Fatalf("client %d: %d received, %d lost, %d duplicated (acked top %d)", i, len(got), lost, dups, top)
+		}
+	}
+}
+
+func faultParams() (rate int, warm time.Duration) {
+	if *redisLong {
+		return 5000, 2 * time.Second
+	}
+	return 2000, 300 * time.Millisecond
+}
+
+// TestRedisClientKill: CLIENT KILL of every pushd connection during a
+// durable stream, twice.
+func TestRedisClientKill(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	nodes := startNodes(t, 3, "-redis", "redis://"+srv.Addr+"/0")
+	var logs []*recvLog
+	for _, p := range nodes {
+		logs = append(logs, collect(t, p, "stream"), collect(t, p, "stream"))
+	}
+	backend := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, Protocol: 2})
+	defer backend.Close()
+	admin := redis.NewClient(&redis.Options{Addr: srv.Addr, Protocol: 2})
+	defer admin.Close()
+	rate, warm := faultParams()
+	stop := make(chan struct{})
+	s := startStream(context.Background(), backend, "stream", rate, stop)
+	saw503 := make([]atomic.Bool, len(nodes))
+	for round := 0; round < 2; round++ {
+		time.Sleep(warm)
+		// Each node: 503 while its pub/sub path is broken, then 200 within
+		// 2 s of the kill. The pollers start before the kill.
+		readyAt := make([]time.Duration, len(nodes))
+		for i := range saw503 {
+			saw503[i].Store(false)
+		}
+		var wg sync.WaitGroup
+		kill := time.Now().Add(20 * time.Millisecond)
+		for i, p := range nodes {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for time.Since(kill) < 2*time.Second {
+					switch readyz(p) {
+					case 503:
+						saw503[i].Store(true)
+					case 200:
+						if saw503[i].Load() || time.Since(kill) > 500*time.Millisecond {
+							readyAt[i] = time.Since(kill)
+							return
+						}
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}()
+		}
+		time.Sleep(time.Until(kill))
+		// Every client connection but the admin one (SKIPME yes):
+		// the nodes' pub/sub and command connections and the backend's.
+		for _, typ := range []string{"pubsub", "normal"} {
+			if err := admin.Do(context.Background(), "CLIENT", "KILL", "TYPE", typ).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		wg.Wait()
+		for i, d := range readyAt {
+			if d == 0 {
+				t.Fatalf("node %d not ready within 2 s after CLIENT KILL\n%s", i, nodes[i].Log())
+			}
+		}
+		t.Logf("round %d: nodes ready again %v after CLIENT KILL (503 seen: %v %v %v)", round, readyAt,
+			saw503[0].Load(), saw503[1].Load(), saw503[2].Load())
+	}
+	time.Sleep(warm)
+	close(stop)
+	<-s.done
+	checkExactlyOnce(t, logs, s.acked)
+	var reconnects []float64
+	for _, p := range nodes {
+		reconnects = append(reconnects, brokerStat(t, p, "broker_reconnects"))
+	}
+	for i, r := range reconnects {
+		if r < 2 {
+			t.Fatalf("node %d: %v reconnects, want >= 2", i, r)
+		}
+	}
+	t.Logf("%d durable messages acknowledged (%d publish attempts failed), 6 clients, 0 lost, 0 duplicated; reconnects %v",
+		len(s.acked), s.failed, reconnects)
+}
+
+// TestRedisRestart stops Redis (AOF on) during a durable stream: /readyz is
+// 503 on every node while it is down, every node is ready within 2 s after
+// it is back, and the clients lose and duplicate nothing acknowledged.
+func TestRedisRestart(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{AOF: true})
+	nodes := startNodes(t, 3, "-redis", "redis://"+srv.Addr+"/0")
+	var logs []*recvLog
+	for _, p := range nodes {
+		logs = append(logs, collect(t, p, "stream"))
+	}
+	backend := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, Protocol: 2, DialTimeout: 200 * time.Millisecond})
+	defer backend.Close()
+	rate, warm := faultParams()
+	stop := make(chan struct{})
+	s := startStream(context.Background(), backend, "stream", rate, stop)
+	time.Sleep(warm)
+	srv.Stop()
+	for _, p := range nodes {
+		waitReady(t, p, 503, 5*time.Second)
+	}
+	// Publishing through pushd fails fast while Redis is down.
+	start := time.Now()
+	if status, _ := httpPublish(t, nodes[0], "stream", []byte("x")); status != http.StatusServiceUnavailable {
+		t.Fatalf("POST /publish during the outage: %d, want 503", status)
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Fatalf("POST /publish during the outage took %v", d)
+	}
+	time.Sleep(500 * time.Millisecond)
+	for _, p := range nodes {
+		if readyz(p) != 503 {
+			t.Fatalf("/readyz of %s not 503 while Redis is down", p.AdminAddr)
+		}
+	}
+	srv.Restart(t)
+	back := time.Now()
+	for _, p := range nodes {
+		waitReady(t, p, 200, 2*time.Second-time.Since(back))
+	}
+	t.Logf("every node ready %v after Redis restarted", time.Since(back).Round(time.Millisecond))
+	time.Sleep(warm)
+	close(stop)
+	<-s.done
+	checkExactlyOnce(t, logs, s.acked)
+	if v := brokerStat(t, nodes[0], "broker_publish_unavailable"); v < 1 {
+		t.Fatalf("broker_publish_unavailable = %v", v)
+	}
+	t.Logf("%d durable messages acknowledged, %d publish attempts failed during the outage; 3 clients, 0 lost, 0 duplicated",
+		len(s.acked), s.failed)
+}
+
+func brokerStat(t *testing.T, p *pushdtest.Proc, key string) float64 {
+	t.Helper()
+	resp, err := http.Get(p.AdminURL("/stats"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+		t.Fatal(err)
+	}
+	v, ok := m[key].(float64)
+	if !ok {
+		t.Fatalf("/stats has no %s: %v", key, m)
+	}
+	return v
+}
+
+// field returns key=value's value from a CLIENT LIST line.
+func field(line, key string) string {
+	for _, f := range strings.Fields(line) {
+		if v, ok := strings.CutPrefix(f, key+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
