@@ -39,6 +39,7 @@ type psConn struct {
 
 	kick       chan struct{}
 	up         atomic.Bool  // subscribed (canary confirmed) in the current session
+	resharding atomic.Bool  // a reshard pass is running
 	lastCanary atomic.Int64 // unix nanoseconds of the last canary received
 }
 
@@ -233,6 +234,16 @@ func (pc *psConn) receive(ctx context.Context, ps *redis.PubSub, first bool, err
 			if errors.As(err, &nerr) && nerr.Timeout() && ctx.Err() == nil {
 				continue
 			}
+			var rerr redis.Error
+			if errors.As(err, &rerr) && ctx.Err() == nil {
+				// An error reply (MOVED: a slot changed owner before we
+				// subscribed); the connection itself is fine.
+				pc.b.log.Warn("redis: pub/sub error reply", "addr", pc.addr, "err", err)
+				if pc.sharded {
+					pc.reshard()
+				}
+				continue
+			}
 			select {
 			case e := <-errc:
 				if e != nil {
@@ -313,6 +324,36 @@ func (pc *psConn) moved(name string) {
 	}()
 }
 
+// reshard moves every channel whose slot this primary no longer owns to
+// its new owner (at most one pass at a time).
+func (pc *psConn) reshard() {
+	if !pc.resharding.CompareAndSwap(false, true) {
+		return
+	}
+	b := pc.b
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		defer pc.resharding.Store(false)
+		b.cluster.ReloadState(b.ctx)
+		pc.mu.Lock()
+		names := make([]string, 0, len(pc.want))
+		for ch := range pc.want {
+			names = append(names, ch)
+		}
+		pc.mu.Unlock()
+		for _, ch := range names {
+			owner, err := b.connFor(b.ctx, ch)
+			if err != nil || owner == pc {
+				continue
+			}
+			if rc := b.lookup(ch); rc != nil {
+				b.rehome(rc)
+			}
+		}
+	}()
+}
+
 // sender sends the batched SUBSCRIBE/UNSUBSCRIBE commands of the session.
 func (pc *psConn) sender(ctx context.Context, ps *redis.PubSub) error {
 	for {
@@ -344,10 +385,18 @@ func (pc *psConn) sender(ctx context.Context, ps *redis.PubSub) error {
 }
 
 // send writes (UN)SUBSCRIBE commands of at most subscribeBatch names. It
-// never sends an empty UNSUBSCRIBE (that would drop every channel).
+// never sends an empty UNSUBSCRIBE (that would drop every channel). In
+// sharded mode every command carries one channel's pair of names: the
+// names of one SSUBSCRIBE must share a slot (CROSSSLOT otherwise).
 func (pc *psConn) send(ctx context.Context, ps *redis.PubSub, sub bool, names []string) error {
 	for len(names) > 0 {
 		n := min(len(names), subscribeBatch)
+		if pc.sharded {
+			n = 1
+			if _, durable, ok := parseName(names[0]); ok && !durable && len(names) > 1 {
+				n = 2 // raw + durable of one channel
+			}
+		}
 		var err error
 		switch {
 		case sub && pc.sharded:
