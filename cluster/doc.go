@@ -1,22 +1,108 @@
-// Package cluster implements the fanout.Broker seen by the hub. This
-// version holds the embedded memory broker (Memory), the single-node
-// default: it assigns per-channel sequence numbers, keeps a bounded history
-// per channel (size and TTL) for since-recovery and publish-before-
-// subscribe, and hands each publication to the node's hub synchronously,
-// in sequence order. The Redis broker comes later; only this package will
-// ever import go-redis.
+// Package cluster implements the fanout.Broker seen by the hub: Memory,
+// the embedded single-node default, and Redis, the broker that lets many
+// pushd nodes share channels through a standalone Redis or a Redis Cluster
+// (sharded pub/sub). Only this package imports go-redis.
+//
+// # Memory
+//
+// Memory assigns per-channel sequence numbers, keeps a bounded history per
+// channel (size and TTL) for since-recovery and publish-before-subscribe,
+// and hands each publication to the node's hub synchronously, in sequence
+// order. Publish holds the channel's lock while it assigns the sequence
+// number, appends to the history and calls HandlePublication, which never
+// blocks (fanout's contract); History takes the same lock, so a history
+// read sees every publication the hub has been handed and none it has not.
+//
+// # Redis: the wire format (DESIGN §4)
+//
+// A pushd channel <ch> owns these Redis names, all with the hash tag {<ch>}
+// so that they live on one Redis Cluster slot:
+//
+//	pushd:{<ch>}       pub/sub: raw, at-most-once publications (PUBLISH/SPUBLISH, any bytes)
+//	pushd:{<ch>}:d     pub/sub: durable envelopes, published only by pushd_publish
+//	pushd:{<ch>}:seq   string: the channel's sequence counter
+//	pushd:{<ch>}:s     stream: the history; entry ID <seq>-0, field d = payload
+//
+// Raw and durable publications are told apart by the pub/sub channel they
+// arrive on, never by their bytes: a raw payload may contain anything,
+// even a valid envelope, and is delivered as raw (Seq 0). The names cannot
+// collide: a raw name ends in '}', a durable one in ":d"; parseName maps a
+// name back to (<ch>, durable) and every name pushd builds round-trips. A
+// durable envelope is "p1:" <seq in decimal> ":" <payload>; "p1:" is the
+// format version. DecodeEnvelope is its parser (fuzzed by FuzzEnvelope).
+// In Redis Cluster mode a channel name starting with '}' is refused
+// (ErrChannel): pushd:{}... has no hash tag.
+//
+// # Redis: the function library
+//
+// Run loads the library "pushd" with FUNCTION LOAD REPLACE on every
+// primary (idempotent; again after every reconnect, so a Redis restarted
+// without persistence gets it back; Publish also reloads it on "Function
+// not found"). FCALL pushd_publish 1 pushd:{<ch>} <payload> [ttl_s]
+// [history] atomically INCRs the counter, XADDs the payload under ID
+// <seq>-0 with MAXLEN ~ history (0 keeps none), sets both keys' TTL (the
+// counter's never shrinks), publishes the envelope on pushd:{<ch>}:d
+// (SPUBLISH in cluster mode) and returns seq. FCALL_RO pushd_history
+// returns the top and the stream entries after a since. Defaults when a
+// backend omits ttl_s/history: DefaultHistoryTTL, DefaultHistorySize. A
+// node keeps the counters of channels it has subscribers for alive
+// (EXPIRE ... GT every HistoryTTL/3), so such a channel never restarts at
+// seq 1 under the hub's feet; idle channels expire with their history.
+//
+// # Redis: subscriptions, order and recovery
+//
+// Subscriptions follow local demand: Subscribe (the hub's first local
+// subscriber) reads the counter as the channel's baseline, then SUBSCRIBEs
+// pushd:{<ch>} and pushd:{<ch>}:d and returns once Redis confirmed them;
+// Unsubscribe (debounced by the hub) UNSUBSCRIBEs. Commands are batched by
+// a sender goroutine per connection (up to 1000 names per command; one
+// channel per SSUBSCRIBE, which must not cross slots). Never PSUBSCRIBE.
+// In cluster mode there is one pub/sub connection per primary and each
+// channel goes to its slot owner's connection; a MOVED reply or a server
+// SUNSUBSCRIBE (resharding) moves channels to their new owner and
+// recovers what was published meanwhile.
+//
+// Per channel the broker remembers the last durable seq handed to the hub.
+// A durable envelope at or below it is a duplicate and dropped; one above
+// last+1 is a gap: the channel turns "recovering", later messages wait in
+// a bounded pending list, a recovery goroutine (at most 32 at a time) reads
+// the stream after last and hands the missing publications, then the
+// pending ones, to the hub. HandlePublication therefore sees each channel
+// in seq order, never concurrently, and the receive loop never blocks on
+// Redis. A seq the stream no longer has (trimmed, expired) is counted as
+// Lost and skipped.
+//
+// # Redis: resilience
+//
+// Each pub/sub connection runs sessions in a loop: subscribe everything
+// wanted plus the connection's canary channel (last, so its confirmation
+// proves the rest), then read. On any error the session ends and the next
+// starts after a capped, jittered exponential backoff (BackoffMin to
+// BackoffMax; almost at once after a long-lived session) that stops with
+// ctx. After a reconnect the counters of every subscribed channel are read
+// (pipelined) and channels that moved are recovered from their streams;
+// busy channels are also caught by the gap check. Every CanaryInterval the
+// connection publishes its canary; the broker is Ready while every
+// connection is subscribed and its last canary is younger than
+// CanaryTimeout (cmd/pushd serves it as /readyz); a connection whose
+// canary stays away for 3×CanaryTimeout is reconnected. While not Ready,
+// Publish and Subscribe fail at once with ErrUnavailable (counted in
+// RedisStats); a Publish never waits longer than PublishTimeout.
 //
 // # Concurrency
 //
-// Memory is goroutine-safe. Publish holds the channel's lock while it
-// assigns the sequence number, appends to the history and calls
-// HandlePublication, which never blocks (fanout's contract); History takes
-// the same lock, so a history read sees every publication the hub has been
-// handed and none it has not.
+// Memory and Redis are goroutine-safe. Redis owns its goroutines (one
+// reader, one sender and one canary per connection, recoveries, the
+// counter keep-alive); Shutdown cancels and waits for all of them. Lock
+// order in Redis: rchan.mu → hub locks (HandlePublication is called under
+// rchan.mu); psConn.mu and rShard.mu are never held while calling out.
 //
 // # What it must never do
 //
-// Be imported by poller or codec; block a publisher on a subscriber; keep
-// unbounded state per channel (history is bounded by HistorySize and
-// HistoryTTL; idle channels are forgotten by Run's sweep).
+// Be imported by poller or codec; block a publisher on a subscriber or the
+// pub/sub reader on Redis; keep unbounded state per channel (Memory's
+// history is bounded by HistorySize and HistoryTTL and idle channels are
+// forgotten by Run's sweep; Redis keeps only a counter per subscribed
+// channel and a bounded pending list while recovering); subscribe to a
+// pattern.
 package cluster
