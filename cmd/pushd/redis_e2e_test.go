@@ -407,3 +407,46 @@ func field(line, key string) string {
 	}
 	return ""
 }
+
+// TestRedisClusterNodes: two pushd nodes with -redis-cluster on a real
+// 3-primary Redis Cluster; SPUBLISH and FCALL from a backend and POST
+// /publish on node A reach a client on node B, on channels of every
+// primary; publish-before-subscribe with since=0 works.
+func TestRedisClusterNodes(t *testing.T) {
+	rc := redistest.StartCluster(t, 3)
+	nodes := startNodes(t, 2, "-redis-cluster", strings.Join(rc.Addrs(), ","))
+	a, b := nodes[0], nodes[1]
+	backend := redis.NewClusterClient(&redis.ClusterOptions{Addrs: rc.Addrs(), MaxRetries: -1, Protocol: 2})
+	defer backend.Close()
+	ctx := context.Background()
+	owners := map[string]bool{}
+	for i := 0; i < 12; i++ {
+		ch := fmt.Sprintf("room:%d", i)
+		owner, err := backend.MasterForKey(ctx, "pushd:{"+ch+"}")
+		if err != nil {
+			t.Fatal(err)
+		}
+		owners[owner.Options().Addr] = true
+		c := dial(t, b, "/ws?ch="+ch)
+		ready(t, c)
+		if err := backend.SPublish(ctx, "pushd:{"+ch+"}", "hello").Err(); err != nil {
+			t.Fatal(err)
+		}
+		expectPush(t, c, ch, 0, `"hello"`)
+		if seq, err := backend.FCall(ctx, "pushd_publish", []string{"pushd:{" + ch + "}"}, "hi").Int64(); err != nil || seq != 1 {
+			t.Fatalf("FCALL: %d %v", seq, err)
+		}
+		expectPush(t, c, ch, 1, `"hi"`)
+		seq := mustPublish(t, a, ch, `{"n":2}`)
+		expectPush(t, c, ch, seq, `{"n":2}`)
+	}
+	if len(owners) != 3 {
+		t.Fatalf("channels covered %d primaries, want 3", len(owners))
+	}
+	seq := mustPublish(t, a, "login:qr", `{"token":"abc"}`)
+	cc := dial(t, b, "/ws?ch=login:qr&since=0")
+	expectPush(t, cc, "login:qr", seq, `{"token":"abc"}`)
+	if v := brokerStat(t, b, "broker_conns"); v != 3 {
+		t.Fatalf("node B has %v pub/sub connections, want 3 (one per primary)", v)
+	}
+}
