@@ -21,6 +21,7 @@ import (
 // and SPUBLISH, FCALL pushd_publish and Publish deliver on every slot
 // owner.
 func TestRedisClusterSharded(t *testing.T) {
+	t.Parallel()
 	rc := redistest.StartCluster(t, 3)
 	ctx := context.Background()
 	client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: rc.Addrs(), MaxRetries: -1, Protocol: 2})
@@ -119,4 +120,81 @@ func TestRedisClusterSharded(t *testing.T) {
 	if _, err := bt.b.Publish(ctx, "}x", []byte("x")); err == nil {
 		t.Fatal("Publish(\"}x\") succeeded in cluster mode")
 	}
+}
+
+// TestRedisClusterReshard migrates a subscribed channel's slot (with its
+// keys) to another primary: the old owner drops the shard subscription
+// (SUNSUBSCRIBE), the broker subscribes on the new owner and delivers
+// what was published meanwhile from the stream, in order, once.
+func TestRedisClusterReshard(t *testing.T) {
+	t.Parallel()
+	rc := redistest.StartCluster(t, 3)
+	ctx := context.Background()
+	client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: rc.Addrs(), MaxRetries: -1, Protocol: 2})
+	t.Cleanup(func() { client.Close() })
+	bt := startBroker(t, client, cluster.RedisConfig{})
+	const ch = "moving"
+	key := "pushd:{" + ch + "}"
+	if err := bt.b.Subscribe(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bt.b.Publish(ctx, ch, []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	byAddr := map[string]*redistest.Server{}
+	for _, n := range rc.Nodes {
+		byAddr[n.Addr] = n
+	}
+	owner, err := client.MasterForKey(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := byAddr[owner.Options().Addr]
+	var dst *redistest.Server
+	for _, n := range rc.Nodes {
+		if n != src {
+			dst = n
+			break
+		}
+	}
+	slot := src.MustDo(t, "CLUSTER", "KEYSLOT", key)
+	srcID, dstID := src.MustDo(t, "CLUSTER", "MYID"), dst.MustDo(t, "CLUSTER", "MYID")
+	dst.MustDo(t, "CLUSTER", "SETSLOT", slot, "IMPORTING", srcID)
+	src.MustDo(t, "CLUSTER", "SETSLOT", slot, "MIGRATING", dstID)
+	for _, k := range strings.Fields(src.MustDo(t, "CLUSTER", "GETKEYSINSLOT", slot, "100")) {
+		src.MustDo(t, "MIGRATE", "127.0.0.1", fmt.Sprint(dst.Port), k, "0", "5000")
+	}
+	for _, n := range []*redistest.Server{dst, src} {
+		n.MustDo(t, "CLUSTER", "SETSLOT", slot, "NODE", dstID)
+	}
+	for _, n := range rc.Nodes {
+		if n != src && n != dst {
+			n.MustDo(t, "CLUSTER", "SETSLOT", slot, "NODE", dstID)
+		}
+	}
+	// Published on the new owner before the broker moved over.
+	for i := 2; i <= 3; i++ {
+		if err := client.FCall(ctx, "pushd_publish", []string{key}, fmt.Sprint(i)).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "subscription on the new owner", func() bool {
+		return strings.Contains(dst.MustDo(t, "PUBSUB", "SHARDCHANNELS", "pushd:{*"), key+":d")
+	})
+	if err := client.FCall(ctx, "pushd_publish", []string{key}, "4").Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "4 publications", func() bool { return len(bt.log.get(ch)) >= 4 })
+	time.Sleep(50 * time.Millisecond)
+	if got := seqs(bt.log.get(ch)); fmt.Sprint(got) != "[1 2 3 4]" {
+		t.Fatalf("after resharding: %v, want [1 2 3 4]", got)
+	}
+	if out := src.MustDo(t, "PUBSUB", "SHARDCHANNELS", "pushd:{*"); strings.Contains(out, key) {
+		t.Fatalf("old owner still carries %q", out)
+	}
+	st := bt.b.Stats()
+	if st.Recoveries == 0 || st.RecoveredPubs < 2 || st.Lost != 0 {
+		t.Fatalf("stats %+v: want a recovery of seq 2 and 3 from the stream", st)
+	}
+	t.Logf("slot %s moved %s → %s: %d recoveries, %d publications recovered from the stream", slot, src.Addr, dst.Addr, st.Recoveries, st.RecoveredPubs)
 }
