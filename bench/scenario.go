@@ -11,9 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -44,13 +42,16 @@ type report struct {
 	Notes    []string `json:"notes,omitempty"`
 	Seconds  float64  `json:"seconds"`
 	// LoadStart and LoadEnd are the host's 1-minute load average before
-	// and after the run; Noisy is set when either exceeds noisyLoad (the
-	// end figure includes the run's own processes).
-	LoadStart float64 `json:"load_start"`
-	LoadEnd   float64 `json:"load_end"`
-	Noisy     bool    `json:"noisy"`
-	Results   any     `json:"results"`
-	text      string  // human summary (tables)
+	// and after the run (the end figure includes the run's own
+	// processes); OthersRunnable is the mean count of other processes'
+	// runnable threads during the run. Noisy is set when LoadStart or
+	// OthersRunnable exceeds noisyLoad.
+	LoadStart      float64 `json:"load_start"`
+	LoadEnd        float64 `json:"load_end"`
+	OthersRunnable float64 `json:"others_runnable_mean"`
+	Noisy          bool    `json:"noisy"`
+	Results        any     `json:"results"`
+	text           string  // human summary (tables)
 }
 
 func (r *report) failf(format string, args ...any) {
@@ -190,21 +191,27 @@ func runScenarios(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	loadStart, loadStartText := loadAvg()
 	h.logf("host load average at start: %s", loadStartText)
+	others := &otherLoad{}
+	sampleCtx, stopSampling := context.WithCancel(ctx)
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		others.run(sampleCtx, 500*time.Millisecond)
+	}()
 	start := time.Now()
 	rep, err := body(ctx, h)
+	stopSampling()
+	<-sampled
 	loadEnd, loadEndText := loadAvg()
 	h.logf("host load average at end: %s", loadEndText)
 	if err != nil {
 		return 1, fmt.Errorf("%s: %w", sc.name, err)
 	}
 	rep.LoadStart, rep.LoadEnd = loadStart, loadEnd
-	rep.Noisy = loadStart > noisyLoad || loadEnd > noisyLoad
-	noisy := ""
-	if rep.Noisy {
-		noisy = fmt.Sprintf(" NOISY (above %.1f on %d cores: other processes competed for the CPU; discount the timings)", noisyLoad, runtime.NumCPU())
-	}
-	rep.notef("host load average (1, 5, 15 min): start %s, end %s (the end figure includes this run's own processes)%s",
-		loadStartText, loadEndText, noisy)
+	note, noisy := noiseNote(loadStart, loadStartText, loadEndText, others)
+	rep.Noisy = noisy
+	rep.OthersRunnable, _, _ = others.result()
+	rep.notef("%s", note)
 	rep.Scenario = sc.name
 	rep.Command = "go run ./bench " + strings.Join(args, " ")
 	rep.Seconds = time.Since(start).Seconds()
@@ -248,7 +255,8 @@ func printReport(h *harness, r *report, asJSON bool) {
 		verdict = "FAIL"
 	}
 	if r.Noisy {
-		verdict += fmt.Sprintf(" [noisy run: load average %.2f at start, %.2f at end]", r.LoadStart, r.LoadEnd)
+		verdict += fmt.Sprintf(" [noisy run: load average %.2f at start, %.2f at end; other processes' runnable threads mean %.2f]",
+			r.LoadStart, r.LoadEnd, r.OthersRunnable)
 	}
 	fmt.Fprintf(text, "%s (%.1f s)\n", verdict, r.Seconds)
 	if asJSON {
@@ -256,29 +264,6 @@ func printReport(h *harness, r *report, asJSON bool) {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(r)
 	}
-}
-
-// noisyLoad is the 1-minute load average above which a run is marked
-// noisy: on this 2-core host, more runnable threads than that means the
-// servers and clients under test shared the CPU with other work.
-const noisyLoad = 1.5
-
-// loadAvg returns the host's 1-minute load average and the three averages
-// as text ("1.23 0.98 0.70"); -1 when /proc/loadavg is unreadable.
-func loadAvg() (float64, string) {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return -1, "unknown (" + err.Error() + ")"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return -1, "unknown"
-	}
-	v, err := strconv.ParseFloat(f[0], 64)
-	if err != nil {
-		return -1, "unknown"
-	}
-	return v, strings.Join(f[:3], " ")
 }
 
 // table renders rows with aligned columns.
