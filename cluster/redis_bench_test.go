@@ -22,8 +22,8 @@ import (
 // countSub is a fanout.Subscriber that counts the frames queued to it.
 type countSub struct{ n atomic.Int64 }
 
-func (s *countSub) Queue([]byte) error                 { s.n.Add(1); return nil }
-func (s *countSub) Flush()                             {}
+func (s *countSub) Queue([]byte) error                { s.n.Add(1); return nil }
+func (s *countSub) Flush()                            {}
 func (s *countSub) Close(ws.StatusCode, string) error { return nil }
 
 // BenchmarkRedisForward measures one node forwarding raw publications from
