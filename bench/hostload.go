@@ -39,8 +39,9 @@ func loadAvg() (float64, string) {
 // otherLoad samples, while a scenario runs, how many runnable threads on
 // the host belong to other processes: /proc/stat procs_running minus the
 // runnable threads of bench's own process group (bench, the servers and
-// the clients it starts share it). The load average cannot tell these
-// apart: at the end of a run it includes the run itself.
+// the clients it starts share it) and of kernel threads, which mostly carry
+// the run's own loopback traffic. The load average cannot tell these apart:
+// at the end of a run it includes the run itself.
 type otherLoad struct {
 	mu      sync.Mutex
 	samples int
@@ -102,7 +103,10 @@ func othersRunnable(pgrp int) (int, bool) {
 		if !ok || len(st) < 3 {
 			continue
 		}
-		if g, _ := strconv.Atoi(st[2]); g != pgrp { // field 5: pgrp
+		// Kernel threads (children of kthreadd, pid 2) are counted as
+		// ours: ksoftirqd and kworkers mostly carry the run's own loopback
+		// traffic.
+		if g, _ := strconv.Atoi(st[2]); g != pgrp && st[1] != "2" && !strings.HasSuffix(filepath.Dir(p), "/2") { // fields 4, 5: ppid, pgrp
 			continue
 		}
 		tasks, _ := filepath.Glob(filepath.Join(filepath.Dir(p), "task", "*", "stat"))
