@@ -110,6 +110,9 @@ type rchan struct {
 	gone       bool // unsubscribed
 }
 
+// maxHistoryRead bounds the publications one History call returns.
+const maxHistoryRead = 100_000
+
 // maxPending bounds what a recovering channel buffers.
 const maxPending = 4096
 
@@ -579,7 +582,18 @@ func (b *Redis) History(ctx context.Context, channel string, since *uint64) (fan
 		return fanout.HistoryResult{Top: top, Recovered: true}, err
 	}
 	s := *since
-	top, pubs, err := b.readStream(ctx, channel, s, max(b.hist, b.cfg.RecoverPage))
+	// The stream keeps what the publisher asked for (pushd_publish's
+	// history argument), which may exceed this node's HistorySize: read it
+	// page by page up to the top, bounded by maxHistoryRead.
+	top, pubs, err := b.readStream(ctx, channel, s, b.cfg.RecoverPage)
+	for err == nil && len(pubs) > 0 && len(pubs) < maxHistoryRead && pubs[len(pubs)-1].Seq < top {
+		var more []fanout.Publication
+		_, more, err = b.readStream(ctx, channel, pubs[len(pubs)-1].Seq, min(b.cfg.RecoverPage, maxHistoryRead-len(pubs)))
+		if len(more) == 0 {
+			break
+		}
+		pubs = append(pubs, more...)
+	}
 	if err != nil {
 		return fanout.HistoryResult{}, err
 	}

@@ -209,6 +209,18 @@ func TestRedisHistory(t *testing.T) {
 	if ttl := srv.MustDo(t, "TTL", "pushd:{small}:s"); ttl == "-1" || ttl == "-2" {
 		t.Fatalf("stream TTL %s, want set", ttl)
 	}
+	// A stream longer than one read page (the backend asked for more
+	// history than the node keeps): History pages up to the top.
+	for i := 0; i < 350; i++ {
+		if err := backend.FCall(ctx, "pushd_publish", []string{"pushd:{long}"}, "x", 60, 1000).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	paged := startBroker(t, newClient(t, srv.Addr), cluster.RedisConfig{HistorySize: 10, RecoverPage: 100})
+	hr, err = paged.b.History(ctx, "long", u(0))
+	if err != nil || hr.Top != 350 || len(hr.Pubs) != 350 || !hr.Recovered || hr.Pubs[349].Seq != 350 {
+		t.Fatalf("History(long, 0) with 100-entry pages = top %d, %d pubs, recovered %v, %v", hr.Top, len(hr.Pubs), hr.Recovered, err)
+	}
 	// Never published: top 0, since=0 recovered.
 	hr, err = bt.b.History(ctx, "none", u(0))
 	if err != nil || hr.Top != 0 || !hr.Recovered || len(hr.Pubs) != 0 {
