@@ -49,6 +49,11 @@ func (a *pushApp) ready() bool {
 // newBroker builds the memory broker, or the Redis broker and its client
 // when -redis or -redis-cluster is set.
 func newBroker(cfg Config, historySize int, log *slog.Logger) (appBroker, redis.UniversalClient, error) {
+	if cfg.redisOptions != nil || len(cfg.redisCluster) > 0 {
+		// go-redis logs through a process-wide logger (pool dial errors
+		// while Redis is down): route it into slog, rate-limited.
+		redis.SetLogger(&redisLogger{log: log, limit: newRateLimit(5, time.Second)})
+	}
 	var client redis.UniversalClient
 	switch {
 	case cfg.redisOptions != nil:
@@ -143,4 +148,17 @@ func (a *pushApp) shutdown(ctx context.Context) error {
 		err = errors.Join(err, a.redis.Close())
 	}
 	return err
+}
+
+// redisLogger routes go-redis's internal log lines into slog, at most a
+// few per second (a Redis outage makes every pool dial log).
+type redisLogger struct {
+	log   *slog.Logger
+	limit *rateLimit
+}
+
+func (l *redisLogger) Printf(_ context.Context, format string, v ...any) {
+	if l.limit.allow() {
+		l.log.Warn("go-redis", "line", fmt.Sprintf(format, v...))
+	}
 }
