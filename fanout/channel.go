@@ -170,7 +170,11 @@ func (c *channel) deliver(subs []*Subscription) {
 	}
 	c.encode()
 	h := c.hub
-	size := h.cfg.ChunkSize
+	// Chunks of at least ChunkSize, and at most MaxChunks of them: more
+	// tasks than cores only add hand-offs (bench fanout at 19,000
+	// subscribers on 2 cores: 38 chunks of 512 reached 1.2x the raw write
+	// loop, 4-5 chunks 1.8-2.1x).
+	size := max(h.cfg.ChunkSize, (len(subs)+h.cfg.MaxChunks-1)/h.cfg.MaxChunks)
 	var delivered uint64
 	if len(subs) <= size || h.cfg.Pool == nil {
 		delivered = c.deliverTo(subs)

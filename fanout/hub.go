@@ -7,6 +7,7 @@ import (
 	"hash/maphash"
 	"io"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,8 +36,12 @@ type Config struct {
 	// a panic handler; on ants.ErrPoolOverload (or a released pool) the
 	// work runs inline, never dropped. nil runs everything inline.
 	Pool *ants.Pool
-	// ChunkSize is the number of subscribers one fan-out task serves.
+	// ChunkSize is the smallest number of subscribers one fan-out task
+	// serves: channels up to ChunkSize are delivered inline.
 	ChunkSize int
+	// MaxChunks bounds the parallel tasks of one delivery; large channels
+	// get bigger chunks instead of more. Default: 2 × GOMAXPROCS.
+	MaxChunks int
 	// Policies map channel patterns to slow-consumer policies; the first
 	// match wins, PolicyDisconnect when none matches.
 	Policies []PolicyRule
@@ -104,6 +109,9 @@ func New(cfg Config) (*Hub, error) {
 	}
 	if cfg.ChunkSize == 0 {
 		cfg.ChunkSize = DefaultChunkSize
+	}
+	if cfg.MaxChunks <= 0 {
+		cfg.MaxChunks = 2 * runtime.GOMAXPROCS(0)
 	}
 	if cfg.MaxMailbox == 0 {
 		cfg.MaxMailbox = DefaultMaxMailbox

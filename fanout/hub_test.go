@@ -240,7 +240,7 @@ func TestChunkedFanoutOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Release()
-	h, m := newHub(t, fanout.Config{Pool: pool, ChunkSize: 16}, cluster.MemoryConfig{})
+	h, m := newHub(t, fanout.Config{Pool: pool, ChunkSize: 16, MaxChunks: 64}, cluster.MemoryConfig{})
 	const nsubs, npubs = 300, 200
 	subs := make([]*fakeSub, nsubs)
 	for i := range subs {

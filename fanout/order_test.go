@@ -37,7 +37,7 @@ func TestOrderUnderChurn(t *testing.T) {
 	defer pool.Release()
 	// ChunkSize 4: channels with more than 4 subscribers fan out in
 	// parallel chunks on the pool.
-	h, m := newHub(t, fanout.Config{Pool: pool, ChunkSize: 4}, cluster.MemoryConfig{HistorySize: 4096})
+	h, m := newHub(t, fanout.Config{Pool: pool, ChunkSize: 4, MaxChunks: 64}, cluster.MemoryConfig{HistorySize: 4096})
 	names := make([]string, channels)
 	for i := range names {
 		names[i] = fmt.Sprintf("room:%d", i)

@@ -98,7 +98,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 	fs.StringVar(&c.Policy, "policy", "", "slow-consumer policies per channel pattern, first match wins, e.g. 'game:*=conflate,feed:*=drop' (default for the rest: disconnect with 4001)")
 	fs.IntVar(&c.HistorySize, "history-size", cluster.DefaultHistorySize, "publications kept per channel for since-recovery (0: none)")
 	fs.DurationVar(&c.HistoryTTL, "history-ttl", cluster.DefaultHistoryTTL, "how long a publication is kept for since-recovery")
-	fs.IntVar(&c.ChunkSize, "chunk-size", fanout.DefaultChunkSize, "subscribers per parallel fan-out task; larger channels fan out on the worker pool")
+	fs.IntVar(&c.ChunkSize, "chunk-size", fanout.DefaultChunkSize, "smallest fan-out task in subscribers: larger channels fan out on the worker pool in at most 2×GOMAXPROCS chunks")
 	fs.Int64Var(&c.MaxPublishBytes, "max-publish-bytes", 1<<20, "max body of POST /publish in bytes (413 above)")
 	fs.IntVar(&c.MaxSubscriptions, "max-subscriptions", protocol.DefaultMaxSubscriptions, "max subscriptions per connection (err 429 above)")
 	fs.StringVar(&c.Redis, "redis", "", "standalone Redis URL, e.g. redis://127.0.0.1:6379/0: nodes share channels through Redis pub/sub (empty: embedded memory broker)")
