@@ -259,7 +259,7 @@ func (pc *psConn) receive(ctx context.Context, ps *redis.PubSub, first bool, err
 				pc.lastCanary.Store(time.Now().UnixNano())
 				continue
 			}
-			pc.b.dispatch(m.Channel, m.Payload)
+			pc.b.dispatch(pc, m.Channel, m.Payload)
 		case *redis.Subscription:
 			switch m.Kind {
 			case "subscribe", "ssubscribe":

@@ -7,12 +7,12 @@ import (
 	"github.com/pushd/pushd/fanout"
 )
 
-// dispatch hands one pub/sub message to the hub. Raw messages (on
+// dispatch hands one pub/sub message received on pc to the hub. Raw messages (on
 // pushd:{ch}) are delivered with Seq 0; durable envelopes (on pushd:{ch}:d)
 // in sequence order: a duplicate is dropped, a gap starts a recovery from
 // the stream while later messages wait in the channel's pending list. It
 // never blocks on Redis: recoveries run on their own goroutines.
-func (b *Redis) dispatch(name, payload string) {
+func (b *Redis) dispatch(pc *psConn, name, payload string) {
 	ch, durable, ok := parseName(name)
 	if !ok {
 		b.stats.unwanted.Add(1)
@@ -39,7 +39,9 @@ func (b *Redis) dispatch(name, payload string) {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	switch {
-	case rc.gone:
+	case rc.gone || rc.conn != pc:
+		// Unsubscribed, or a connection the channel moved away from
+		// (resharding) still delivering: the new owner's copy counts.
 		b.stats.unwanted.Add(1)
 	case rc.recovering:
 		if len(rc.pending) >= maxPending {
