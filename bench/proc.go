@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -13,9 +12,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
+
+	"github.com/pushd/pushd/internal/pushdtest"
 )
 
 // userHZ is the unit of utime/stime in /proc/<pid>/stat. The kernel reports
@@ -39,123 +38,35 @@ type serverSpec struct {
 	argv []string // full command line, without -listen/-admin-listen
 }
 
+// maxClientErrLines bounds the client-process stderr kept for error reports.
+const maxClientErrLines = 200
+
 // serverProc is a running server process that logs slog JSON lines
-// {"msg":"listening","kind":"ws"|"admin","addr":...} on stderr.
+// {"msg":"listening","kind":"ws"|"admin","addr":...} on stderr; pushdtest
+// starts and watches it, the same way the end-to-end tests do.
 type serverProc struct {
+	*pushdtest.Proc
 	name      string
-	cmd       *exec.Cmd
 	wsAddr    string
 	adminAddr string
-	done      chan struct{}
-	waitErr   error
-
-	mu   sync.Mutex
-	logs []string // last lines of output
 }
-
-// maxLogLines bounds how much server output is kept for error reports.
-const maxLogLines = 200
 
 // startServer starts spec on 127.0.0.1:0 and waits until both listeners are
-// logged. The process gets SIGKILL if bench dies (Pdeathsig).
+// logged. The process gets SIGKILL if bench dies.
 func startServer(ctx context.Context, spec serverSpec, timeout time.Duration) (*serverProc, error) {
-	argv := append(append([]string(nil), spec.argv...), "-listen", "127.0.0.1:0", "-admin-listen", "127.0.0.1:0")
-	s := &serverProc{name: spec.name, cmd: exec.Command(argv[0], argv[1:]...), done: make(chan struct{})}
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	pr, pw := io.Pipe()
-	s.cmd.Stdout, s.cmd.Stderr = pw, pw
-	if err := s.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", spec.name, err)
+	p, err := pushdtest.Launch(ctx, spec.argv, timeout)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", spec.name, err)
 	}
-	addrs := make(chan [2]string, 1)
-	go s.scan(pr, addrs)
-	go func() {
-		s.waitErr = s.cmd.Wait()
-		pw.Close()
-		close(s.done)
-	}()
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case a := <-addrs:
-		s.wsAddr, s.adminAddr = a[0], a[1]
-		return s, nil
-	case <-s.done:
-		return nil, fmt.Errorf("%s: %w before listening: %v\n%s", spec.name, ErrExited, s.waitErr, s.tail(40))
-	case <-t.C:
-		s.stop()
-		return nil, fmt.Errorf("%s: %w waiting for listeners\n%s", spec.name, ErrTimeout, s.tail(40))
-	case <-ctx.Done():
-		s.stop()
-		return nil, ctx.Err()
-	}
+	return &serverProc{Proc: p, name: spec.name, wsAddr: p.WSAddr, adminAddr: p.AdminAddr}, nil
 }
 
-// scan keeps the last output lines and reports both listener addresses.
-func (s *serverProc) scan(r io.Reader, addrs chan<- [2]string) {
-	var ws, admin string
-	sent := false
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		s.mu.Lock()
-		s.logs = append(s.logs, line)
-		if len(s.logs) > maxLogLines {
-			s.logs = s.logs[len(s.logs)-maxLogLines:]
-		}
-		s.mu.Unlock()
-		if sent {
-			continue
-		}
-		var rec struct{ Msg, Kind, Addr string }
-		if json.Unmarshal([]byte(line), &rec) != nil || rec.Msg != "listening" {
-			continue
-		}
-		switch rec.Kind {
-		case "ws":
-			ws = rec.Addr
-		case "admin":
-			admin = rec.Addr
-		}
-		if ws != "" && admin != "" {
-			addrs <- [2]string{ws, admin}
-			sent = true
-		}
-	}
-	_, _ = io.Copy(io.Discard, r)
-}
+func (s *serverProc) tail(n int) string { return s.Tail(n) }
 
-// tail returns the last n output lines.
-func (s *serverProc) tail(n int) string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	l := s.logs
-	if len(l) > n {
-		l = l[len(l)-n:]
-	}
-	return strings.Join(l, "\n")
-}
-
-func (s *serverProc) pid() int { return s.cmd.Process.Pid }
+func (s *serverProc) pid() int { return s.Pid() }
 
 // stop sends SIGTERM, waits up to 5 s, then SIGKILLs. Idempotent.
-func (s *serverProc) stop() {
-	select {
-	case <-s.done:
-		return
-	default:
-	}
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	t := time.NewTimer(5 * time.Second)
-	defer t.Stop()
-	select {
-	case <-s.done:
-	case <-t.C:
-		_ = s.cmd.Process.Kill()
-		<-s.done
-	}
-}
+func (s *serverProc) stop() { s.Shutdown() }
 
 // serverStats is the part of GET /stats bench reads (pushd and ref both
 // serve it).

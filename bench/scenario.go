@@ -329,7 +329,7 @@ func (h *harness) startClient(mode string, args []string) (*clientProc, error) {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			c.mu.Lock()
-			if len(c.errout) < maxLogLines {
+			if len(c.errout) < maxClientErrLines {
 				c.errout = append(c.errout, sc.Text())
 			}
 			c.mu.Unlock()

@@ -2,9 +2,9 @@ package pushdtest
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -79,40 +79,71 @@ type Options struct {
 	StartTimeout time.Duration
 }
 
-// Proc is a running pushd process.
+// Errors of Launch; wrapped with the process output.
+var (
+	// ErrExited means the process exited before logging its listeners.
+	ErrExited = errors.New("pushdtest: process exited before listening")
+	// ErrStartTimeout means the listeners were not logged in time.
+	ErrStartTimeout = errors.New("pushdtest: timed out waiting for listeners")
+)
+
+// Proc is a running pushd process (or any server that logs the same
+// "listening" lines, such as bench's reference servers).
 type Proc struct {
 	Cmd       *exec.Cmd
 	WSAddr    string // host:port of the WebSocket listener
 	AdminAddr string // host:port of the admin listener
 
-	mu     sync.Mutex
-	stderr bytes.Buffer
-	done   chan struct{}
-	err    error
+	mu    sync.Mutex
+	lines []string // output, the last maxLines lines
+	done  chan struct{}
+	err   error
 }
+
+// maxLines bounds the output a Proc keeps.
+const maxLines = 10000
 
 // Start runs the pushd binary at bin and waits until both listeners are up.
 // The process is stopped (SIGTERM, then SIGKILL after 5 s) when tb ends.
 func Start(tb testing.TB, bin string, o Options) *Proc {
 	tb.Helper()
 	args := append([]string(nil), o.Args...)
-	if !hasFlag(args, "listen") {
-		args = append(args, "-listen", "127.0.0.1:0")
-	}
-	if !hasFlag(args, "admin-listen") {
-		args = append(args, "-admin-listen", "127.0.0.1:0")
-	}
 	if !hasFlag(args, "log-format") {
 		args = append(args, "-log-format", "json")
 	}
 	argv := append(append([]string(nil), o.Wrapper...), bin)
 	argv = append(argv, args...)
+	timeout := o.StartTimeout
+	if timeout == 0 {
+		timeout = 15 * time.Second
+	}
+	p, err := Launch(context.Background(), argv, timeout)
+	if err != nil {
+		tb.Fatalf("start %v: %v", argv, err)
+	}
+	tb.Cleanup(func() { p.Stop(tb) })
+	return p
+}
+
+// Launch runs argv, adding -listen and -admin-listen on 127.0.0.1:0 unless
+// present, and waits until both listening lines were logged. It is not
+// tied to a test: bench uses it for pushd and its reference servers. The
+// child gets SIGKILL if this process dies; stop it with Shutdown.
+func Launch(ctx context.Context, argv []string, timeout time.Duration) (*Proc, error) {
+	argv = append([]string(nil), argv...)
+	if !hasFlag(argv[1:], "listen") {
+		argv = append(argv, "-listen", "127.0.0.1:0")
+	}
+	if !hasFlag(argv[1:], "admin-listen") {
+		argv = append(argv, "-admin-listen", "127.0.0.1:0")
+	}
 	p := &Proc{Cmd: exec.Command(argv[0], argv[1:]...), done: make(chan struct{})}
+	p.Cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	pr, pw := io.Pipe()
 	p.Cmd.Stderr = pw
 	p.Cmd.Stdout = pw
 	if err := p.Cmd.Start(); err != nil {
-		tb.Fatalf("start %v: %v", argv, err)
+		return nil, fmt.Errorf("start %s: %w", argv[0], err)
 	}
 	addrs := make(chan [2]string, 1)
 	go p.scan(pr, addrs)
@@ -121,20 +152,21 @@ func Start(tb testing.TB, bin string, o Options) *Proc {
 		pw.Close()
 		close(p.done)
 	}()
-	tb.Cleanup(func() { p.Stop(tb) })
-	timeout := o.StartTimeout
-	if timeout == 0 {
-		timeout = 15 * time.Second
-	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
 	select {
 	case a := <-addrs:
 		p.WSAddr, p.AdminAddr = a[0], a[1]
+		return p, nil
 	case <-p.done:
-		tb.Fatalf("pushd exited before listening: %v\n%s", p.err, p.Log())
-	case <-time.After(timeout):
-		tb.Fatalf("pushd did not report its listeners within %v\n%s", timeout, p.Log())
+		return nil, fmt.Errorf("%w: %v\n%s", ErrExited, p.err, p.Tail(40))
+	case <-t.C:
+		p.Shutdown()
+		return nil, fmt.Errorf("%w (%v)\n%s", ErrStartTimeout, timeout, p.Tail(40))
+	case <-ctx.Done():
+		p.Shutdown()
+		return nil, ctx.Err()
 	}
-	return p
 }
 
 func hasFlag(args []string, name string) bool {
@@ -147,18 +179,20 @@ func hasFlag(args []string, name string) bool {
 	return false
 }
 
-// scan copies the process output into p.stderr and reports the two
-// listening addresses once both are logged.
+// scan keeps the process output and reports the two listening addresses
+// once both are logged.
 func (p *Proc) scan(r io.Reader, addrs chan<- [2]string) {
 	var ws, admin string
 	sent := false
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		line := sc.Bytes()
+		line := sc.Text()
 		p.mu.Lock()
-		p.stderr.Write(line)
-		p.stderr.WriteByte('\n')
+		p.lines = append(p.lines, line)
+		if len(p.lines) > maxLines {
+			p.lines = p.lines[len(p.lines)-maxLines:]
+		}
 		p.mu.Unlock()
 		if sent {
 			continue
@@ -168,7 +202,7 @@ func (p *Proc) scan(r io.Reader, addrs chan<- [2]string) {
 			Kind string `json:"kind"`
 			Addr string `json:"addr"`
 		}
-		if json.Unmarshal(line, &rec) != nil || rec.Msg != "listening" {
+		if json.Unmarshal([]byte(line), &rec) != nil || rec.Msg != "listening" {
 			continue
 		}
 		switch rec.Kind {
@@ -185,12 +219,19 @@ func (p *Proc) scan(r io.Reader, addrs chan<- [2]string) {
 	_, _ = io.Copy(io.Discard, r)
 }
 
-// Log returns everything the process printed so far.
-func (p *Proc) Log() string {
+// Tail returns the last n lines the process printed.
+func (p *Proc) Tail(n int) string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.stderr.String()
+	l := p.lines
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.Join(l, "\n")
 }
+
+// Log returns what the process printed (its last 10,000 lines).
+func (p *Proc) Log() string { return p.Tail(maxLines) }
 
 // URL returns the ws:// URL of path on the WebSocket listener.
 func (p *Proc) URL(path string) string { return "ws://" + p.WSAddr + path }
@@ -250,17 +291,28 @@ func (p *Proc) Exited() bool {
 	}
 }
 
-// Stop sends SIGTERM and waits up to 5 s before SIGKILL. It is idempotent.
+// Stop is Shutdown for tests: it logs when the process had to be killed.
 func (p *Proc) Stop(tb testing.TB) {
+	if p.Shutdown() {
+		tb.Logf("pushd did not stop within 5 s of SIGTERM; killed")
+	}
+}
+
+// Shutdown sends SIGTERM and waits up to 5 s before SIGKILL. It reports
+// whether the kill was needed, and is idempotent.
+func (p *Proc) Shutdown() (killed bool) {
 	if p.Exited() {
-		return
+		return false
 	}
 	_ = p.Cmd.Process.Signal(syscall.SIGTERM)
+	t := time.NewTimer(5 * time.Second)
+	defer t.Stop()
 	select {
 	case <-p.done:
-	case <-time.After(5 * time.Second):
+		return false
+	case <-t.C:
 		_ = p.Cmd.Process.Kill()
 		<-p.done
-		tb.Logf("pushd did not stop within 5 s of SIGTERM; killed")
+		return true
 	}
 }
