@@ -122,6 +122,19 @@ func TestRedisThreeNodes(t *testing.T) {
 	if st.Subscriptions != 1 {
 		t.Fatalf("node B subscriptions %d", st.Subscriptions)
 	}
+	// The last local subscriber of login:7f3a leaves: after the hub's
+	// unsubscribe delay (5 s) its names leave PUBSUB CHANNELS; room:1,
+	// still followed on B and C, stays.
+	cc.Close()
+	left := time.Now()
+	want = []string{"pushd:{room:1}", "pushd:{room:1}:d"}
+	for !slices.Equal(pubsubChannels(t, srv), want) {
+		if time.Since(left) > 10*time.Second {
+			t.Fatalf("PUBSUB CHANNELS = %q 10 s after the last subscriber left, want %q", pubsubChannels(t, srv), want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("UNSUBSCRIBE %v after the last local subscriber left", time.Since(left).Round(10*time.Millisecond))
 }
 
 // recvLog collects one client's pushes of a channel.
