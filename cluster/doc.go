@@ -79,9 +79,12 @@
 // proves the rest), then read. On any error the session ends and the next
 // starts after a capped, jittered exponential backoff (BackoffMin to
 // BackoffMax; almost at once after a long-lived session) that stops with
-// ctx. After a reconnect the counters of every subscribed channel are read
-// (pipelined) and channels that moved are recovered from their streams;
-// busy channels are also caught by the gap check. Every CanaryInterval the
+// ctx. After a reconnect, before the reader takes the session's first live
+// message, the counters of every subscribed channel are read (pipelined)
+// and channels that moved are recovered from their streams (busy channels
+// are also caught by the gap check); a counter that went backwards (Redis
+// lost its data: no persistence) is followed from its new value and
+// counted in RedisStats.Resets. Every CanaryInterval the
 // connection publishes its canary; the broker is Ready while every
 // connection is subscribed and its last canary is younger than
 // CanaryTimeout (cmd/pushd serves it as /readyz); a connection whose

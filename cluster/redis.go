@@ -119,7 +119,7 @@ const maxPending = 4096
 type redisCounters struct {
 	reconnects, publishUnavailable, publishFailed, published         atomic.Uint64
 	recoveries, recoveredPubs, lost, duplicates, malformed, unwanted atomic.Uint64
-	rawIn, durableIn                                                 atomic.Uint64
+	rawIn, durableIn, resets                                         atomic.Uint64
 }
 
 // RedisStats is a snapshot of the broker's health and counters.
@@ -139,6 +139,7 @@ type RedisStats struct {
 	Duplicates         uint64        // durable messages dropped as already delivered
 	Malformed          uint64        // durable messages that failed DecodeEnvelope
 	Unwanted           uint64        // messages for channels no longer subscribed
+	Resets             uint64        // channels whose counter went backwards (Redis lost its data)
 }
 
 // NewRedis builds a Redis broker. It does no I/O: Run loads the function
@@ -404,6 +405,7 @@ func (b *Redis) Stats() RedisStats {
 		Duplicates:         b.stats.duplicates.Load(),
 		Malformed:          b.stats.malformed.Load(),
 		Unwanted:           b.stats.unwanted.Load(),
+		Resets:             b.stats.resets.Load(),
 	}
 	now := time.Now()
 	b.connMu.Lock()

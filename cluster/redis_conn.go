@@ -264,10 +264,13 @@ func (pc *psConn) receive(ctx context.Context, ps *redis.PubSub, first bool, err
 			switch m.Kind {
 			case "subscribe", "ssubscribe":
 				if m.Channel == pc.canary {
-					pc.up.Store(true)
 					if !first {
-						pc.resync()
+						// Before any live message of the new session
+						// is read: gaps become recoveries, a counter
+						// that went backwards is followed.
+						pc.resync(ctx)
 					}
+					pc.up.Store(true)
 					continue
 				}
 				pc.confirmed(m.Channel)
@@ -449,21 +452,17 @@ func (pc *psConn) canaryLoop(ctx context.Context, ps *redis.PubSub) error {
 	}
 }
 
-// resync runs after a reconnect: every channel whose counter moved while
-// the connection was down is recovered from its stream.
-func (pc *psConn) resync() {
+// resync runs after a reconnect, on the reader goroutine before it reads
+// the session's first live message: every channel whose counter moved
+// while the connection was down starts a recovery from its stream.
+func (pc *psConn) resync(ctx context.Context) {
 	pc.mu.Lock()
 	names := make([]string, 0, len(pc.want))
 	for ch := range pc.want {
 		names = append(names, ch)
 	}
 	pc.mu.Unlock()
-	b := pc.b
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
-		b.resync(b.ctx, names)
-	}()
+	pc.b.resync(ctx, names)
 }
 
 // jitter returns a duration in [d/2, d).

@@ -2,7 +2,10 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/pushd/pushd/fanout"
 )
@@ -172,24 +175,44 @@ func (b *Redis) resync(ctx context.Context, names []string) {
 		n := min(len(names), 500)
 		batch := names[:n]
 		names = names[n:]
-		pipe := b.client.Pipeline()
-		for _, ch := range batch {
-			pipe.Get(ctx, keyPrefix+ch+seqSuffix)
+		var cmds []redis.Cmder
+		for attempt := 0; attempt < 3 && ctx.Err() == nil; attempt++ {
+			// A pooled connection may have died with the server: retry.
+			pipe := b.client.Pipeline()
+			for _, ch := range batch {
+				pipe.Get(ctx, keyPrefix+ch+seqSuffix)
+			}
+			var err error
+			cmds, err = pipe.Exec(ctx)
+			if err == nil || errors.Is(err, redis.Nil) {
+				break
+			}
+			b.log.Debug("redis: resync read failed", "err", err)
 		}
-		cmds, _ := pipe.Exec(ctx)
 		for i, ch := range batch {
 			if i >= len(cmds) {
 				break
 			}
 			top, err := cmds[i].(interface{ Uint64() (uint64, error) }).Uint64()
+			if errors.Is(err, redis.Nil) {
+				top, err = 0, nil
+			}
 			if err != nil {
-				continue // redis.Nil (never published) or an error: live gaps still recover
+				continue // live gaps still recover
 			}
 			rc := b.lookup(ch)
 			if rc == nil {
 				continue
 			}
 			rc.mu.Lock()
+			if top < rc.last && !rc.recovering {
+				// The counter went backwards: Redis lost its data (a
+				// restart without persistence). Follow the new counter
+				// instead of dropping everything up to the old one.
+				b.stats.resets.Add(1)
+				b.log.Warn("redis: channel sequence went backwards; following the new counter", "channel", ch, "was", rc.last, "now", top)
+				rc.last = top
+			}
 			start := !rc.recovering && !rc.gone && top > rc.last
 			if start {
 				rc.recovering = true

@@ -361,3 +361,35 @@ func TestRedisOutage(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, "both publications", func() bool { return len(bt.log.get("c")) == 2 })
 }
+
+// TestRedisDataLoss restarts Redis without persistence: the library and
+// every counter are gone. The broker loads the library again and follows
+// the channel's new counter instead of dropping seq 1.. as duplicates of
+// the old ones.
+func TestRedisDataLoss(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	ctx := context.Background()
+	bt := startBroker(t, newClient(t, srv.Addr), cluster.RedisConfig{})
+	if err := bt.b.Subscribe(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := bt.b.Publish(ctx, "c", []byte("old")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 5*time.Second, "3 publications", func() bool { return len(bt.log.get("c")) == 3 })
+	srv.Restart(t)
+	waitFor(t, 5*time.Second, "ready after restart", bt.b.Ready)
+	seq, err := bt.b.Publish(ctx, "c", []byte("new"))
+	if err != nil || seq != 1 {
+		t.Fatalf("Publish after data loss = %d, %v; want 1", seq, err)
+	}
+	waitFor(t, 5*time.Second, "the new seq 1", func() bool { return len(bt.log.get("c")) == 4 })
+	if got := seqs(bt.log.get("c")); fmt.Sprint(got) != "[1 2 3 1]" {
+		t.Fatalf("seqs %v", got)
+	}
+	if st := bt.b.Stats(); st.Resets != 1 {
+		t.Fatalf("resets %d, want 1", st.Resets)
+	}
+}
