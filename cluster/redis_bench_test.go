@@ -1,12 +1,7 @@
 package cluster_test
 
 import (
-	"bytes"
 	"context"
-	"fmt"
-	"os/exec"
-	"regexp"
-	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -103,29 +98,7 @@ func BenchmarkRedisForward(b *testing.B) {
 	b.StopTimer()
 	rate := float64(b.N) / elapsed.Seconds()
 	b.ReportMetric(rate, "msgs/s")
-	ref := redisBenchmarkPublish(b, srv, max(b.N, 100000))
+	ref := srv.PublishRate(b, max(b.N, 100000))
 	b.ReportMetric(ref, "redis-benchmark-publish/s")
 	b.ReportMetric(rate/ref, "ratio")
-}
-
-// redisBenchmarkPublish runs redis-benchmark's PUBLISH on pushd:{bench}
-// (pipelined like the backend above) and returns its requests per second.
-func redisBenchmarkPublish(b *testing.B, srv *redistest.Server, n int) float64 {
-	b.Helper()
-	redistest.Binary(b, "redis-benchmark")
-	out, err := exec.Command("redis-benchmark", "-h", "127.0.0.1", "-p", strconv.Itoa(srv.Port),
-		"-n", strconv.Itoa(n), "-c", "1", "-P", "1000", "-q",
-		"PUBLISH", "pushd:{bench}", `{"price":123.45,"sym":"ABC"}`).CombinedOutput()
-	if err != nil {
-		b.Fatalf("redis-benchmark: %v\n%s", err, out)
-	}
-	m := regexp.MustCompile(`([0-9.]+) requests per second`).FindSubmatch(bytes.ReplaceAll(out, []byte("\r"), []byte("\n")))
-	if m == nil {
-		b.Fatalf("redis-benchmark output: %q", out)
-	}
-	v, err := strconv.ParseFloat(string(m[1]), 64)
-	if err != nil {
-		b.Fatal(fmt.Errorf("redis-benchmark rate %q: %w", m[1], err))
-	}
-	return v
 }

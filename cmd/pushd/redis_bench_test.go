@@ -1,10 +1,7 @@
 package main_test
 
 import (
-	"bytes"
 	"context"
-	"os/exec"
-	"regexp"
 	"strconv"
 	"sync"
 	"testing"
@@ -102,32 +99,9 @@ func benchNodeForward(b *testing.B, subs int) {
 		b.Fatalf("subscriber: %v\n%s", err, p.Log())
 	}
 	rate := float64(b.N) / elapsed.Seconds()
-	ref := redisBenchmarkPublish(b, srv, max(b.N, 100000))
+	ref := srv.PublishRate(b, max(b.N, 100000))
 	b.ReportMetric(rate, "msgs/s")
 	b.ReportMetric(rate*float64(subs), "frames/s")
 	b.ReportMetric(ref, "redis-benchmark-publish/s")
 	b.ReportMetric(rate/ref, "ratio")
-}
-
-// redisBenchmarkPublish runs redis-benchmark's PUBLISH on pushd:{bench}
-// (one client, 1000 pipelined like the backend) and returns its requests
-// per second.
-func redisBenchmarkPublish(b *testing.B, srv *redistest.Server, n int) float64 {
-	b.Helper()
-	redistest.Binary(b, "redis-benchmark")
-	out, err := exec.Command("redis-benchmark", "-h", "127.0.0.1", "-p", strconv.Itoa(srv.Port),
-		"-n", strconv.Itoa(n), "-c", "1", "-P", "1000", "-q",
-		"PUBLISH", "pushd:{bench}", `{"price":123.45,"sym":"ABC"}`).CombinedOutput()
-	if err != nil {
-		b.Fatalf("redis-benchmark: %v\n%s", err, out)
-	}
-	m := regexp.MustCompile(`([0-9.]+) requests per second`).FindSubmatch(bytes.ReplaceAll(out, []byte("\r"), []byte("\n")))
-	if m == nil {
-		b.Fatalf("redis-benchmark output: %q", out)
-	}
-	v, err := strconv.ParseFloat(string(m[1]), 64)
-	if err != nil {
-		b.Fatalf("redis-benchmark rate %q: %v", m[1], err)
-	}
-	return v
 }
