@@ -278,7 +278,13 @@ func stats(t *testing.T, p *pushdtest.Proc) map[string]any {
 
 func waitStat(t *testing.T, p *pushdtest.Proc, key string, ok func(float64) bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	waitStatWithin(t, p, key, 5*time.Second, ok)
+}
+
+// waitStatWithin polls /stats until ok(key) holds or d passes.
+func waitStatWithin(t *testing.T, p *pushdtest.Proc, key string, d time.Duration, ok func(float64) bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for {
 		v, _ := stats(t, p)[key].(float64)
 		if ok(v) {

@@ -415,15 +415,7 @@ func TestRedisRestart(t *testing.T) {
 
 func brokerStat(t *testing.T, p *pushdtest.Proc, key string) float64 {
 	t.Helper()
-	resp, err := http.Get(p.AdminURL("/stats"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var m map[string]any
-	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
-		t.Fatal(err)
-	}
+	m := stats(t, p)
 	v, ok := m[key].(float64)
 	if !ok {
 		t.Fatalf("/stats has no %s: %v", key, m)

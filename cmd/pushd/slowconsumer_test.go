@@ -393,17 +393,7 @@ func scPublishChannel(ctx context.Context, p *pushdtest.Proc, ch, n, size int, w
 
 func scWaitStat(t *testing.T, p *pushdtest.Proc, key string, ok func(float64) bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		v, _ := stats(t, p)[key].(float64)
-		if ok(v) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/stats %s = %v", key, v)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitStatWithin(t, p, key, 20*time.Second, ok)
 }
 
 // scCheckDisconnect: every slow client finds, after whatever was queued
