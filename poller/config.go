@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"time"
 )
 
@@ -25,6 +26,17 @@ type Config struct {
 	// connections get a 503 and are closed. Zero derives it from
 	// RLIMIT_NOFILE minus FDHeadroom.
 	MaxConns int64
+	// MaxConnsPerIP caps the connections (handshaking or open) from one
+	// source address (IPv6: one /64); above it new TCP connections get a
+	// 503 with Retry-After in Accept. Zero: no cap.
+	MaxConnsPerIP int
+	// ConnectRate limits new connections per second from one source
+	// address (token bucket ConnectBurst deep); above it a 503 with the
+	// Retry-After of the next token. Zero: no limit.
+	ConnectRate float64
+	// ConnectBurst is the connect bucket's depth (zero: ConnectRate
+	// rounded up, at least 1).
+	ConnectBurst int
 	// HandshakeTimeout closes TCP connections that have not completed the
 	// upgrade in time.
 	HandshakeTimeout time.Duration
@@ -120,6 +132,11 @@ func (c Config) Validate() error {
 	neg("MaxPendingBytes", int64(c.MaxPendingBytes))
 	neg("MaxConns", c.MaxConns)
 	neg("Backlog", int64(c.Backlog))
+	neg("MaxConnsPerIP", int64(c.MaxConnsPerIP))
+	neg("ConnectBurst", int64(c.ConnectBurst))
+	if c.ConnectRate < 0 || math.IsNaN(c.ConnectRate) || math.IsInf(c.ConnectRate, 0) {
+		errs = append(errs, fmt.Errorf("ConnectRate must be a finite non-negative number (got %v)", c.ConnectRate))
+	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration

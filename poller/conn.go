@@ -2,8 +2,10 @@ package poller
 
 import (
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cloudwego/netpoll"
 	"github.com/gobwas/ws"
@@ -37,6 +39,13 @@ type Conn struct {
 	lastRead atomic.Int64 // wheel tick of the last inbound bytes
 	pingTick int64        // accept tick until upgraded, then the tick of the last ping; wheel goroutine only
 	timer    timerLink
+	src      netip.Addr // source address counted by admission (zero without)
+
+	// Expiry (SetExpiry): written before the connection opens, read by
+	// the wheel goroutine after the schedule that publishes it.
+	expireTick   atomic.Int64 // 0: none
+	expireCode   ws.StatusCode
+	expireReason string
 
 	// Read side: processing goroutine only.
 	parser codec.Parser
@@ -58,7 +67,7 @@ type Conn struct {
 	stalled  bool     // the socket was full; a drain goroutine owns the writes
 	closed   bool     // the close callback ran; never write to fd again
 	shutWr   bool     // shutdown(SHUT_WR) once q drains (after our close frame)
-	closeNow bool     // a write failed: close TCP once mu is released
+	closeNow bool     // a write failed: hang up before mu is released
 	endCode  ws.StatusCode
 }
 
@@ -75,6 +84,33 @@ func (c *Conn) Value() any { return c.value }
 // or Open (the processing goroutine); Value may then be read anywhere.
 func (c *Conn) SetValue(v any) { c.value = v }
 
+// SetExpiry closes the connection with code and reason at t (e.g. when
+// its credentials expire), rounded up to the timing wheel's tick. It costs
+// no timer: the deadline rides on the connection's one wheel entry. Call
+// it from Handler.Upgrade (before the connection opens); a zero t clears
+// it.
+func (c *Conn) SetExpiry(t time.Time, code ws.StatusCode, reason string) {
+	if t.IsZero() {
+		c.expireTick.Store(0)
+		return
+	}
+	w := c.srv.wheel
+	due := w.now.Load() + 1
+	if d := time.Until(t); d > 0 {
+		due = w.now.Load() + w.ticks(d)
+	}
+	c.expireCode, c.expireReason = code, reason
+	c.expireTick.Store(due)
+}
+
+// capDue returns due, or the expiry tick when that comes first.
+func (c *Conn) capDue(due int64) int64 {
+	if e := c.expireTick.Load(); e != 0 && e < due {
+		return e
+	}
+	return due
+}
+
 // Open reports whether the connection is upgraded and not closing.
 func (c *Conn) Open() bool { return c.state.Load() == stateOpen }
 
@@ -89,7 +125,7 @@ func (c *Conn) process() {
 	}
 	b, err := r.Next(n)
 	if err != nil {
-		_ = c.nc.Close()
+		c.hangup()
 		return
 	}
 	c.lastRead.Store(c.srv.wheel.now.Load())
@@ -214,7 +250,7 @@ func (c *Conn) peerClose(payload []byte) {
 	if c.state.Load() == stateClosing {
 		// Our close was already sent; the handshake is complete.
 		c.setEndCode(code)
-		_ = c.nc.Close()
+		c.hangup()
 		return
 	}
 	reply := code
@@ -259,7 +295,7 @@ func (c *Conn) closeWith(code ws.StatusCode, reason string, next connState) bool
 		if c.state.CompareAndSwap(st, next) {
 			if st == stateHandshake {
 				// No WebSocket yet: nothing to send a close frame on.
-				_ = c.nc.Close()
+				c.hangup()
 				return true
 			}
 			break
@@ -291,29 +327,57 @@ func (c *Conn) onTimer(now int64) {
 	case stateHandshake:
 		if now >= c.acceptTick()+s.handshakeTicks {
 			s.stats.handshakeTimeouts.Add(1)
-			_ = c.nc.Close()
+			c.hangup()
 			return
 		}
 		s.wheel.schedule(c, c.acceptTick()+s.handshakeTicks)
 	case stateOpen:
+		if e := c.expireTick.Load(); e != 0 && now >= e {
+			s.stats.expired.Add(1)
+			_ = c.Close(c.expireCode, c.expireReason)
+			return
+		}
 		last := c.lastRead.Load()
 		idle := now - last
 		switch {
 		case idle >= s.pingTicks+s.pongTicks:
 			s.stats.pongTimeouts.Add(1)
 			c.setEndCode(ws.StatusAbnormalClosure)
-			_ = c.nc.Close()
+			c.hangup()
 		case idle >= s.pingTicks:
 			if c.pingTick <= last {
 				c.pingTick = now
 				c.sendControl(s.pingFrame)
 			}
-			s.wheel.schedule(c, last+s.pingTicks+s.pongTicks)
+			s.wheel.schedule(c, c.capDue(last+s.pingTicks+s.pongTicks))
 		default:
-			s.wheel.schedule(c, last+s.pingTicks)
+			s.wheel.schedule(c, c.capDue(last+s.pingTicks))
 		}
 	case stateClosing, stateFailed:
-		_ = c.nc.Close()
+		c.hangup()
+	}
+}
+
+// hangup ends the connection with shutdown(2) in both directions: the
+// kernel sends FIN after whatever is already queued, the peer's further
+// data is answered with a reset, and epoll reports the hang-up, so netpoll
+// closes the connection from its poller loop (onHup), outside any handler
+// task. The poller never calls netpoll's Close: from inside a handler task,
+// or racing with one, Close runs netpoll's close callbacks inside the task,
+// and with handlers run inline on the loop (cmd/pushd -runner inline) that
+// deadlocks in netpoll's FDOperator.Free, which spins until the loop marks
+// the operator done. Holding c.mu and checking c.closed keeps a reused
+// descriptor safe, as on the write path.
+func (c *Conn) hangup() {
+	c.mu.Lock()
+	c.hangupLocked()
+	c.mu.Unlock()
+}
+
+// hangupLocked is hangup with c.mu held.
+func (c *Conn) hangupLocked() {
+	if !c.closed && c.fd >= 0 {
+		_ = unix.Shutdown(c.fd, unix.SHUT_RDWR)
 	}
 }
 

@@ -147,7 +147,7 @@ func (c *Conn) upgrade(head []byte) bool {
 	c.parser.Init(&s.codecCfg)
 	s.stats.upgraded.Add(1)
 	c.sendControl(hc.out)
-	s.wheel.schedule(c, s.wheel.now.Load()+s.firstPingTicks(c.id))
+	s.wheel.schedule(c, c.capDue(s.wheel.now.Load()+s.firstPingTicks(c.id)))
 	c.opened = true
 	s.h.Open(c)
 	return true

@@ -31,6 +31,8 @@ type listener struct {
 	addr   net.Addr
 	admit  func() bool // reports whether one more connection fits
 	refuse func(reason string)
+	// admitFrom, when set, applies the per-source limits (admission.admit).
+	admitFrom func(ip netip.Addr) (ok bool, reason string, retry int)
 
 	mu     sync.Mutex // guards spare and closed against Close
 	spare  int
@@ -140,7 +142,14 @@ func (l *listener) Accept() (net.Conn, error) {
 		l.turnAway(nfd, "capacity")
 		return nil, nil
 	}
-	return &rawConn{fd: nfd, local: l.addr, remote: tcpAddr(sa)}, nil
+	remote := tcpAddr(sa)
+	if l.admitFrom != nil {
+		if ok, reason, retry := l.admitFrom(remote.(*net.TCPAddr).AddrPort().Addr()); !ok {
+			l.turnAwayWith(nfd, refusalWith(retry, "too many connections from your address"), reason)
+			return nil, nil
+		}
+	}
+	return &rawConn{fd: nfd, local: l.addr, remote: remote}, nil
 }
 
 // shed refuses one pending connection while the process is out of file
@@ -167,7 +176,12 @@ func (l *listener) shed() {
 // turnAway writes the 503 refusal (best effort: the socket is fresh, so its
 // send buffer has room) and closes nfd.
 func (l *listener) turnAway(nfd int, reason string) {
-	_, _ = unix.Write(nfd, []byte(refusal))
+	l.turnAwayWith(nfd, []byte(refusal), reason)
+}
+
+// turnAwayWith writes msg (an HTTP refusal) and closes nfd.
+func (l *listener) turnAwayWith(nfd int, msg []byte, reason string) {
+	_, _ = unix.Write(nfd, msg)
 	// SHUT_WR first so the refusal is followed by a FIN; close(2) alone
 	// would reset the connection when the client's request is unread.
 	_ = unix.Shutdown(nfd, unix.SHUT_WR)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cloudwego/netpoll"
 	"github.com/gobwas/ws"
+	"golang.org/x/sys/unix"
 
 	"github.com/pushd/pushd/codec"
 )
@@ -32,6 +33,7 @@ type Server struct {
 	log      *slog.Logger
 	codecCfg codec.Config
 	maxConns int64
+	adm      *admission // nil without per-IP limits
 
 	wheel          *wheel
 	handshakeTicks int64
@@ -84,6 +86,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 	s.pingTicks = s.wheel.ticks(cfg.PingInterval)
 	s.pongTicks = s.wheel.ticks(cfg.PongTimeout)
 	s.closeTicks = s.wheel.ticks(cfg.CloseTimeout)
+	s.adm = newAdmission(cfg)
 	s.maxConns = cfg.MaxConns
 	if s.maxConns == 0 {
 		s.maxConns = DefaultMaxConns()
@@ -114,7 +117,18 @@ func (s *Server) Listen(addr string) (net.Addr, error) {
 		return nil, err
 	}
 	ln.admit = func() bool { return !s.draining.Load() && s.conns.Load() < s.maxConns }
-	ln.refuse = func(string) { s.stats.refused.Add(1) }
+	ln.refuse = func(reason string) {
+		s.stats.refused.Add(1)
+		switch reason {
+		case "per_ip":
+			s.stats.refusedPerIP.Add(1)
+		case "rate":
+			s.stats.refusedRate.Add(1)
+		}
+	}
+	if s.adm != nil {
+		ln.admitFrom = s.adm.admit
+	}
 	s.ln = ln
 	return ln.addr, nil
 }
@@ -130,8 +144,10 @@ func (s *Server) Run(ctx context.Context) error {
 		func(_ context.Context, nc netpoll.Connection) error {
 			if c := s.fds.get(fdOf(nc)); c != nil {
 				c.process()
-			} else {
-				_ = nc.Close()
+			} else if fd := fdOf(nc); fd >= 0 {
+				// Not ours (cannot happen): hang up, never Close from
+				// inside a handler task (see Conn.hangup).
+				_ = unix.Shutdown(fd, unix.SHUT_RDWR)
 			}
 			return nil
 		},
@@ -182,16 +198,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			_ = s.ln.Close()
 		}
 		s.fds.each(func(c *Conn) { _ = c.Close(ws.StatusGoingAway, "server shutdown") })
-		tk := time.NewTicker(10 * time.Millisecond)
-		defer tk.Stop()
-		for s.conns.Load() > 0 {
-			select {
-			case <-ctx.Done():
-				s.stopErr = ctx.Err()
-			case <-tk.C:
-				continue
-			}
-			break
+		s.stopErr = s.waitConns(ctx)
+		if s.stopErr != nil {
+			// Out of time: hang up whoever is left and let the loops
+			// close them, so netpoll's own shutdown finds no connection
+			// to Close (see Conn.hangup).
+			s.fds.each(func(c *Conn) { c.hangup() })
+			wctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			_ = s.waitConns(wctx)
+			cancel()
 		}
 		if s.loop != nil {
 			if err := s.loop.Shutdown(ctx); err != nil && s.stopErr == nil {
@@ -203,6 +218,20 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	})
 	return s.stopErr
+}
+
+// waitConns waits until no connection is left or ctx ends.
+func (s *Server) waitConns(ctx context.Context) error {
+	tk := time.NewTicker(10 * time.Millisecond)
+	defer tk.Stop()
+	for s.conns.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tk.C:
+		}
+	}
+	return nil
 }
 
 // fdOf returns the descriptor of a netpoll connection (-1 if it has none).
@@ -218,11 +247,20 @@ func fdOf(nc netpoll.Connection) int {
 // handshake timeout and hooks the close callback.
 func (s *Server) prepare(nc netpoll.Connection) context.Context {
 	c := &Conn{srv: s, nc: nc, fd: fdOf(nc), id: s.nextID.Add(1)}
+	if s.adm != nil {
+		// Counted by the listener's admitFrom; released in closed.
+		if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+			c.src = ta.AddrPort().Addr()
+		}
+	}
 	now := s.wheel.now.Load()
 	c.pingTick = now
 	c.lastRead.Store(now)
 	s.stats.accepted.Add(1)
 	if !s.fds.set(c.fd, c) {
+		if s.adm != nil {
+			s.adm.release(c.src)
+		}
 		s.stats.refused.Add(1)
 		_ = nc.Close()
 		return context.Background()
@@ -249,6 +287,9 @@ func (s *Server) closed(c *Conn) {
 	s.wheel.cancel(c)
 	s.fds.clear(c.fd, c)
 	s.conns.Add(-1)
+	if s.adm != nil {
+		s.adm.release(c.src)
+	}
 	if prev == stateHandshake || !c.opened {
 		return
 	}

@@ -12,6 +12,9 @@ type counters struct {
 	accepted          atomic.Uint64
 	upgraded          atomic.Uint64
 	refused           atomic.Uint64
+	refusedPerIP      atomic.Uint64
+	refusedRate       atomic.Uint64
+	expired           atomic.Uint64
 	rejected          atomic.Uint64
 	handshakeFailures atomic.Uint64
 	handshakeTimeouts atomic.Uint64
@@ -36,7 +39,10 @@ type Stats struct {
 	MaxConns          int64
 	Accepted          uint64
 	Upgraded          uint64
-	Refused           uint64 // turned away before the upgrade (capacity, EMFILE)
+	Refused           uint64 // turned away before the upgrade (capacity, EMFILE, per-IP limits)
+	RefusedPerIP      uint64 // of Refused: MaxConnsPerIP reached
+	RefusedRate       uint64 // of Refused: ConnectRate exceeded
+	Expired           uint64 // connections closed at their SetExpiry deadline
 	Rejected          uint64 // upgrade refused by the Handler
 	HandshakeFailures uint64 // malformed or oversized upgrade requests
 	HandshakeTimeouts uint64
@@ -56,6 +62,9 @@ func (s *Server) Stats() Stats {
 		Accepted:          k.accepted.Load(),
 		Upgraded:          k.upgraded.Load(),
 		Refused:           k.refused.Load(),
+		RefusedPerIP:      k.refusedPerIP.Load(),
+		RefusedRate:       k.refusedRate.Load(),
+		Expired:           k.expired.Load(),
 		Rejected:          k.rejected.Load(),
 		HandshakeFailures: k.handshakeFailures.Load(),
 		HandshakeTimeouts: k.handshakeTimeouts.Load(),
