@@ -24,8 +24,19 @@
 // unsubok no push of the channel follows. URL subscriptions get no subok
 // (a QR-login page's onmessage sees only its push); they are linked in
 // Open, before the connection's first message is read, so the reply to
-// any op (e.g. ping) proves them live. Until auth lands, Config.Public decides which channels anyone
-// may subscribe to (403 otherwise).
+// any op (e.g. ping) proves them live.
+//
+// # Permissions
+//
+// Config.Public lists the channel patterns anyone may subscribe to. With
+// Config.Auth (package auth) the upgrade is refused before the 101 for a
+// disallowed Origin (403) or a bad token (401); a token's connection may
+// also subscribe to the token's channels patterns and is subscribed at
+// once (without subok) to its personal channel user:<sub>. The token's exp
+// is put on the poller's timing wheel (Conn.SetExpiry): the connection is
+// closed with 4003 then. Anything else gets err 403; other subscriptions
+// are unaffected. Config.MaxMessageRate closes a connection that sends
+// faster with 1008.
 //
 // Refusals: malformed JSON, unknown ops, missing fields, invalid channel
 // names (1-255 printable ASCII bytes, no comma), since outside uint64,

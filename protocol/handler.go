@@ -7,10 +7,12 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
 
+	"github.com/pushd/pushd/auth"
 	"github.com/pushd/pushd/fanout"
 	"github.com/pushd/pushd/poller"
 )
@@ -27,9 +29,17 @@ const (
 
 // Close codes the protocol sends.
 const (
-	StatusPolicyViolation ws.StatusCode = 1008 // too many refused requests
+	StatusPolicyViolation ws.StatusCode = 1008 // too many refused requests, message rate exceeded
 	StatusInternalError   ws.StatusCode = 1011
+	StatusTokenExpired    ws.StatusCode = 4003 // the connection's token expired (DESIGN §3)
 )
+
+// Authenticator decides an upgrade request's credentials and Origin
+// (*auth.Authenticator, or a wrapper that swaps it on reload). A refusal
+// is an *auth.Error carrying the HTTP status (401, 403).
+type Authenticator interface {
+	Check(r auth.Request) (auth.Grant, error)
+}
 
 // Config configures a Handler.
 type Config struct {
@@ -46,6 +56,19 @@ type Config struct {
 	MaxErrors int
 	// SubscribeTimeout bounds a subscribe's broker calls (history).
 	SubscribeTimeout time.Duration
+	// Auth, when set, checks every upgrade request (Origin 403, token 401)
+	// and widens what a connection may subscribe to: Public, plus the
+	// token's channels patterns, plus its personal channel user:<sub>,
+	// which is subscribed at once. A token is closed with 4003 when it
+	// expires. nil: no checks, Public alone decides.
+	Auth Authenticator
+	// MaxMessageRate caps inbound messages per second per connection
+	// (token bucket MaxMessageBurst deep); above it the connection is
+	// closed with 1008. Zero: no cap.
+	MaxMessageRate float64
+	// MaxMessageBurst is the message bucket's depth (zero: twice the
+	// rate, at least 1).
+	MaxMessageBurst int
 	// Logger receives the handler's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -53,10 +76,28 @@ type Config struct {
 // Handler serves the pushd.v1 protocol on the poller. It implements
 // poller.Handler and poller.Drainer.
 type Handler struct {
-	cfg  Config
-	hub  *fanout.Hub
-	log  *slog.Logger
-	pong []byte
+	cfg   Config
+	hub   *fanout.Hub
+	log   *slog.Logger
+	pong  []byte
+	burst float64
+	start time.Time // monotonic base of the message buckets
+
+	rateCloses atomic.Uint64
+	authFails  atomic.Uint64
+	forbidden  atomic.Uint64
+}
+
+// Stats are the handler's security counters.
+type Stats struct {
+	RateLimitCloses uint64 // connections closed for exceeding MaxMessageRate
+	AuthRefusals    uint64 // upgrades refused by Auth (401/403)
+	Forbidden       uint64 // subscribe requests refused with 403
+}
+
+// Stats returns a snapshot of the counters.
+func (h *Handler) Stats() Stats {
+	return Stats{RateLimitCloses: h.rateCloses.Load(), AuthRefusals: h.authFails.Load(), Forbidden: h.forbidden.Load()}
 }
 
 var (
@@ -69,7 +110,7 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Hub == nil {
 		return nil, fmt.Errorf("%w: Hub is required", ErrConfig)
 	}
-	if cfg.MaxSubscriptions < 0 || cfg.MaxErrors < 0 || cfg.SubscribeTimeout < 0 {
+	if cfg.MaxSubscriptions < 0 || cfg.MaxErrors < 0 || cfg.SubscribeTimeout < 0 || cfg.MaxMessageRate < 0 || cfg.MaxMessageBurst < 0 {
 		return nil, fmt.Errorf("%w: limits must not be negative", ErrConfig)
 	}
 	if cfg.Public == nil {
@@ -84,30 +125,61 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.SubscribeTimeout == 0 {
 		cfg.SubscribeTimeout = DefaultSubscribeTimeout
 	}
-	h := &Handler{cfg: cfg, hub: cfg.Hub, log: cfg.Logger, pong: textFrame([]byte(`{"op":"pong"}`))}
+	h := &Handler{cfg: cfg, hub: cfg.Hub, log: cfg.Logger, pong: textFrame([]byte(`{"op":"pong"}`)), start: time.Now()}
+	h.burst = float64(cfg.MaxMessageBurst)
+	if h.burst == 0 {
+		h.burst = max(1, 2*cfg.MaxMessageRate)
+	}
 	if h.log == nil {
 		h.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	return h, nil
 }
 
-// Upgrade implements poller.Handler: only GET /ws, URL subscriptions
-// checked before the 101 (400 malformed, 403 not public, 404 other paths,
-// 429 too many channels). pushd.v1 is selected when offered; with no
-// offer, none is echoed (RFC 6455 §4.2.2: a server must not pick one the
-// client did not offer), and pushd.v1 is still what is spoken.
+// Upgrade implements poller.Handler: only GET /ws (404 other paths), then
+// Auth (403 Origin, 401 token), then URL subscriptions checked before the
+// 101 (400 malformed, 403 not allowed, 429 too many channels). pushd.v1 is
+// selected when offered; with no offer, none is echoed (RFC 6455 §4.2.2:
+// a server must not pick one the client did not offer), and pushd.v1 is
+// still what is spoken. A bearer.<token> entry is never selected: a client
+// that sends one must offer pushd.v1 too (400 otherwise).
 func (h *Handler) Upgrade(c *poller.Conn, r *poller.Request) (string, error) {
 	u, status, err := parseURL(r.URI, h.cfg.MaxSubscriptions)
 	if err != nil {
 		return "", &poller.RejectError{Status: status, Reason: err.Error()}
 	}
-	for _, ch := range u.channels {
-		if !h.public(ch) {
-			return "", &poller.RejectError{Status: 403, Reason: "channel " + quoteShort(ch) + " is not public"}
+	var g auth.Grant
+	if h.cfg.Auth != nil {
+		g, err = h.cfg.Auth.Check(auth.Request{URI: r.URI, Origin: r.Origin, Authorization: r.Authorization, Protocols: r.Protocols})
+		if err != nil {
+			h.authFails.Add(1)
+			var ae *auth.Error
+			if errors.As(err, &ae) {
+				return "", &poller.RejectError{Status: ae.Status, Reason: ae.Reason}
+			}
+			return "", &poller.RejectError{Status: 401, Reason: "unauthorized"}
+		}
+		if pc := g.PersonalChannel(); pc != "" && ValidChannel(pc) != nil {
+			h.authFails.Add(1)
+			return "", &poller.RejectError{Status: 401, Reason: "token sub is not usable in a channel name"}
 		}
 	}
-	c.SetValue(newSession(h, c, u))
-	if slices.Contains(r.Protocols, Subprotocol) {
+	s := newSession(h, c, u, g)
+	for _, ch := range u.channels {
+		if !s.allowed(ch) {
+			h.forbidden.Add(1)
+			return "", &poller.RejectError{Status: 403, Reason: "channel " + quoteShort(ch) + " is not allowed"}
+		}
+	}
+	offered := slices.Contains(r.Protocols, Subprotocol)
+	if g.Source == auth.SourceSubprotocol && !offered {
+		return "", &poller.RejectError{Status: 400, Reason: "offer " + Subprotocol + " next to bearer.<token>"}
+	}
+	if !g.Expires.IsZero() {
+		c.SetExpiry(g.Expires, StatusTokenExpired, "token expired")
+	}
+	c.SetValue(s)
+	if offered {
 		return Subprotocol, nil
 	}
 	return "", nil
@@ -126,12 +198,20 @@ func (h *Handler) Open(c *poller.Conn) {
 		_ = c.Close(StatusInternalError, "no session")
 		return
 	}
+	if pc := s.grant.PersonalChannel(); pc != "" {
+		if !s.subscribe(Request{Op: OpSub, Ch: pc}, false) {
+			return
+		}
+	}
 	u := s.url
 	s.url = nil
 	if u == nil {
 		return
 	}
 	for _, ch := range u.channels {
+		if ch == s.grant.PersonalChannel() {
+			continue
+		}
 		if !s.subscribe(Request{Op: OpSub, Ch: ch, Since: u.since}, false) {
 			return
 		}
@@ -142,6 +222,11 @@ func (h *Handler) Open(c *poller.Conn) {
 // answered. Binary messages are refused with an err reply.
 func (h *Handler) Message(c *poller.Conn, op ws.OpCode, data []byte) {
 	if s := sessionOf(c); s != nil {
+		if h.cfg.MaxMessageRate > 0 && !s.take() {
+			h.rateCloses.Add(1)
+			_ = s.w.Close(StatusPolicyViolation, "message rate exceeded")
+			return
+		}
 		h.handle(s, op, data)
 	}
 }

@@ -3,9 +3,11 @@ package protocol
 import (
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/gobwas/ws"
 
+	"github.com/pushd/pushd/auth"
 	"github.com/pushd/pushd/fanout"
 	"github.com/pushd/pushd/poller"
 )
@@ -29,14 +31,17 @@ type session struct {
 	url    *urlRequest // URL subscriptions, consumed (set to nil) by Open
 	format fanout.Format
 	errors int // refused requests; processing goroutine only
+	grant  auth.Grant
+	tokens float64 // message bucket; processing goroutine only
+	last   int64   // nanos since h.start of the last refill
 
 	mu     sync.Mutex
 	subs   []*fanout.Subscription
 	closed bool
 }
 
-func newSession(h *Handler, w wire, u urlRequest) *session {
-	s := &session{h: h, w: w, format: u.format}
+func newSession(h *Handler, w wire, u urlRequest, g auth.Grant) *session {
+	s := &session{h: h, w: w, format: u.format, grant: g, tokens: h.burst, last: int64(time.Since(h.start))}
 	if len(u.channels) > 0 {
 		s.url = &u
 	}
@@ -80,6 +85,31 @@ func (s *session) refuse(e *RequestError) {
 	s.send(errFrame(e))
 }
 
+// allowed reports whether the connection may subscribe to ch: a public
+// channel, its personal channel, or one its token's patterns match.
+func (s *session) allowed(ch string) bool {
+	if s.h.public(ch) {
+		return true
+	}
+	if s.grant.Subject == "" {
+		return false
+	}
+	return ch == s.grant.PersonalChannel() || fanout.MatchAny(s.grant.Channels, ch)
+}
+
+// take spends one token of the message bucket; false when it is empty.
+// Processing goroutine only.
+func (s *session) take() bool {
+	now := int64(time.Since(s.h.start))
+	s.tokens = min(s.h.burst, s.tokens+float64(now-s.last)/1e9*s.h.cfg.MaxMessageRate)
+	s.last = now
+	if s.tokens < 1 {
+		return false
+	}
+	s.tokens--
+	return true
+}
+
 // find returns the subscription of ch. Lock s.mu must be held.
 func (s *session) findLocked(ch string) (int, *fanout.Subscription) {
 	for i, sub := range s.subs {
@@ -105,8 +135,13 @@ func (s *session) subscribe(req Request, ack bool) bool {
 	case dup != nil:
 		s.refuse(&RequestError{Code: CodeBadRequest, Ch: req.Ch, Reason: "already subscribed"})
 		return true
-	case !s.h.public(req.Ch):
-		s.refuse(&RequestError{Code: CodeForbidden, Ch: req.Ch, Reason: "channel is not public"})
+	case !s.allowed(req.Ch):
+		s.h.forbidden.Add(1)
+		reason := "channel is not public"
+		if s.grant.Subject != "" {
+			reason = "channel not allowed by the token"
+		}
+		s.refuse(&RequestError{Code: CodeForbidden, Ch: req.Ch, Reason: reason})
 		return true
 	case n >= s.h.cfg.MaxSubscriptions:
 		s.refuse(&RequestError{Code: CodeTooManyRequests, Ch: req.Ch, Reason: "too many subscriptions"})

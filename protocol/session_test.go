@@ -10,6 +10,7 @@ import (
 
 	"github.com/gobwas/ws"
 
+	"github.com/pushd/pushd/auth"
 	"github.com/pushd/pushd/cluster"
 	"github.com/pushd/pushd/codec"
 	"github.com/pushd/pushd/fanout"
@@ -94,7 +95,7 @@ func newEnv(t testing.TB, cfg Config) *testEnv {
 
 func (e *testEnv) session(format fanout.Format) (*session, *recorder) {
 	r := &recorder{}
-	return newSession(e.h, r, urlRequest{format: format}), r
+	return newSession(e.h, r, urlRequest{format: format}, auth.Grant{}), r
 }
 
 func TestSessionOps(t *testing.T) {
