@@ -40,6 +40,7 @@ type Conn struct {
 	pingTick int64        // accept tick until upgraded, then the tick of the last ping; wheel goroutine only
 	timer    timerLink
 	src      netip.Addr // source address counted by admission (zero without)
+	remote   net.Addr   // peer address of an attached socket (Server.Attach); nil: nc's
 
 	// Expiry (SetExpiry): written before the connection opens, read by
 	// the wheel goroutine after the schedule that publishes it.
@@ -75,7 +76,12 @@ type Conn struct {
 func (c *Conn) ID() uint64 { return c.id }
 
 // RemoteAddr returns the peer address.
-func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
+func (c *Conn) RemoteAddr() net.Addr {
+	if c.remote != nil {
+		return c.remote
+	}
+	return c.nc.RemoteAddr()
+}
 
 // Value returns what SetValue stored.
 func (c *Conn) Value() any { return c.value }

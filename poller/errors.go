@@ -14,6 +14,9 @@ var (
 	ErrQueueFull = errors.New("poller: outbound queue full")
 	// ErrServerClosed is returned by Serve after Shutdown.
 	ErrServerClosed = errors.New("poller: server closed")
+	// ErrRefused is returned by Attach when admission turned the socket
+	// away (a 503 was written to it).
+	ErrRefused = errors.New("poller: connection refused")
 	// ErrListenerClosed is returned by the listener's Accept after Close.
 	// Its text contains "closed": netpoll stops its accept loop on that.
 	ErrListenerClosed = errors.New("poller: listener closed")

@@ -85,7 +85,7 @@ func (c *Conn) upgrade(head []byte) bool {
 		rejected bool
 	)
 	hc.r.Reset(head)
-	req.RemoteAddr = c.nc.RemoteAddr()
+	req.RemoteAddr = c.RemoteAddr()
 	u := ws.Upgrader{
 		OnRequest: func(uri []byte) error {
 			req.URI = string(uri)

@@ -246,32 +246,44 @@ func fdOf(nc netpoll.Connection) int {
 // before it is registered for reads: it creates the Conn, arms the
 // handshake timeout and hooks the close callback.
 func (s *Server) prepare(nc netpoll.Connection) context.Context {
-	c := &Conn{srv: s, nc: nc, fd: fdOf(nc), id: s.nextID.Add(1)}
+	c := s.newConn(nc, fdOf(nc))
 	if s.adm != nil {
 		// Counted by the listener's admitFrom; released in closed.
 		if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
 			c.src = ta.AddrPort().Addr()
 		}
 	}
+	s.register(c)
+	return context.Background()
+}
+
+// newConn builds the Conn of an accepted or attached socket.
+func (s *Server) newConn(nc netpoll.Connection, fd int) *Conn {
+	c := &Conn{srv: s, nc: nc, fd: fd, id: s.nextID.Add(1)}
 	now := s.wheel.now.Load()
 	c.pingTick = now
 	c.lastRead.Store(now)
 	s.stats.accepted.Add(1)
+	return c
+}
+
+// register enters c in the descriptor table, hooks the close callback and
+// arms the handshake timeout. It reports false (and closes c) when the
+// descriptor is out of the table's range.
+func (s *Server) register(c *Conn) bool {
 	if !s.fds.set(c.fd, c) {
-		if s.adm != nil {
-			s.adm.release(c.src)
-		}
+		s.releaseSrc(c.src)
 		s.stats.refused.Add(1)
-		_ = nc.Close()
-		return context.Background()
+		_ = c.nc.Close()
+		return false
 	}
 	s.conns.Add(1)
-	_ = nc.AddCloseCallback(func(netpoll.Connection) error {
+	_ = c.nc.AddCloseCallback(func(netpoll.Connection) error {
 		s.closed(c)
 		return nil
 	})
-	s.wheel.schedule(c, now+s.handshakeTicks)
-	return context.Background()
+	s.wheel.schedule(c, c.pingTick+s.handshakeTicks)
+	return true
 }
 
 // closed runs once per connection, from netpoll's close callback, before
@@ -287,9 +299,7 @@ func (s *Server) closed(c *Conn) {
 	s.wheel.cancel(c)
 	s.fds.clear(c.fd, c)
 	s.conns.Add(-1)
-	if s.adm != nil {
-		s.adm.release(c.src)
-	}
+	s.releaseSrc(c.src)
 	if prev == stateHandshake || !c.opened {
 		return
 	}

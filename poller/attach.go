@@ -1,0 +1,82 @@
+package poller
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/cloudwego/netpoll"
+	"golang.org/x/sys/unix"
+)
+
+// Attach serves an already connected stream socket fd as if the listener
+// had accepted it from remote: admission (MaxConns, the per-source limits
+// for remote's address) refuses it with the same 503 + Retry-After, then
+// the handshake timeout, the upgrade and everything after run as for any
+// connection. It exists for the wss front end in cmd/pushd, which
+// terminates TLS on its own goroutines and hands the plaintext end of a
+// socketpair here, so every WebSocket byte still goes through the one
+// event loop and its Handler. The Server owns fd from the call on (also
+// when Attach fails). Call it only while Run is running.
+func (s *Server) Attach(fd int, remote net.Addr) error {
+	if s.draining.Load() {
+		unix.Close(fd)
+		return ErrServerClosed
+	}
+	if s.conns.Load() >= s.maxConns {
+		s.refuseFD(fd, []byte(refusal), "capacity")
+		return fmt.Errorf("poller: attach: %w", ErrRefused)
+	}
+	var src netip.Addr
+	if ta, ok := remote.(*net.TCPAddr); ok {
+		src = ta.AddrPort().Addr()
+	}
+	if s.adm != nil && src.IsValid() {
+		if ok, reason, retry := s.adm.admit(src); !ok {
+			s.refuseFD(fd, refusalWith(retry, "too many connections from your address"), reason)
+			return fmt.Errorf("poller: attach: %w", ErrRefused)
+		}
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		s.releaseSrc(src)
+		unix.Close(fd)
+		return fmt.Errorf("poller: attach: %w", err)
+	}
+	nc, err := netpoll.NewFDConnection(fd)
+	if err != nil {
+		s.releaseSrc(src)
+		unix.Close(fd)
+		return fmt.Errorf("poller: attach: %w", err)
+	}
+	c := s.newConn(nc, fd)
+	c.remote = remote
+	if s.adm != nil {
+		c.src = src
+	}
+	if !s.register(c) {
+		return fmt.Errorf("poller: attach: %w", ErrRefused)
+	}
+	_ = nc.SetWriteTimeout(s.cfg.WriteTimeout)
+	// Set last: it runs OnRequest at once if bytes are already buffered.
+	return nc.SetOnRequest(func(context.Context, netpoll.Connection) error {
+		c.process()
+		return nil
+	})
+}
+
+// releaseSrc undoes an admission count (zero src: none).
+func (s *Server) releaseSrc(src netip.Addr) {
+	if s.adm != nil && src.IsValid() {
+		s.adm.release(src)
+	}
+}
+
+// refuseFD writes a refusal to a socket that never became a connection
+// and closes it.
+func (s *Server) refuseFD(fd int, msg []byte, reason string) {
+	_, _ = unix.Write(fd, msg)
+	_ = unix.Shutdown(fd, unix.SHUT_WR)
+	unix.Close(fd)
+	s.ln.refuse(reason)
+}
