@@ -1,0 +1,59 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// monoClock reads CLOCK_MONOTONIC in nanoseconds through Go's monotonic
+// clock (base + time.Since, no syscall). Every process on the host shares
+// that clock, so a publisher in the parent stamps a payload and a worker
+// process subtracts the stamp from its receive time.
+type monoClock struct {
+	baseTime time.Time
+	baseNs   int64
+}
+
+func newMonoClock() (monoClock, error) {
+	var ts unix.Timespec
+	t := time.Now()
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return monoClock{}, fmt.Errorf("clock_gettime: %w", err)
+	}
+	return monoClock{baseTime: t, baseNs: ts.Nano()}, nil
+}
+
+func (m monoClock) now() int64 { return m.baseNs + int64(time.Since(m.baseTime)) }
+
+// processCPU returns this process's user+sys CPU time.
+func processCPU() time.Duration {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// processRSS returns this process's resident set size (VmRSS), 0 if
+// /proc is unreadable.
+func processRSS() uint64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(v)
+			if len(f) > 0 {
+				kb, _ := strconv.ParseUint(f[0], 10, 64)
+				return kb << 10
+			}
+		}
+	}
+	return 0
+}

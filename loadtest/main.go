@@ -1,0 +1,290 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/pushd/pushd/internal/srcaddr"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// Hard caps on the flags: a typo must not become a runaway run.
+const (
+	maxConns    = 2_000_000
+	maxRate     = 1_000_000
+	maxDuration = 24 * time.Hour
+	maxWorkers  = 256
+)
+
+// options are the parsed flags.
+type options struct {
+	targets       []string
+	conns         int
+	ramp          float64
+	maxHS         int
+	duration      time.Duration
+	rate          float64
+	groups        int
+	groupRate     float64
+	redisURL      string
+	durable       bool
+	publishURLs   []string
+	pubConc       int
+	src           string
+	workers       int
+	loops         int
+	jsonPath      string
+	maxP99        time.Duration
+	minDelivery   float64
+	seed          uint64
+	hsTimeout     time.Duration
+	maxAttempts   int
+	drain         time.Duration
+	rampTimeout   time.Duration
+	progressIvl   time.Duration
+	prefix        string
+	preflightOnly bool
+
+	child       bool
+	workerIndex int
+	exe         string
+}
+
+func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Func("target", "WebSocket URL(s) to load, comma-separated, e.g. ws://127.0.0.1:8080/ws (required; no default)", func(s string) error {
+		o.targets = splitList(s)
+		return nil
+	})
+	fs.IntVar(&o.conns, "conns", 100, "connections to hold (max 2,000,000)")
+	fs.Func("ramp", "connect rate, connections/s (\"5000/s\" or \"5000\"); arrivals are Poisson (default 500/s)", func(s string) error {
+		v, err := strconv.ParseFloat(strings.TrimSuffix(s, "/s"), 64)
+		o.ramp = v
+		return err
+	})
+	fs.IntVar(&o.maxHS, "max-handshakes", 1000, "cap on handshakes in flight, over all workers")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "publishing window after the ramp (max 24h)")
+	fs.Float64Var(&o.rate, "rate", 100, "personal-channel publications per second (open loop)")
+	fs.IntVar(&o.groups, "groups", 0, "group channels: connection i also subscribes group i mod groups (fan-out conns/groups)")
+	fs.Float64Var(&o.groupRate, "group-rate", 0, "group-channel publications per second (open loop)")
+	fs.StringVar(&o.redisURL, "redis", "", "publish through Redis (redis://host:port/db): PUBLISH pushd:{ch}, or FCALL pushd_publish with -durable")
+	fs.BoolVar(&o.durable, "durable", false, "with -redis: FCALL pushd_publish (history) instead of PUBLISH")
+	fs.Func("publish-url", "publish through pushd's POST /publish (http://admin/publish), comma-separated, round-robin", func(s string) error {
+		o.publishURLs = splitList(s)
+		return nil
+	})
+	fs.IntVar(&o.pubConc, "publish-concurrency", 32, "HTTP publish requests in flight")
+	fs.StringVar(&o.src, "src", "", "source addresses/CIDRs (e.g. 127.0.1.0/24), dialed with IP_BIND_ADDRESS_NO_PORT")
+	fs.IntVar(&o.workers, "workers", 1, "worker processes (re-executions of this binary; each holds conns/workers)")
+	fs.IntVar(&o.loops, "loops", 0, "event loops (threads) per worker (0: GOMAXPROCS)")
+	fs.StringVar(&o.jsonPath, "json", "", "write the JSON report (schema pushd.loadtest.v1) to this file")
+	fs.DurationVar(&o.maxP99, "max-p99", 0, "SLO: publish→receive p99 above this exits 3 (0: off)")
+	fs.Float64Var(&o.minDelivery, "min-delivery", 0, "SLO: delivery ratio below this exits 3 (0: off)")
+	fs.Uint64Var(&o.seed, "seed", 0, "seed for arrivals, jitter and keys (0: random, printed)")
+	fs.DurationVar(&o.hsTimeout, "handshake-timeout", 10*time.Second, "bound on each of connect, upgrade and subscribe")
+	fs.IntVar(&o.maxAttempts, "max-attempts", 3, "consecutive failed attempts before a connection is given up")
+	fs.DurationVar(&o.drain, "drain", 3*time.Second, "after publishing stops, wait at most this long for deliveries")
+	fs.DurationVar(&o.rampTimeout, "ramp-timeout", 0, "bound on the ramp (0: 2×conns/ramp + 30s)")
+	fs.DurationVar(&o.progressIvl, "progress", 5*time.Second, "progress log interval when stderr is not a terminal")
+	fs.StringVar(&o.prefix, "prefix", "lt:", "channel name prefix: <prefix>u:<i> personal, <prefix>g:<k> group")
+	fs.BoolVar(&o.preflightOnly, "preflight", false, "run the preflight checks only and exit (0 fits, 2 does not)")
+	fs.BoolVar(&o.child, "worker-child", false, "internal: run as a worker process of a parent loadtest")
+	fs.IntVar(&o.workerIndex, "worker-index", 0, "internal: this worker's index")
+	fs.StringVar(&o.exe, "worker-exe", "", "internal: binary to re-execute for -workers (default: this executable)")
+	return fs
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// parseOptions parses and validates args; every problem is reported at once.
+func parseOptions(args []string, stderr io.Writer) (*options, error) {
+	o := &options{ramp: 500}
+	fs := newFlagSet(o, stderr)
+	if err := fs.Parse(args); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	var errs []error
+	bad := func(f string, a ...any) { errs = append(errs, fmt.Errorf(f, a...)) }
+	if len(o.targets) == 0 {
+		bad("-target is required (no default target: name the server you mean to load)")
+	}
+	if o.conns < 1 || o.conns > maxConns {
+		bad("-conns %d outside 1..%d", o.conns, maxConns)
+	}
+	if o.ramp <= 0 || o.ramp > maxRate {
+		bad("-ramp %v outside (0, %d]", o.ramp, maxRate)
+	}
+	if o.rate < 0 || o.rate > maxRate || o.groupRate < 0 || o.groupRate > maxRate {
+		bad("-rate/-group-rate outside [0, %d]", maxRate)
+	}
+	if o.duration <= 0 || o.duration > maxDuration {
+		bad("-duration %v outside (0, %v]", o.duration, maxDuration)
+	}
+	if o.workers < 1 || o.workers > maxWorkers || o.workers > o.conns {
+		bad("-workers %d outside 1..min(%d, conns)", o.workers, maxWorkers)
+	}
+	if o.groups < 0 || (o.groupRate > 0 && o.groups == 0) {
+		bad("-group-rate needs -groups > 0")
+	}
+	if o.redisURL != "" && len(o.publishURLs) > 0 {
+		bad("-redis and -publish-url are exclusive")
+	}
+	if (o.rate > 0 || o.groupRate > 0) && o.redisURL == "" && len(o.publishURLs) == 0 && !o.preflightOnly {
+		bad("publishing (-rate/-group-rate > 0) needs -redis or -publish-url")
+	}
+	if o.minDelivery < 0 || o.minDelivery > 1 {
+		bad("-min-delivery %v outside [0, 1]", o.minDelivery)
+	}
+	if o.maxHS < 1 || o.maxAttempts < 1 || o.pubConc < 1 {
+		bad("-max-handshakes, -max-attempts and -publish-concurrency must be ≥ 1")
+	}
+	if o.loops <= 0 {
+		o.loops = runtime.GOMAXPROCS(0)
+	}
+	if o.seed == 0 {
+		o.seed = rand.Uint64() | 1
+	}
+	if o.rampTimeout == 0 {
+		o.rampTimeout = time.Duration(2*float64(o.conns)/o.ramp*float64(time.Second)) + 30*time.Second
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("%w: %w", ErrUsage, errors.Join(errs...))
+	}
+	return o, nil
+}
+
+// resolveTargets turns ws:// URLs into IPv4 endpoints.
+func resolveTargets(ctx context.Context, urls []string) ([]target, error) {
+	var out []target
+	for _, s := range urls {
+		u, err := url.Parse(s)
+		if err != nil {
+			return nil, fmt.Errorf("%w: -target %q: %w", ErrUsage, s, err)
+		}
+		if u.Scheme != "ws" {
+			return nil, fmt.Errorf("%w: -target %q: only ws:// is supported (terminate TLS in front, or load the plain listener)", ErrUsage, s)
+		}
+		port := u.Port()
+		if port == "" {
+			port = "80"
+		}
+		p, err := strconv.Atoi(port)
+		if err != nil {
+			return nil, fmt.Errorf("%w: -target %q: port: %w", ErrUsage, s, err)
+		}
+		ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip4", u.Hostname())
+		if err != nil || len(ips) == 0 {
+			return nil, fmt.Errorf("%w: -target %q: no IPv4 address: %v", ErrUsage, s, err)
+		}
+		path := u.RequestURI()
+		out = append(out, target{Host: u.Host, Path: path, Addr: ips[0].Unmap().As4(), Port: p})
+	}
+	return out, nil
+}
+
+// parseSources expands -src into IPv4 addresses.
+func parseSources(s string) ([][4]byte, error) {
+	if s == "" {
+		return nil, nil
+	}
+	addrs, err := srcaddr.ParseList(s)
+	if err != nil {
+		return nil, fmt.Errorf("%w: -src: %w", ErrUsage, err)
+	}
+	out := make([][4]byte, 0, len(addrs))
+	for _, a := range addrs {
+		if !a.Is4() {
+			return nil, fmt.Errorf("%w: -src %s: only IPv4 sources", ErrUsage, a)
+		}
+		out = append(out, a.As4())
+	}
+	return out, nil
+}
+
+func isLoopback(ts []target) bool {
+	for _, t := range ts {
+		if !netip.AddrFrom4(t.Addr).IsLoopback() {
+			return false
+		}
+	}
+	return true
+}
+
+// run is the command; it returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	o, err := parseOptions(args, stderr)
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stderr, err)
+		}
+		return ExitUsage
+	}
+	targets, err := resolveTargets(ctx, o.targets)
+	if err == nil {
+		var src [][4]byte
+		if src, err = parseSources(o.src); err == nil {
+			if o.child {
+				return runChildMode(ctx, o, targets, src, stdout, stderr)
+			}
+			return coordinate(ctx, o, targets, src, stdout, stderr)
+		}
+	}
+	fmt.Fprintln(stderr, err)
+	return ExitUsage
+}
+
+// workerRange is worker i's share [lo, hi) of n connections over k workers.
+func workerRange(n, k, i int) (int, int) { return n * i / k, n * (i + 1) / k }
+
+func (o *options) workerConfig(targets []target, src [][4]byte, i int) workerConfig {
+	lo, hi := workerRange(o.conns, o.workers, i)
+	return workerConfig{
+		Lo: lo, Hi: hi, Total: o.conns, Loops: o.loops, Targets: targets, Sources: src,
+		Ramp:             o.ramp / float64(o.workers),
+		MaxInflight:      max(o.maxHS/(o.workers*o.loops), 1),
+		HandshakeTimeout: o.hsTimeout, MaxAttempts: o.maxAttempts,
+		Groups: o.groups, Prefix: o.prefix, Seed: o.seed,
+	}
+}
+
+func runChildMode(ctx context.Context, o *options, targets []target, src [][4]byte, stdout, stderr io.Writer) int {
+	if _, err := srcaddr.RaiseNofile(); err != nil {
+		fmt.Fprintln(stderr, "loadtest worker:", err)
+	}
+	// The parent stops a child through stdin; a terminal ^C reaches only
+	// the parent's process group, and a dead parent closes stdin.
+	if err := runChild(ctx, o.workerConfig(targets, src, o.workerIndex), os.Stdin, stdout); err != nil {
+		fmt.Fprintln(stderr, "loadtest worker:", err)
+		return ExitRunError
+	}
+	return ExitOK
+}
