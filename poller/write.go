@@ -205,16 +205,13 @@ func (c *Conn) failWriteLocked() {
 	c.closeNow = true
 }
 
-// unlock releases c.mu and then closes TCP if a write failure asked for it.
-// netpoll runs our close callback, which takes c.mu, synchronously inside
-// Close, so Close must never be called with c.mu held.
+// unlock releases c.mu, hanging up first if a write failure asked for it.
 func (c *Conn) unlock() {
-	closeNow := c.closeNow
-	c.closeNow = false
-	c.mu.Unlock()
-	if closeNow {
-		_ = c.nc.Close()
+	if c.closeNow {
+		c.closeNow = false
+		c.hangupLocked()
 	}
+	c.mu.Unlock()
 }
 
 // writeFrames writes up to maxIovecs frames with one write or writev call.
