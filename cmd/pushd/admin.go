@@ -28,7 +28,7 @@ type admin struct {
 	log *slog.Logger
 }
 
-func newAdmin(addr string, ps *poller.Server, app *pushApp, nofile uint64, log *slog.Logger) (*admin, error) {
+func newAdmin(addr string, ps *poller.Server, app *pushApp, front *tlsFront, nofile uint64, log *slog.Logger) (*admin, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin listen: %w", err)
@@ -46,10 +46,12 @@ func newAdmin(addr string, ps *poller.Server, app *pushApp, nofile uint64, log *
 	})
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(statsDoc(ps, app, nofile))
+		doc := statsDoc(ps, app, nofile)
+		securityStats(doc, ps, app, front)
+		_ = json.NewEncoder(w).Encode(doc)
 	})
 	if app != nil {
-		mux.HandleFunc("POST /publish", app.publish)
+		mux.HandleFunc("POST /publish", requireAPIKey(app.apiKey, app.publish))
 	}
 	mux.HandleFunc("POST /debug/freeosmemory", func(w http.ResponseWriter, _ *http.Request) {
 		debug.FreeOSMemory()

@@ -25,7 +25,9 @@ type pushApp struct {
 	redis      redis.UniversalClient // nil with the memory broker; closed after the broker
 	hub        *fanout.Hub
 	handler    *protocol.Handler
+	auth       *authHolder // nil without tokens and Origin policy
 	maxPublish int64
+	apiKey     string
 }
 
 // appBroker is what the process needs of a cluster broker.
@@ -112,16 +114,29 @@ func newPushApp(cfg Config, pool *ants.Pool, log *slog.Logger) (*pushApp, error)
 		return nil, fmt.Errorf("hub: %w", err)
 	}
 	br.Attach(hub)
-	h, err := protocol.New(protocol.Config{
+	pcfg := protocol.Config{
 		Hub:              hub,
 		Public:           cfg.publicPatterns,
 		MaxSubscriptions: cfg.MaxSubscriptions,
+		MaxMessageRate:   cfg.MaxMessageRate,
+		MaxMessageBurst:  cfg.MaxMessageBurst,
 		Logger:           log,
-	})
+	}
+	var holder *authHolder
+	a, err := cfg.authenticator()
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+	if a != nil {
+		holder = &authHolder{}
+		holder.cur.Store(a)
+		pcfg.Auth = holder
+	}
+	h, err := protocol.New(pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("protocol: %w", err)
 	}
-	return &pushApp{broker: br, redis: rc, hub: hub, handler: h, maxPublish: cfg.MaxPublishBytes}, nil
+	return &pushApp{broker: br, redis: rc, hub: hub, handler: h, auth: holder, maxPublish: cfg.MaxPublishBytes, apiKey: cfg.AdminAPIKey}, nil
 }
 
 // run starts the hub's and the broker's sweep loops; they stop with ctx or

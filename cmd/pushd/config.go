@@ -59,7 +59,28 @@ type Config struct {
 	Redis        string
 	RedisCluster string
 
+	// Security (security.go): tokens, Origin, admission, wss.
+	JWTHS256Secret     string
+	JWTHS256SecretFile string
+	JWTPublicKey       string
+	JWTAud             string
+	JWTIss             string
+	JWTLeeway          time.Duration
+	AuthRequired       bool
+	AllowedOrigins     string
+	AllowNoOrigin      bool
+	MaxConnsPerIP      int
+	ConnectRate        float64
+	ConnectBurst       int
+	MaxMessageRate     float64
+	MaxMessageBurst    int
+	TLSListen          string
+	TLSCert            string
+	TLSKey             string
+	AdminAPIKey        string
+
 	// Parsed from Public, Policy, Redis and RedisCluster by validate.
+	publicSet      bool // -public or PUSHD_PUBLIC was given
 	publicPatterns []string
 	policyRules    []fanout.PolicyRule
 	redisOptions   *redis.Options
@@ -103,6 +124,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 	fs.IntVar(&c.MaxSubscriptions, "max-subscriptions", protocol.DefaultMaxSubscriptions, "max subscriptions per connection (err 429 above)")
 	fs.StringVar(&c.Redis, "redis", "", "standalone Redis URL, e.g. redis://127.0.0.1:6379/0: nodes share channels through Redis pub/sub (empty: embedded memory broker)")
 	fs.StringVar(&c.RedisCluster, "redis-cluster", "", "comma-separated Redis Cluster seed addresses host:port,...: sharded pub/sub (SSUBSCRIBE/SPUBLISH)")
+	securityFlags(fs, &c)
 
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -116,6 +138,8 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 	// The environment fills every flag not given on the command line.
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	_, envPublic := lookup(envKey("public"))
+	c.publicSet = set["public"] || envPublic
 	var errs []error
 	fs.VisitAll(func(f *flag.Flag) {
 		if set[f.Name] {
@@ -186,6 +210,7 @@ func (c *Config) validate() []error {
 		errs = append(errs, fmt.Errorf("-max-subscriptions must be at least 1 (got %d)", c.MaxSubscriptions))
 	}
 	errs = append(errs, c.validateRedis()...)
+	errs = append(errs, c.validateSecurity()...)
 	if c.Listen == "" {
 		errs = append(errs, errors.New("-listen must not be empty"))
 	}

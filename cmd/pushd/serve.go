@@ -7,7 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cloudwego/netpoll"
@@ -73,8 +75,17 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer) error {
 	if _, err := srv.Listen(cfg.Listen); err != nil {
 		return err
 	}
-	admin, err := newAdmin(cfg.AdminListen, srv, app, soft, log)
+	var front *tlsFront
+	if cfg.TLSListen != "" {
+		if front, err = newTLSFront(cfg, srv, log); err != nil {
+			return err
+		}
+	}
+	admin, err := newAdmin(cfg.AdminListen, srv, app, front, soft, log)
 	if err != nil {
+		if front != nil {
+			_ = front.shutdown(context.Background())
+		}
 		return err
 	}
 
@@ -94,6 +105,23 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer) error {
 	if app != nil {
 		app.run(runCtx, &wg, errc)
 	}
+	if front != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := front.run(); err != nil {
+				errc <- err
+			}
+		}()
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		reloadOnHUP(runCtx, hup, &cfg, app, front, log)
+	}()
 
 	var runErr error
 	select {
@@ -107,6 +135,9 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer) error {
 	// Connections first (their close hooks unsubscribe), then the hub and
 	// the broker, then the admin server.
 	shutErr := srv.Shutdown(sctx)
+	if front != nil {
+		shutErr = errors.Join(shutErr, front.shutdown(sctx))
+	}
 	if app != nil {
 		shutErr = errors.Join(shutErr, app.shutdown(sctx))
 	}
@@ -140,6 +171,9 @@ func (c Config) pollerConfig(log *slog.Logger) poller.Config {
 		CloseTimeout:     c.CloseTimeout,
 		WriteTimeout:     c.WriteTimeout,
 		ReusePort:        c.ReusePort,
+		MaxConnsPerIP:    c.MaxConnsPerIP,
+		ConnectRate:      c.ConnectRate,
+		ConnectBurst:     c.ConnectBurst,
 		Logger:           log,
 	}
 }
@@ -160,4 +194,27 @@ func newLogger(cfg Config, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// reloadOnHUP re-reads the token keys and the wss certificate on every
+// SIGHUP until ctx ends. A failed reload keeps what was loaded.
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, cfg *Config, app *pushApp, front *tlsFront, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		log.Info("SIGHUP: reloading keys and certificates")
+		if app != nil && app.auth != nil {
+			app.auth.reload(cfg, log)
+		}
+		if front != nil {
+			if err := front.reload(); err != nil {
+				log.Error("wss certificate reload failed; keeping the previous one", "err", err)
+			} else {
+				log.Info("wss certificate reloaded")
+			}
+		}
+	}
 }

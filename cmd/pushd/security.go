@@ -1,0 +1,205 @@
+package main
+
+import (
+	"crypto"
+	"crypto/subtle"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+
+	"github.com/pushd/pushd/auth"
+	"github.com/pushd/pushd/poller"
+)
+
+// securityFlags registers the security flags (README "Security").
+func securityFlags(fs *flag.FlagSet, c *Config) {
+	fs.StringVar(&c.JWTHS256Secret, "jwt-hs256-secret", "", "HS256 shared secret for client tokens (at least 32 bytes); prefer -jwt-hs256-secret-file or PUSHD_JWT_HS256_SECRET")
+	fs.StringVar(&c.JWTHS256SecretFile, "jwt-hs256-secret-file", "", "file holding the HS256 secret (trailing newline ignored); re-read on SIGHUP")
+	fs.StringVar(&c.JWTPublicKey, "jwt-public-key", "", "PEM file of token verification public keys: RSA (RS256), ECDSA P-256 (ES256), Ed25519 (EdDSA); re-read on SIGHUP")
+	fs.StringVar(&c.JWTAud, "jwt-aud", "", "required token audience (aud); empty: not checked")
+	fs.StringVar(&c.JWTIss, "jwt-iss", "", "required token issuer (iss); empty: not checked")
+	fs.DurationVar(&c.JWTLeeway, "jwt-leeway", 0, "clock skew tolerated on exp/nbf/iat")
+	fs.BoolVar(&c.AuthRequired, "auth-required", false, "with a JWT key: refuse (401) upgrades without a token (default: anonymous clients get -public channels only)")
+	fs.StringVar(&c.AllowedOrigins, "allowed-origins", "", "comma-separated allowed Origin values, scheme://host[:port], '*.' wildcard subdomains (https://*.example.com), '*' any; empty: no Origin check")
+	fs.BoolVar(&c.AllowNoOrigin, "allow-no-origin", false, "with -allowed-origins: also admit requests without an Origin header (non-browser clients)")
+	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", 0, "max connections from one source address (IPv6: /64), 503 + Retry-After above; 0: no cap")
+	fs.Float64Var(&c.ConnectRate, "connect-rate", 0, "max new connections per second from one source address (token bucket), 503 + Retry-After above; 0: no limit")
+	fs.IntVar(&c.ConnectBurst, "connect-burst", 0, "connect bucket depth (0: -connect-rate rounded up)")
+	fs.Float64Var(&c.MaxMessageRate, "max-message-rate", 0, "max inbound messages per second per connection (token bucket), close 1008 above; 0: no cap")
+	fs.IntVar(&c.MaxMessageBurst, "max-message-burst", 0, "message bucket depth (0: twice -max-message-rate)")
+	fs.StringVar(&c.TLSListen, "tls-listen", "", "wss listen address (TLS 1.2+ with -tls-cert/-tls-key; certificate re-read on SIGHUP)")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate chain for -tls-listen")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key for -tls-listen")
+	fs.StringVar(&c.AdminAPIKey, "admin-api-key", "", "API key POST /publish requires (Authorization: Bearer <key>); required when -admin-listen is not loopback")
+}
+
+// jwtEnabled reports whether any token key is configured.
+func (c *Config) jwtEnabled() bool {
+	return c.JWTHS256Secret != "" || c.JWTHS256SecretFile != "" || c.JWTPublicKey != ""
+}
+
+// validateSecurity checks the security flags and loads the key files once
+// (so -check-config reports a bad key).
+func (c *Config) validateSecurity() []error {
+	var errs []error
+	if c.jwtEnabled() && !c.publicSet {
+		// With tokens, nothing is public unless said so.
+		c.publicPatterns = []string{}
+	}
+	if c.JWTHS256Secret != "" && c.JWTHS256SecretFile != "" {
+		errs = append(errs, errors.New("-jwt-hs256-secret and -jwt-hs256-secret-file are exclusive"))
+	}
+	if c.AuthRequired && !c.jwtEnabled() {
+		errs = append(errs, errors.New("-auth-required needs a JWT key (-jwt-hs256-secret[-file] or -jwt-public-key)"))
+	}
+	if c.JWTLeeway < 0 {
+		errs = append(errs, fmt.Errorf("-jwt-leeway must not be negative (got %v)", c.JWTLeeway))
+	}
+	if _, err := c.authenticator(); err != nil {
+		errs = append(errs, err)
+	}
+	for name, v := range map[string]float64{"-connect-rate": c.ConnectRate, "-max-message-rate": c.MaxMessageRate} {
+		if v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
+			errs = append(errs, fmt.Errorf("%s must be a finite non-negative number (got %v)", name, v))
+		}
+	}
+	for name, v := range map[string]int{"-max-conns-per-ip": c.MaxConnsPerIP, "-connect-burst": c.ConnectBurst, "-max-message-burst": c.MaxMessageBurst} {
+		if v < 0 {
+			errs = append(errs, fmt.Errorf("%s must not be negative (got %d)", name, v))
+		}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") || (c.TLSListen != "") != (c.TLSCert != "") {
+		errs = append(errs, errors.New("-tls-listen, -tls-cert and -tls-key go together"))
+	} else if c.TLSCert != "" {
+		if _, err := loadCert(c.TLSCert, c.TLSKey); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if !c.Echo && c.AdminAPIKey == "" && !loopbackAddr(c.AdminListen) {
+		errs = append(errs, fmt.Errorf("-admin-listen %s is not loopback: set -admin-api-key (POST /publish)", c.AdminListen))
+	}
+	return errs
+}
+
+// loopbackAddr reports whether a listen address binds loopback only.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// authenticator reads the key files and builds the Authenticator; nil
+// when neither tokens nor an Origin policy are configured (the protocol
+// then behaves as without auth). Called at startup and on SIGHUP.
+func (c *Config) authenticator() (*auth.Authenticator, error) {
+	if !c.jwtEnabled() && c.AllowedOrigins == "" {
+		return nil, nil
+	}
+	ac := auth.Config{Required: c.AuthRequired}
+	ac.Keys = auth.KeyConfig{Audience: c.JWTAud, Issuer: c.JWTIss, Leeway: c.JWTLeeway}
+	var errs []error
+	switch {
+	case c.JWTHS256Secret != "":
+		ac.Keys.HS256Secret = []byte(c.JWTHS256Secret)
+	case c.JWTHS256SecretFile != "":
+		b, err := os.ReadFile(c.JWTHS256SecretFile)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("-jwt-hs256-secret-file: %w", err))
+		}
+		ac.Keys.HS256Secret = []byte(strings.TrimRight(string(b), "\r\n"))
+	}
+	if c.JWTPublicKey != "" {
+		b, err := os.ReadFile(c.JWTPublicKey)
+		var keys []crypto.PublicKey
+		if err == nil {
+			keys, err = auth.ParsePublicKeys(b)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("-jwt-public-key: %w", err))
+		}
+		ac.Keys.PublicKeys = keys
+	}
+	if c.AllowedOrigins != "" {
+		op, err := auth.NewOriginPolicy(splitList(c.AllowedOrigins), c.AllowNoOrigin)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("-allowed-origins: %w", err))
+		}
+		ac.Origins = op
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	a, err := auth.New(ac)
+	if err != nil {
+		return nil, fmt.Errorf("jwt keys: %w", err)
+	}
+	return a, nil
+}
+
+// authHolder is the protocol's Authenticator: it delegates to the current
+// auth.Authenticator, which SIGHUP replaces atomically.
+type authHolder struct {
+	cur atomic.Pointer[auth.Authenticator]
+}
+
+func (h *authHolder) Check(r auth.Request) (auth.Grant, error) { return h.cur.Load().Check(r) }
+
+// reload rebuilds the Authenticator from the files; on error the old one
+// stays.
+func (h *authHolder) reload(cfg *Config, log *slog.Logger) {
+	a, err := cfg.authenticator()
+	if err != nil || a == nil {
+		log.Error("auth reload failed; keeping the previous keys", "err", err)
+		return
+	}
+	h.cur.Store(a)
+	log.Info("auth reloaded")
+}
+
+// requireAPIKey wraps an admin handler: with key set, the request must
+// carry Authorization: Bearer <key> (401 otherwise).
+func requireAPIKey(key string, next http.HandlerFunc) http.HandlerFunc {
+	if key == "" {
+		return next
+	}
+	want := []byte("Bearer " + key)
+	return func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", "Bearer")
+			httpError(w, http.StatusUnauthorized, "API key required")
+			return
+		}
+		next(w, r)
+	}
+}
+
+// securityStats adds the admission, auth and wss counters to /stats.
+func securityStats(doc map[string]any, ps *poller.Server, app *pushApp, front *tlsFront) {
+	st := ps.Stats()
+	doc["refused_per_ip"] = st.RefusedPerIP
+	doc["refused_rate"] = st.RefusedRate
+	doc["token_expired"] = st.Expired
+	if app != nil {
+		hs := app.handler.Stats()
+		doc["rate_limit_closes"] = hs.RateLimitCloses
+		doc["auth_refusals"] = hs.AuthRefusals
+		doc["forbidden_subscribes"] = hs.Forbidden
+	}
+	if front != nil {
+		doc["wss_conns"] = front.active.Load()
+		doc["tls_handshake_failures"] = front.hsFailures.Load()
+	}
+}
