@@ -585,3 +585,9 @@ func errClass(err error) string {
 	}
 	return "other"
 }
+
+// stopAndClose releases a loop that was never run (tests).
+func (l *loop) stopAndClose() {
+	l.stop.Store(true)
+	unix.Close(l.epfd)
+}

@@ -107,13 +107,27 @@ func runPublisher(ctx context.Context, cfg pubConfig, clock monoClock) pubResult
 		if len(batch) == 0 {
 			continue
 		}
-		if lag := float64(now-start)/1e6 - float64(res.Sent.Personal)*1e3/max(cfg.Rate, 1e-9); cfg.Rate > 0 && lag > res.MaxLagMs {
+		// Lateness: how long the oldest publication of this batch waited
+		// past its scheduled time (its "t" stamp) before the send began.
+		if lag := float64(now-batchFirst(batch)) / 1e6; lag > res.MaxLagMs {
 			res.MaxLagMs = lag
 		}
 		if failed, class := s.send(sendCtx, batch); failed > 0 {
 			res.Errors[class] += uint64(failed)
 		}
 	}
+}
+
+// batchFirst returns the scheduled time of the batch's earliest
+// publication (the minimum "t" of its payloads).
+func batchFirst(batch []pubMsg) int64 {
+	first := int64(-1)
+	for _, m := range batch {
+		if p, ok := parsePush(m.payload); ok && (first < 0 || p.t < first) {
+			first = p.t
+		}
+	}
+	return first
 }
 
 // redisSink pipelines a batch: one round trip per batch.
