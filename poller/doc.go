@@ -6,7 +6,10 @@
 // # What it owns
 //
 // Accept (its own non-blocking listener: SO_REUSEPORT, the MaxConns cap,
-// EMFILE shedding), the HTTP upgrade (gobwas/ws zero-copy Upgrader,
+// the per-source MaxConnsPerIP cap and ConnectRate token bucket — all
+// answered with 503 + Retry-After before netpoll allocates anything —
+// EMFILE shedding; Attach takes already connected sockets, e.g. the
+// plaintext end of cmd/pushd's wss front end, through the same admission), the HTTP upgrade (gobwas/ws zero-copy Upgrader,
 // Handler.Upgrade decides), the per-connection read state machine over
 // codec.Parser, control frames (ping → pong, the close handshake),
 // message assembly bounded by MaxMessageSize, the outbound queue and its
@@ -60,7 +63,9 @@
 //
 // One hashed timing wheel per Server (wheel.go, Tick resolution, one
 // goroutine) holds each connection's single next deadline: handshake
-// timeout, next ping, pong timeout or close timeout. Reads only store the
+// timeout, next ping, pong timeout or close timeout, capped by the
+// connection's expiry (Conn.SetExpiry: e.g. a token's exp, closed with the
+// Handler's code). Reads only store the
 // current tick in an atomic; deadlines are recomputed lazily when due. The
 // first ping of connections accepted in a burst is spread over a quarter
 // of PingInterval.
