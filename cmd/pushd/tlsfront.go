@@ -145,12 +145,20 @@ func (f *tlsFront) untrack(c net.Conn) {
 	f.active.Add(-1)
 }
 
-// serve runs one wss connection: TLS handshake bounded by the handshake
-// timeout, then the socketpair to the poller and the two copy loops.
+// serve runs one wss connection: the TLS handshake bounded by the
+// handshake timeout, then the socketpair to the poller and the two copy
+// goroutines. serve itself returns after the handshake, so the deep stack
+// the handshake grew is freed and an idle connection keeps two small
+// goroutines blocked in Read; the last of them to finish closes both ends.
 func (f *tlsFront) serve(raw net.Conn) {
-	defer f.wg.Done()
-	defer f.untrack(raw)
-	defer raw.Close()
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			raw.Close()
+			f.untrack(raw)
+			f.wg.Done()
+		}
+	}()
 	tc := tls.Server(raw, f.cfg)
 	_ = raw.SetDeadline(time.Now().Add(f.hsTimeout))
 	if err := tc.Handshake(); err != nil {
@@ -170,21 +178,33 @@ func (f *tlsFront) serve(raw net.Conn) {
 		unix.Close(fds[0])
 		return
 	}
-	defer plain.Close()
 	// A refused Attach wrote its 503 into the pair: relay it all the same.
 	if err := f.srv.Attach(fds[0], raw.RemoteAddr()); errors.Is(err, poller.ErrServerClosed) {
+		plain.Close()
 		return
 	}
-	done := make(chan struct{})
+	handedOff = true
+	var left atomic.Int32
+	left.Store(2)
+	finish := func() {
+		if left.Add(-1) == 0 {
+			plain.Close()
+			raw.Close()
+			f.untrack(raw)
+			f.wg.Done()
+		}
+	}
 	go func() {
-		defer close(done)
 		pump(tc, plain) // server → client
 		_ = tc.CloseWrite()
-		raw.Close()
+		raw.Close() // unblocks the other pump's Read
+		finish()
 	}()
-	pump(plain, tc) // client → server
-	_ = plain.(*net.UnixConn).CloseWrite()
-	<-done
+	go func() {
+		pump(plain, tc) // client → server
+		_ = plain.(*net.UnixConn).CloseWrite()
+		finish()
+	}()
 }
 
 // pump copies src to dst until either fails, with a small buffer of its
