@@ -473,9 +473,13 @@ func execute(ctx context.Context, o *options, targets []target, src [][4]byte, r
 		}
 	}
 	rep.WindowSeconds = time.Since(windowStart).Seconds()
-	pp.print("done", sumProgress(hs), "", true)
+	end := sumProgress(hs)
+	pp.print("done", end, "", true)
 	if ctx.Err() != nil {
 		return ErrInterrupted
+	}
+	if end.Measured == 0 {
+		return ErrNoConns
 	}
 	return nil
 }

@@ -11,6 +11,8 @@ var (
 	ErrPreflight = errors.New("loadtest: preflight failed")
 	// ErrInterrupted means SIGINT/SIGTERM stopped the run (partial report).
 	ErrInterrupted = errors.New("loadtest: interrupted")
+	// ErrNoConns means no connection was open when the window began.
+	ErrNoConns = errors.New("loadtest: no connection was held (see errors)")
 	// ErrChild means a worker process failed or broke the child protocol.
 	ErrChild = errors.New("loadtest: worker process failed")
 )

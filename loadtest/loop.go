@@ -481,7 +481,10 @@ func (l *loop) process(i int, data []byte, now int64) (int, bool) {
 				l.stats.errors["fragmented_message"]++
 				continue
 			}
-			l.message(c, f.payload, now)
+			if class := l.message(c, f.payload, now); class != "" {
+				l.fail(i, class, now)
+				return 0, false
+			}
 		case opPing:
 			if len(f.payload) <= 125 {
 				l.wbuf = maskedFrame(l.wbuf[:0], opPong, f.payload)
@@ -502,8 +505,10 @@ func (l *loop) process(i int, data []byte, now int64) (int, bool) {
 	return off, true
 }
 
-// message handles one text message: a protocol reply or a push.
-func (l *loop) message(c *conn, p []byte, now int64) {
+// message handles one text message: a protocol reply or a push. A
+// non-empty result is the error class of a failed subscription attempt:
+// the caller ends the attempt.
+func (l *loop) message(c *conn, p []byte, now int64) string {
 	if bytes.HasPrefix(p, []byte(`{"op":`)) {
 		switch {
 		case bytes.HasPrefix(p, []byte(`{"op":"pong"`)):
@@ -522,18 +527,25 @@ func (l *loop) message(c *conn, p []byte, now int64) {
 		case bytes.HasPrefix(p, []byte(`{"op":"gap"`)):
 			l.stats.errors["server_gap_notice"]++
 		case bytes.HasPrefix(p, []byte(`{"op":"err"`)):
-			l.stats.errors["server_err"]++
+			code, _ := jsonInt(p, `"code":`)
+			if c.state == stSubscribing {
+				// A URL subscription was refused (e.g. 500 "subscribe
+				// failed"): the connection is not what the scenario
+				// needs, so this attempt failed; it is retried.
+				return "subscribe_err_" + strconv.FormatUint(code, 10)
+			}
+			l.stats.errors["server_err_"+strconv.FormatUint(code, 10)]++
 		}
-		return
+		return ""
 	}
 	ps, ok := parsePush(p)
 	if !ok {
 		l.stats.errors["unknown_message"]++
-		return
+		return ""
 	}
 	if !c.meas {
 		l.stats.unmeasured++
-		return
+		return ""
 	}
 	l.received.Add(1)
 	lat := max((now-ps.t)/1000, 0)
@@ -547,13 +559,14 @@ func (l *loop) message(c *conn, p []byte, now int64) {
 	switch {
 	case q <= *last:
 		l.stats.dups++
-		return
+		return ""
 	case q > *last+1:
 		l.stats.gaps += uint64(q - *last - 1)
 	}
 	*last = q
 	*unique++
 	h.RecordValue(lat)
+	return ""
 }
 
 // scanTimeouts drops connections whose connect, handshake or subscribe

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"net/http"
 	"path/filepath"
 	"testing"
 	"time"
@@ -54,11 +55,18 @@ func TestReconnectAfterGoingAway(t *testing.T) {
 	a := pushdtest.Start(t, bin, pushdtest.Options{Args: []string{"-reuseport", "-redis", redisURL}})
 	b := pushdtest.Start(t, bin, pushdtest.Options{Args: []string{"-reuseport", "-redis", redisURL, "-listen", a.WSAddr}})
 
+	// The listening line comes before the node's Redis connection is up:
+	// wait for /readyz, or the first subscriptions get 500.
+	for _, p := range []*pushdtest.Proc{a, b} {
+		waitReady(t, p)
+	}
 	js := filepath.Join(t.TempDir(), "report.json")
 	done := make(chan int, 1)
+	var out, errs string
 	go func() {
-		code, _, _ := runInProcess(t, "-target", a.URL("/ws"), "-redis", redisURL, "-conns", "100",
-			"-ramp", "1000", "-rate", "200", "-duration", "4s", "-json", js, "-seed", "9")
+		var code int
+		code, out, errs = runInProcess(t, "-target", a.URL("/ws"), "-redis", redisURL, "-conns", "100",
+			"-ramp", "1000", "-rate", "200", "-duration", "3s", "-json", js, "-seed", "9")
 		done <- code
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -74,12 +82,13 @@ func TestReconnectAfterGoingAway(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	if onA == 0 {
-		t.Fatal("no connection landed on the first node")
+		code := <-done
+		t.Fatalf("no connection landed on the first node; loadtest exit %d\n%s\n%s\nnode a:\n%s\nnode b:\n%s", code, out, errs, a.Tail(20), b.Tail(20))
 	}
-	time.Sleep(time.Second) // into the measured window
+	time.Sleep(700 * time.Millisecond) // into the measured window
 	a.Shutdown()
 	if code := <-done; code != ExitOK {
-		t.Fatalf("exit %d", code)
+		t.Fatalf("exit %d\n%s\n%s", code, out, errs)
 	}
 	r := readReport(t, js)
 	if r.CloseCodes["1001"] != uint64(onA) || r.Reconnects != uint64(onA) {
@@ -89,8 +98,24 @@ func TestReconnectAfterGoingAway(t *testing.T) {
 		t.Fatalf("open at end %d, failed %d, duplicates %d, errors %v", r.OpenAtEnd, r.Failed, r.Duplicates, r.Errors)
 	}
 	if r.Delivered == 0 || r.Lost > r.Expected/2 {
-		t.Fatalf("delivered %d of %d", r.Delivered, r.Expected)
+		t.Fatalf("delivered %d of %d; errors %v reconnects %d latency %+v", r.Delivered, r.Expected, r.Errors, r.Reconnects, r.Latency)
 	}
-	t.Logf("%d conns moved: close 1001 ×%d, %d reconnects, delivery %.4f (%d lost while away)",
-		onA, r.CloseCodes["1001"], r.Reconnects, r.DeliveryRatio, r.Lost)
+	t.Logf("%d conns moved: close 1001 ×%d, %d reconnects, delivery %.4f (%d lost while away); errors %v; latency %+v",
+		onA, r.CloseCodes["1001"], r.Reconnects, r.DeliveryRatio, r.Lost, r.Errors, r.Latency)
+}
+
+func waitReady(t *testing.T, p *pushdtest.Proc) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(p.AdminURL("/readyz"))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("pushd %s not ready after 10s\n%s", p.WSAddr, p.Tail(20))
 }
