@@ -334,6 +334,15 @@ func sumProgress(hs []handle) progress {
 	return t
 }
 
+func allMeasured(hs []handle) bool {
+	for _, h := range hs {
+		if !h.progress().MeasureDone {
+			return false
+		}
+	}
+	return true
+}
+
 // progressPrinter writes a live line on a terminal and a log line every
 // interval otherwise.
 type progressPrinter struct {
@@ -423,7 +432,18 @@ func execute(ctx context.Context, o *options, targets []target, src [][4]byte, r
 	for _, h := range hs {
 		h.measure()
 	}
-	time.Sleep(100 * time.Millisecond) // let every loop mark its measured set before the first publication
+	// The first publication must find every loop's measured set marked.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if allMeasured(hs) {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: workers did not start the measured window within 10s", ErrChild)
+		}
+		if ctx.Err() != nil {
+			return ErrInterrupted
+		}
+	}
 
 	// Measured window.
 	pctx, cancel := context.WithTimeout(ctx, o.duration)

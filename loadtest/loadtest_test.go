@@ -53,6 +53,7 @@ func runInProcess(t *testing.T, args ...string) (int, string, string) {
 // a real pushd on 127.0.0.1:0 publishing through POST /publish; then the
 // same run with an impossible p99 exits with the SLO code.
 func TestRunAgainstPushd(t *testing.T) {
+	t.Parallel()
 	p := startPushd(t)
 	js := filepath.Join(t.TempDir(), "report.json")
 	base := []string{"-target", p.URL("/ws"), "-publish-url", p.AdminURL("/publish"),
@@ -122,6 +123,7 @@ func exitCode(t *testing.T, err error) int {
 // TestWorkersMerge runs two worker processes from two source addresses
 // and checks the merged report.
 func TestWorkersMerge(t *testing.T) {
+	t.Parallel()
 	p := startPushd(t)
 	bin := buildLoadtest(t)
 	js := filepath.Join(t.TempDir(), "report.json")
@@ -144,6 +146,7 @@ func TestWorkersMerge(t *testing.T) {
 // TestPreflight is acceptance 3: a run that cannot fit stops before
 // dialing and prints the fix.
 func TestPreflight(t *testing.T) {
+	t.Parallel()
 	p := startPushd(t)
 	bin := buildLoadtest(t)
 	cases := []struct {

@@ -109,6 +109,7 @@ type loop struct {
 	received   atomic.Int64
 	inflightA  atomic.Int64
 	measured   atomic.Int64
+	measDone   atomic.Bool // beginMeasure ran
 }
 
 func newLoop(cfg *workerConfig, clock monoClock, id int, gids []uint32, rate float64) (*loop, error) {
@@ -190,6 +191,7 @@ func (l *loop) beginMeasure() {
 		}
 	}
 	l.measured.Store(n)
+	l.measDone.Store(true)
 }
 
 // startDue starts never-started connections whose arrival time has come,

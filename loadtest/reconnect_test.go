@@ -49,6 +49,7 @@ func TestReconnectHintHonoured(t *testing.T) {
 // (SO_REUSEPORT) and a real Redis; the first is stopped mid-run, closes its
 // connections with 1001, and every one of them reconnects (to the other).
 func TestReconnectAfterGoingAway(t *testing.T) {
+	t.Parallel()
 	rs := redistest.Start(t, redistest.Options{})
 	bin := pushdtest.Build(t)
 	redisURL := "redis://" + rs.Addr + "/0"

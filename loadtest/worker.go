@@ -47,6 +47,8 @@ type progress struct {
 	Received int64 `json:"received"`
 	Measured int64 `json:"measured"`
 	Conns    int64 `json:"conns"`
+	// MeasureDone: every loop has marked its measured set.
+	MeasureDone bool `json:"measure_done"`
 }
 
 // rampDone reports whether every connection was started and none is in a
@@ -147,8 +149,9 @@ func startWorker(cfg workerConfig) (*worker, error) {
 }
 
 func (w *worker) progress() progress {
-	p := progress{Conns: int64(w.cfg.Hi - w.cfg.Lo)}
+	p := progress{Conns: int64(w.cfg.Hi - w.cfg.Lo), MeasureDone: true}
 	for _, l := range w.loops {
+		p.MeasureDone = p.MeasureDone && l.measDone.Load()
 		p.Started += l.started.Load()
 		p.Open += l.openNow.Load()
 		p.Dead += l.dead.Load()
@@ -167,6 +170,10 @@ func (w *worker) measure() {
 	w.peakHeld = w.progress().Open
 	for _, l := range w.loops {
 		l.measureReq.Store(true)
+	}
+	// Each loop applies the request within one epoll_wait timeout (50 ms).
+	for deadline := time.Now().Add(5 * time.Second); !w.progress().MeasureDone && time.Now().Before(deadline); {
+		time.Sleep(2 * time.Millisecond)
 	}
 }
 
