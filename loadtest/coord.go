@@ -313,6 +313,9 @@ func childArgs(o *options) []string {
 		"-handshake-timeout", o.hsTimeout.String(), "-max-attempts", strconv.Itoa(o.maxAttempts),
 		"-rate", "0", "-duration", o.duration.String(),
 	}
+	if o.noPersonal {
+		a = append(a, "-no-personal")
+	}
 	if o.src != "" {
 		a = append(a, "-src", o.src)
 	}
@@ -415,17 +418,31 @@ func execute(ctx context.Context, o *options, targets []target, src [][4]byte, r
 	for ramping := true; ramping; {
 		select {
 		case <-ctx.Done():
+			rep.RampStoppedBy = "interrupted"
 			return ErrInterrupted
 		case <-rampEnd.C:
-			fmt.Fprintf(stderr, "\nloadtest: ramp timeout %v: measuring with what is open\n", o.rampTimeout)
+			rep.RampStoppedBy = "ramp-timeout " + o.rampTimeout.String()
+			ramping = false
+		case <-o.endRamp:
+			rep.RampStoppedBy = "SIGUSR1"
 			ramping = false
 		case <-tick.C:
 			p := sumProgress(hs)
+			rep.PeakOpen = max(rep.PeakOpen, p.Open)
 			pp.print("ramp", p, "", false)
 			if p.Conns == int64(o.conns) && p.rampDone() {
 				ramping = false
 			}
+			if o.minFreeMiB > 0 {
+				if avail := memAvailable(); avail > 0 && avail < uint64(o.minFreeMiB)<<20 {
+					rep.RampStoppedBy = fmt.Sprintf("memory: MemAvailable %d MiB < -min-free-mib %d", avail>>20, o.minFreeMiB)
+					ramping = false
+				}
+			}
 		}
+	}
+	if rep.RampStoppedBy != "" {
+		fmt.Fprintf(stderr, "\nloadtest: ramp ended early (%s): measuring with what is open\n", rep.RampStoppedBy)
 	}
 	rep.RampSeconds = time.Since(rampStart).Seconds()
 	pp.print("ramp", sumProgress(hs), "done", true)
@@ -475,7 +492,9 @@ func execute(ctx context.Context, o *options, targets []target, src [][4]byte, r
 		case <-pdone:
 			running = false
 		case <-tick.C:
-			pp.print("publish", sumProgress(hs), "", false)
+			p := sumProgress(hs)
+			rep.PeakOpen = max(rep.PeakOpen, p.Open)
+			pp.print("publish", p, "", false)
 		}
 	}
 	pub = pr.Sent

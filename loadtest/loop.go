@@ -181,6 +181,8 @@ func (l *loop) run() {
 // count towards delivery, and the expected counts are computed for them.
 func (l *loop) beginMeasure() {
 	l.measuring = true
+	// The ramp is over: connections not started yet never will be.
+	l.next = len(l.conns)
 	var n int64
 	for i := range l.conns {
 		c := &l.conns[i]
@@ -374,11 +376,15 @@ func (l *loop) upgrade(dst []byte, c *conn) []byte {
 		path = append(path, '?')
 	}
 	path = append(path, "ch="...)
-	path = append(path, l.cfg.Prefix...)
-	path = append(path, "u:"...)
-	path = strconv.AppendUint(path, uint64(c.gid), 10)
+	if !l.cfg.NoPersonal {
+		path = append(path, l.cfg.Prefix...)
+		path = append(path, "u:"...)
+		path = strconv.AppendUint(path, uint64(c.gid), 10)
+	}
 	if l.cfg.Groups > 0 {
-		path = append(path, ',')
+		if !l.cfg.NoPersonal {
+			path = append(path, ',')
+		}
 		path = append(path, l.cfg.Prefix...)
 		path = append(path, "g:"...)
 		path = strconv.AppendUint(path, uint64(c.gid)%uint64(l.cfg.Groups), 10)

@@ -23,7 +23,10 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	endRamp := make(chan os.Signal, 1)
+	signal.Notify(endRamp, syscall.SIGUSR1)
+	code := runMain(ctx, os.Args[1:], os.Stdout, os.Stderr, endRamp)
+	signal.Stop(endRamp)
 	stop()
 	os.Exit(code)
 }
@@ -63,6 +66,9 @@ type options struct {
 	rampTimeout   time.Duration
 	progressIvl   time.Duration
 	prefix        string
+	noPersonal    bool
+	minFreeMiB    int
+	endRamp       <-chan os.Signal // SIGUSR1 in main: end the ramp now
 	preflightOnly bool
 
 	child       bool
@@ -108,6 +114,8 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.DurationVar(&o.rampTimeout, "ramp-timeout", 0, "bound on the ramp (0: 2×conns/ramp + 30s)")
 	fs.DurationVar(&o.progressIvl, "progress", 5*time.Second, "progress log interval when stderr is not a terminal")
 	fs.StringVar(&o.prefix, "prefix", "lt:", "channel name prefix: <prefix>u:<i> personal, <prefix>g:<k> group")
+	fs.BoolVar(&o.noPersonal, "no-personal", false, "subscribe only the group channel (needs -groups; no personal publications)")
+	fs.IntVar(&o.minFreeMiB, "min-free-mib", 0, "end the ramp when the host's MemAvailable falls below this many MiB (0: off); SIGUSR1 also ends it")
 	fs.BoolVar(&o.preflightOnly, "preflight", false, "run the preflight checks only and exit (0 fits, 2 does not)")
 	fs.BoolVar(&o.child, "worker-child", false, "internal: run as a worker process of a parent loadtest")
 	fs.IntVar(&o.workerIndex, "worker-index", 0, "internal: this worker's index")
@@ -154,6 +162,9 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	}
 	if o.groups < 0 || (o.groupRate > 0 && o.groups == 0) {
 		bad("-group-rate needs -groups > 0")
+	}
+	if o.noPersonal && (o.groups == 0 || o.rate > 0) {
+		bad("-no-personal needs -groups > 0 and -rate 0")
 	}
 	if o.redisURL != "" && len(o.publishURLs) > 0 {
 		bad("-redis and -publish-url are exclusive")
@@ -241,6 +252,11 @@ func isLoopback(ts []target) bool {
 
 // run is the command; it returns the exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return runMain(ctx, args, stdout, stderr, nil)
+}
+
+// runMain is run with the SIGUSR1 channel that ends the ramp early.
+func runMain(ctx context.Context, args []string, stdout, stderr io.Writer, endRamp <-chan os.Signal) int {
 	o, err := parseOptions(args, stderr)
 	if err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
@@ -248,6 +264,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return ExitUsage
 	}
+	o.endRamp = endRamp
 	targets, err := resolveTargets(ctx, o.targets)
 	if err == nil {
 		var src [][4]byte
@@ -272,7 +289,7 @@ func (o *options) workerConfig(targets []target, src [][4]byte, i int) workerCon
 		Ramp:             o.ramp / float64(o.workers),
 		MaxInflight:      max(o.maxHS/(o.workers*o.loops), 1),
 		HandshakeTimeout: o.hsTimeout, MaxAttempts: o.maxAttempts,
-		Groups: o.groups, Prefix: o.prefix, Seed: o.seed,
+		Groups: o.groups, Prefix: o.prefix, Seed: o.seed, NoPersonal: o.noPersonal,
 	}
 }
 

@@ -86,7 +86,11 @@ func runPublisher(ctx context.Context, cfg pubConfig, clock monoClock) pubResult
 		now := clock.now()
 		el := float64(now - start)
 		batch = batch[:0]
-		dueU := uint64(cfg.Rate * el / 1e9)
+		// Message k is due at start + k/rate, so floor(rate·el)+1 are due.
+		dueU := uint64(cfg.Rate*el/1e9) + 1
+		if cfg.Rate == 0 {
+			dueU = 0
+		}
 		for res.Sent.Personal < dueU && len(batch) < 2000 {
 			k := res.Sent.Personal
 			at := start + int64(float64(k)*1e9/cfg.Rate)
@@ -95,7 +99,7 @@ func runPublisher(ctx context.Context, cfg pubConfig, clock monoClock) pubResult
 			res.Sent.Personal++
 		}
 		if G > 0 && cfg.GroupRate > 0 {
-			dueG := uint64(cfg.GroupRate * el / 1e9)
+			dueG := uint64(cfg.GroupRate*el/1e9) + 1
 			for res.Sent.Group < dueG && len(batch) < 4000 {
 				j := res.Sent.Group
 				at := start + int64(float64(j)*1e9/cfg.GroupRate)

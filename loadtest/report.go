@@ -35,6 +35,12 @@ type Report struct {
 	OpenAtEnd   int64   `json:"conns_open_end"` // open when the run stopped
 	Reconnects  uint64  `json:"reconnects"`
 	RampSeconds float64 `json:"ramp_seconds"`
+	// RampStoppedBy is empty when every connection was started, else why
+	// the ramp ended early: "ramp-timeout ...", "memory: ...", "SIGUSR1",
+	// "interrupted".
+	RampStoppedBy string `json:"ramp_stopped_by"`
+	NotStarted    int64  `json:"conns_not_started"` // never dialed (the ramp ended first)
+	PeakOpen      int64  `json:"conns_peak"`        // most connections open at once (sampled every 250 ms)
 
 	ConnectLatency   Percentiles `json:"connect_latency_us"`   // connect(2) start → 101
 	SubscribeLatency Percentiles `json:"subscribe_latency_us"` // 101 → pong (URL subscriptions live)
@@ -129,6 +135,7 @@ func (r *Report) merge(res []workerResult) {
 		r.Held += w.Measured
 		r.Failed += w.Dead
 		r.OpenAtEnd += w.Open
+		r.NotStarted += int64(w.Conns) - w.Started
 		r.Reconnects += w.Reconnects
 		r.Expected += w.ExpectedU + w.ExpectedG
 		delivered += w.UniqueU + w.UniqueG
@@ -198,8 +205,11 @@ func (r *Report) printHuman(w io.Writer) {
 		title += " (PARTIAL)"
 	}
 	fmt.Fprintf(tw, "%s\tseed %d, %d worker(s), publish via %s\n", title, r.Seed, r.Workers, r.Publish)
-	fmt.Fprintf(tw, "connections\trequested %d, held %d, failed %d, open at end %d, reconnects %d, ramp %.1fs\n",
-		r.Requested, r.Held, r.Failed, r.OpenAtEnd, r.Reconnects, r.RampSeconds)
+	fmt.Fprintf(tw, "connections\trequested %d, peak %d, held %d, failed %d, not started %d, open at end %d, reconnects %d, ramp %.1fs\n",
+		r.Requested, r.PeakOpen, r.Held, r.Failed, r.NotStarted, r.OpenAtEnd, r.Reconnects, r.RampSeconds)
+	if r.RampStoppedBy != "" {
+		fmt.Fprintf(tw, "ramp stopped by\t%s\n", r.RampStoppedBy)
+	}
 	fmt.Fprintf(tw, "\tcount\tp50\tp90\tp99\tp99.9\tmax\n")
 	for _, row := range []struct {
 		name string

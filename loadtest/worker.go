@@ -36,6 +36,7 @@ type workerConfig struct {
 	Groups           int
 	Prefix           string
 	Seed             uint64
+	NoPersonal       bool // subscribe the group channel only
 }
 
 // progress is a worker's live counters.
@@ -67,6 +68,7 @@ type published struct {
 // workerResult is one worker's final account; results merge by addition.
 type workerResult struct {
 	Conns        int                    `json:"conns"`
+	Started      int64                  `json:"started"`
 	Open         int64                  `json:"open"`
 	Dead         int64                  `json:"dead"`
 	Measured     int64                  `json:"measured"`
@@ -195,7 +197,7 @@ func (w *worker) stop(pub published) workerResult {
 	pr := w.progress()
 	w.stopLoops()
 	r := workerResult{
-		Conns: w.cfg.Hi - w.cfg.Lo, Open: pr.Open, Dead: pr.Dead, Measured: pr.Measured,
+		Conns: w.cfg.Hi - w.cfg.Lo, Started: pr.Started, Open: pr.Open, Dead: pr.Dead, Measured: pr.Measured,
 		Errors: map[string]uint64{}, CloseCodes: map[string]uint64{},
 		CPUSeconds: (processCPU() - w.cpu0).Seconds(),
 		RSSBytes:   w.peakRSS, HeapBytes: w.peakHeap, BaseRSS: w.baseRSS, BaseHeap: w.baseHeap,
