@@ -395,15 +395,27 @@ func execute(ctx context.Context, o *options, targets []target, src [][4]byte, r
 	}
 	var pub published
 	defer func() {
-		var res []workerResult
-		for _, h := range hs {
-			r, serr := h.stop(pub)
-			if serr != nil {
-				err = errors.Join(err, serr)
+		// Stop every worker at once: each closes thousands of sockets.
+		res := make([]workerResult, len(hs))
+		errs := make([]error, len(hs))
+		var wg sync.WaitGroup
+		for i, h := range hs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				res[i], errs[i] = h.stop(pub)
+			}()
+		}
+		wg.Wait()
+		ok := res[:0]
+		for i := range hs {
+			if errs[i] != nil {
+				err = errors.Join(err, errs[i])
 				continue
 			}
-			res = append(res, r)
+			ok = append(ok, res[i])
 		}
+		res = ok
 		rep.PublishedPersonal, rep.PublishedGroup = pub.Personal, pub.Group
 		rep.merge(res)
 	}()

@@ -150,11 +150,7 @@ func (l *loop) run() {
 		if l.measureReq.Load() && !l.measuring {
 			l.beginMeasure()
 		}
-		timeout := 50
-		if l.next < len(l.conns) || len(l.retries) > 0 {
-			timeout = 1
-		}
-		k, err := unix.EpollWait(l.epfd, events, timeout)
+		k, err := unix.EpollWait(l.epfd, events, l.waitMs(now))
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			l.stats.errors["epoll_wait"]++
 			break
@@ -175,6 +171,21 @@ func (l *loop) run() {
 		}
 	}
 	unix.Close(l.epfd)
+}
+
+// waitMs is the epoll_wait timeout: until the next arrival or retry is
+// due (at least 1 ms), at most 50 ms (the stop and measure requests are
+// polled at that period). A loop at its in-flight cap waits for events.
+// Waking every millisecond instead costs a hundred loops a core.
+func (l *loop) waitMs(now int64) int {
+	due := now + int64(50*time.Millisecond)
+	if l.next < len(l.conns) && l.inflight < l.cfg.MaxInflight {
+		due = min(due, l.nextAt)
+	}
+	if len(l.retries) > 0 && l.inflight < l.cfg.MaxInflight {
+		due = min(due, l.retries[0].at)
+	}
+	return int(max((due-now+int64(time.Millisecond)-1)/int64(time.Millisecond), 1))
 }
 
 // beginMeasure marks the open connections as measured: only their pushes
