@@ -34,7 +34,9 @@ type localHandle struct{ w *worker }
 func (h localHandle) progress() progress { return h.w.progress() }
 func (h localHandle) measure()           { h.w.measure() }
 func (h localHandle) stop(p published) (workerResult, error) {
-	return h.w.stop(p), nil
+	r := h.w.stop(p)
+	h.w.close()
+	return r, nil
 }
 
 // childHandle is a worker process speaking the child protocol.
@@ -139,12 +141,16 @@ func (h *childHandle) send(c childCmd) {
 
 func (h *childHandle) measure() { h.send(childCmd{Cmd: "measure"}) }
 
+// childStopTimeout bounds the wait for a worker's result and exit: a
+// saturated host with a million sockets needs more than a few seconds.
+const childStopTimeout = 3 * time.Minute
+
 // stop asks for the result and waits for it and for the process, at most
-// 30 s, then kills it.
+// childStopTimeout, then kills it.
 func (h *childHandle) stop(p published) (workerResult, error) {
 	h.send(childCmd{Cmd: "stop", Pub: p})
 	_ = h.stdin.Close()
-	t := time.NewTimer(30 * time.Second)
+	t := time.NewTimer(childStopTimeout)
 	defer t.Stop()
 	var (
 		r   workerResult
@@ -161,7 +167,7 @@ func (h *childHandle) stop(p published) (workerResult, error) {
 			err = fmt.Errorf("%w: worker %d exited without a result: %s", ErrChild, h.i, lastLines(h.stderr.String(), 5))
 		}
 	case <-t.C:
-		err = fmt.Errorf("%w: worker %d: no result within 30s", ErrChild, h.i)
+		err = fmt.Errorf("%w: worker %d: no result within %v", ErrChild, h.i, childStopTimeout)
 		_ = h.cmd.Process.Kill()
 	}
 	<-h.done

@@ -134,8 +134,8 @@ func newLoop(cfg *workerConfig, clock monoClock, id int, gids []uint32, rate flo
 	return l, nil
 }
 
-// run is the loop goroutine's body. It returns after stop is set, with
-// every socket closed.
+// run is the loop goroutine's body. It returns after stop is set; the
+// sockets stay open until closeAll.
 func (l *loop) run() {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -164,6 +164,13 @@ func (l *loop) run() {
 			nextScan = now + int64(100*time.Millisecond)
 		}
 	}
+}
+
+// closeAll closes every socket and the epoll instance of a stopped loop.
+// It is separate from run so that a worker reports first: closing tens of
+// thousands of sockets on a saturated host takes longer than the parent
+// should wait for a result.
+func (l *loop) closeAll() {
 	for i := range l.conns {
 		if l.conns[i].fd >= 0 {
 			unix.Close(int(l.conns[i].fd))
@@ -621,5 +628,5 @@ func errClass(err error) string {
 // stopAndClose releases a loop that was never run (tests).
 func (l *loop) stopAndClose() {
 	l.stop.Store(true)
-	unix.Close(l.epfd)
+	l.closeAll()
 }

@@ -188,8 +188,16 @@ func (w *worker) stopLoops() {
 	})
 }
 
+// close closes the sockets of a stopped worker (after stop).
+func (w *worker) close() {
+	w.stopLoops()
+	for _, l := range w.loops {
+		l.closeAll()
+	}
+}
+
 // stop stops the loops and returns the worker's result given what was
-// published.
+// published; the sockets stay open until close.
 func (w *worker) stop(pub published) workerResult {
 	if w.peakRSS == 0 { // never measured (interrupted during the ramp)
 		w.peakRSS, w.peakHeap, w.peakHeld = processRSS(), heapInuse(), w.progress().Open
@@ -323,11 +331,13 @@ func runChild(ctx context.Context, cfg workerConfig, in io.Reader, out io.Writer
 			case "stop":
 				r := w.stop(c.Pub)
 				send(childEvent{Ev: "result", Result: &r})
+				w.close()
 				return nil
 			}
 		case <-ctx.Done():
 			r := w.stop(published{})
 			send(childEvent{Ev: "result", Result: &r})
+			w.close()
 			return ctx.Err()
 		}
 	}
