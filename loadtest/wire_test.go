@@ -100,3 +100,19 @@ func TestMaskedFrame(t *testing.T) {
 		t.Fatalf("unmasked %q", f[6:])
 	}
 }
+
+// TestMonoClockMatchesClockGettime: two independently built clocks (as in
+// two processes) agree with CLOCK_MONOTONIC within 50 µs.
+func TestMonoClockMatchesClockGettime(t *testing.T) {
+	a, err := newMonoClock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := newMonoClock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := a.now() - b.now(); d > 50_000 || d < -50_000 {
+		t.Fatalf("clocks differ by %d ns", d)
+	}
+}
