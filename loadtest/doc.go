@@ -24,14 +24,16 @@
 // # Scenario and its invariants
 //
 // Connection i (0 ≤ i < -conns) upgrades to <target>?ch=<prefix>u:<i>
-// (its personal channel) and, with -groups G, also <prefix>g:<i mod G>; it
+// (its personal channel; left out with -no-personal) and, with -groups G,
+// also <prefix>g:<i mod G>; it
 // then sends {"op":"ping"}: the pong proves the URL subscriptions live
 // (subscribe latency = 101 → pong). Connections arrive as a Poisson
 // process at -ramp per second (open model: the gaps are each connection's
 // jitter), with at most -max-handshakes handshakes in flight.
 //
-// When the ramp is over (every connection open or given up, or
-// -ramp-timeout), the connections open at that moment are the held set
+// When the ramp is over (every connection open or given up, -ramp-timeout,
+// MemAvailable below -min-free-mib, or SIGUSR1), connections not yet
+// started are abandoned and those open at that moment are the held set
 // and the measured window begins: the publisher sends personal message k
 // (k = 0, 1, ...) to channel u:<k mod conns> with sequence k/conns+1, and
 // group message j to g:<j mod G> with sequence j/G+1, at exactly -rate and
@@ -87,6 +89,10 @@
 //	conns_open_end         open when the run stopped
 //	reconnects             re-dials after an established connection dropped
 //	ramp_seconds           time to the end of the ramp
+//	ramp_stopped_by        "" when every connection was started, else why the ramp ended:
+//	                       "ramp-timeout D", "memory: MemAvailable ...", "SIGUSR1", "interrupted"
+//	conns_not_started      never dialed because the ramp ended first
+//	conns_peak             most connections open at once (sampled every 250 ms)
 //	connect_latency_us     {count, min, mean, p50, p90, p99, p999, max}: connect(2) start → 101
 //	subscribe_latency_us   same shape: 101 → pong
 //	latency_us             same shape: personal publication, scheduled send → receive
