@@ -150,8 +150,8 @@ names = {"EMFILE": "per-process file limit (RLIMIT_NOFILE)", "ENFILE": "host fil
          "timeout_subscribe": "subscribe timeouts (server CPU)"}
 for k, v in sorted(errs.items(), key=lambda kv: -kv[1]):
     why.append("%s ×%d%s" % (k, v, (" → " + names[k]) if k in names else ""))
-if conns >= target and not why:
-    print("stopped by: nothing, the target was reached")
+if conns >= target:
+    print("stopped by: nothing, the target was reached" + ((" (errors on the way, retried: " + "; ".join(why) + ")") if why else ""))
 else:
     print("stopped by: " + ("; ".join(why) if why else "unknown (see loadtest.out)"))
 g = r["group_latency_us"]
