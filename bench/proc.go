@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -210,4 +213,30 @@ func procCPUSplit(pid int) (user, sys time.Duration, err error) {
 		return 0, 0, fmt.Errorf("parse stat utime/stime %q %q", f[11], f[12])
 	}
 	return time.Duration(ut) * time.Second / userHZ, time.Duration(st) * time.Second / userHZ, nil
+}
+
+// serverListeners parses a reference server's -listen and -admin-listen
+// flags and opens both listeners, logging JSON to stderr. On failure it
+// returns nil listeners and the exit code (2 usage, 1 listen error).
+func serverListeners(name string, args []string, stderr io.Writer) (ln, aln net.Listener, log *slog.Logger, code int) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:0", "WebSocket (or raw TCP) listener")
+	adminListen := fs.String("admin-listen", "127.0.0.1:0", "admin listener (/stats and the server's commands)")
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, nil, 2
+	}
+	log = slog.New(slog.NewJSONHandler(stderr, nil))
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		log.Error("listen", "err", err)
+		return nil, nil, nil, 1
+	}
+	aln, err = net.Listen("tcp", *adminListen)
+	if err != nil {
+		ln.Close()
+		log.Error("listen admin", "err", err)
+		return nil, nil, nil, 1
+	}
+	return ln, aln, log, 0
 }

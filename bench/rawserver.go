@@ -3,10 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"runtime"
@@ -34,23 +32,9 @@ type rawWriteResult struct {
 // "listening" lines as pushd and serves GET /stats (conns), so the harness
 // starts it like any server.
 func runRawServer(ctx context.Context, args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("bench -rawserver", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	listen := fs.String("listen", "127.0.0.1:0", "TCP listener the clients connect to")
-	adminListen := fs.String("admin-listen", "127.0.0.1:0", "admin listener (/stats, POST /write)")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	log := slog.New(slog.NewJSONHandler(stderr, nil))
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		log.Error("listen", "err", err)
-		return 1
-	}
-	aln, err := net.Listen("tcp", *adminListen)
-	if err != nil {
-		log.Error("listen admin", "err", err)
-		return 1
+	ln, aln, log, code := serverListeners("bench -rawserver", args, stderr)
+	if ln == nil {
+		return code
 	}
 	var (
 		mu    sync.Mutex

@@ -3,11 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
@@ -25,23 +22,9 @@ import (
 // reads (/stats, POST /debug/freeosmemory, /debug/pprof/) and logs the same
 // "listening" lines, so the harness drives both servers identically.
 func runRefServer(ctx context.Context, args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("bench -refserver", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	listen := fs.String("listen", "127.0.0.1:0", "WebSocket listener")
-	adminListen := fs.String("admin-listen", "127.0.0.1:0", "admin listener")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	log := slog.New(slog.NewJSONHandler(stderr, nil))
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		log.Error("listen", "err", err)
-		return 1
-	}
-	aln, err := net.Listen("tcp", *adminListen)
-	if err != nil {
-		log.Error("listen admin", "err", err)
-		return 1
+	ln, aln, log, code := serverListeners("bench -refserver", args, stderr)
+	if ln == nil {
+		return code
 	}
 	var conns atomic.Int64
 	var upgraded atomic.Uint64
