@@ -152,31 +152,38 @@ type wsConn struct {
 // openConns opens n upgraded connections with cf.concurrency workers and
 // returns those that succeeded plus failure counts by reason.
 func openConns(ctx context.Context, cf clientFlags, d *srcaddr.Dialer, n int) ([]wsConn, map[string]int) {
+	return dialAll(ctx, n, cf.concurrency, func() (wsConn, error) { return dialUpgrade(ctx, cf, d) })
+}
+
+// dialAll runs dial n times on up to concurrency goroutines (stopping early
+// when ctx ends) and returns the results that succeeded plus failure counts
+// by reason.
+func dialAll[T any](ctx context.Context, n, concurrency int, dial func() (T, error)) ([]T, map[string]int) {
 	var (
-		mu    sync.Mutex
-		conns = make([]wsConn, 0, n)
-		errs  = map[string]int{}
-		next  atomic.Int64
-		wg    sync.WaitGroup
+		mu   sync.Mutex
+		ok   = make([]T, 0, n)
+		errs = map[string]int{}
+		next atomic.Int64
+		wg   sync.WaitGroup
 	)
-	for range min(cf.concurrency, n) {
+	for range min(concurrency, n) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for next.Add(1) <= int64(n) && ctx.Err() == nil {
-				c, err := dialUpgrade(ctx, cf, d)
+				v, err := dial()
 				mu.Lock()
 				if err != nil {
 					errs[reason(err)]++
 				} else {
-					conns = append(conns, c)
+					ok = append(ok, v)
 				}
 				mu.Unlock()
 			}
 		}()
 	}
 	wg.Wait()
-	return conns, errs
+	return ok, errs
 }
 
 func dialUpgrade(ctx context.Context, cf clientFlags, d *srcaddr.Dialer) (wsConn, error) {

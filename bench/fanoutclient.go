@@ -9,8 +9,6 @@ import (
 	"os"
 	"runtime"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -105,31 +103,8 @@ func detach(c net.Conn) (int, error) {
 // to cmd.Path, or plain TCP with cmd.Raw) and registers them with a new
 // epoll instance.
 func openFanout(ctx context.Context, cf clientFlags, d *srcaddr.Dialer, cmd clientCmd, clock monoClock) (*fanoutSet, map[string]int, error) {
-	var (
-		mu   sync.Mutex
-		fds  = make([]int, 0, cmd.Total)
-		errs = map[string]int{}
-		next atomic.Int64
-		wg   sync.WaitGroup
-	)
 	cf.target, cf.path = cmd.Target, cmd.Path
-	for range min(cf.concurrency, cmd.Total) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for next.Add(1) <= int64(cmd.Total) && ctx.Err() == nil {
-				fd, err := dialDetached(ctx, cf, d, cmd.Raw)
-				mu.Lock()
-				if err != nil {
-					errs[reason(err)]++
-				} else {
-					fds = append(fds, fd)
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
+	fds, errs := dialAll(ctx, cmd.Total, cf.concurrency, func() (int, error) { return dialDetached(ctx, cf, d, cmd.Raw) })
 	s := &fanoutSet{epfd: -1, fds: fds, clock: clock}
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
