@@ -179,16 +179,18 @@ func (l *listener) turnAway(nfd int, reason string) {
 	l.turnAwayWith(nfd, []byte(refusal), reason)
 }
 
-// turnAwayWith writes msg (an HTTP refusal) and closes nfd.
+// turnAwayWith counts the refusal, writes msg (an HTTP refusal) and closes
+// nfd. The count comes first so that anyone who has seen the refusal also
+// sees it counted in Stats.
 func (l *listener) turnAwayWith(nfd int, msg []byte, reason string) {
+	if l.refuse != nil {
+		l.refuse(reason)
+	}
 	_, _ = unix.Write(nfd, msg)
 	// SHUT_WR first so the refusal is followed by a FIN; close(2) alone
 	// would reset the connection when the client's request is unread.
 	_ = unix.Shutdown(nfd, unix.SHUT_WR)
 	unix.Close(nfd)
-	if l.refuse != nil {
-		l.refuse(reason)
-	}
 }
 
 // Close stops the listener. It is idempotent.

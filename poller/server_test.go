@@ -184,7 +184,9 @@ func TestMaxConnsRefuses503(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("got %s (Retry-After %q), want 503 with Retry-After", resp.Status, resp.Header.Get("Retry-After"))
 	}
-	eventually(t, "refusal counted", func() bool { return s.Stats().Refused == 1 })
+	if n := s.Stats().Refused; n != 1 {
+		t.Fatalf("refused = %d right after the 503 was read, want 1", n)
+	}
 }
 
 type rejecter struct{ Echo }
