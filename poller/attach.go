@@ -72,11 +72,8 @@ func (s *Server) releaseSrc(src netip.Addr) {
 	}
 }
 
-// refuseFD writes a refusal to a socket that never became a connection
-// and closes it.
+// refuseFD counts a refusal, writes it to a socket that never became a
+// connection and closes it, as the listener does for its own refusals.
 func (s *Server) refuseFD(fd int, msg []byte, reason string) {
-	_, _ = unix.Write(fd, msg)
-	_ = unix.Shutdown(fd, unix.SHUT_WR)
-	unix.Close(fd)
-	s.ln.refuse(reason)
+	s.ln.turnAwayWith(fd, msg, reason)
 }
