@@ -12,6 +12,9 @@ import (
 // field selects its default (see the Default* constants); Validate reports
 // every invalid field at once.
 type Config struct {
+	// Backend selects the event loop: BackendNetpoll (cloudwego/netpoll)
+	// or BackendLean (pushd's own epoll loops); "" selects DefaultBackend.
+	Backend string
 	// MaxFrameSize bounds the payload of one inbound frame (close 1009 above).
 	MaxFrameSize int64
 	// MaxMessageSize bounds one assembled inbound message (close 1009 above).
@@ -63,6 +66,13 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// Event loop backends (Config.Backend).
+const (
+	BackendNetpoll = "netpoll"
+	BackendLean    = "lean"
+	DefaultBackend = BackendNetpoll
+)
+
 // Defaults used for zero Config fields.
 const (
 	DefaultMaxFrameSize     = 1 << 20
@@ -83,6 +93,9 @@ const (
 )
 
 func (c *Config) setDefaults() {
+	if c.Backend == "" {
+		c.Backend = DefaultBackend
+	}
 	if c.MaxFrameSize == 0 {
 		c.MaxFrameSize = DefaultMaxFrameSize
 	}
@@ -121,6 +134,11 @@ func (c *Config) setDefaults() {
 // Validate reports every invalid field of c at once.
 func (c Config) Validate() error {
 	var errs []error
+	switch c.Backend {
+	case "", BackendNetpoll, BackendLean:
+	default:
+		errs = append(errs, fmt.Errorf("Backend must be %q or %q (got %q)", BackendNetpoll, BackendLean, c.Backend))
+	}
 	neg := func(name string, v int64) {
 		if v < 0 {
 			errs = append(errs, fmt.Errorf("%s must not be negative (got %d)", name, v))

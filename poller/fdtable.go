@@ -74,16 +74,16 @@ func (t *fdTable) clear(fd int, c *Conn) {
 	}
 }
 
-// each calls fn for every registered connection.
-func (t *fdTable) each(fn func(*Conn)) {
+// each calls fn for every registered connection until fn returns false.
+func (t *fdTable) each(fn func(*Conn) bool) {
 	for i := range t.chunks {
 		ch := t.chunks[i].Load()
 		if ch == nil {
 			continue
 		}
 		for j := range ch {
-			if c := ch[j].Load(); c != nil {
-				fn(c)
+			if c := ch[j].Load(); c != nil && !fn(c) {
+				return
 			}
 		}
 	}

@@ -40,6 +40,18 @@ type Drainer interface {
 	Drained(c *Conn)
 }
 
+// HTTPResponder is an optional Handler capability: a plain HTTP GET (a
+// request without "Upgrade: websocket") to the WebSocket listener is
+// passed to Respond instead of being refused with 400, so the public port
+// can serve a small static page or script (cmd/pushd's /demo/qr). The
+// response is written with Content-Length and "Connection: close", then
+// the connection is closed; there is no keep-alive and no request body.
+// ok false keeps the 400. It runs on the connection's processing
+// goroutine; body must not be modified afterwards.
+type HTTPResponder interface {
+	Respond(r *Request) (status int, contentType string, body []byte, ok bool)
+}
+
 // Request is the upgrade request as the Handler sees it. Strings are copies
 // owned by the Request; the Request itself is valid only during Upgrade.
 type Request struct {

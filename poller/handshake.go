@@ -54,6 +54,11 @@ func (c *Conn) handshake(b []byte) (rest []byte) {
 		c.reject(http.StatusRequestHeaderFieldsTooLarge, "request header too large")
 		return nil
 	}
+	if hr, isHR := c.srv.h.(HTTPResponder); isHR && !hasUpgrade(req) {
+		c.respondHTTP(hr, req)
+		c.partial = nil
+		return nil
+	}
 	ok := c.upgrade(req)
 	c.partial = nil
 	if !ok {
@@ -166,6 +171,55 @@ func rejection(err error) error {
 		opts = append(opts, ws.RejectionHeader(ws.HandshakeHeaderString("Retry-After: "+strconv.Itoa(retry)+"\r\n")))
 	}
 	return ws.RejectConnectionError(opts...)
+}
+
+// hasUpgrade reports whether the request head carries an Upgrade header
+// (any value: gobwas judges it). A request without one is plain HTTP.
+func hasUpgrade(head []byte) bool {
+	for line := range bytes.SplitSeq(head, []byte("\r\n")) {
+		if len(line) > 8 && bytes.EqualFold(line[:8], []byte("upgrade:")) {
+			return true
+		}
+	}
+	return false
+}
+
+// respondHTTP answers a plain HTTP request (no Upgrade header) through the
+// Handler's HTTPResponder and closes the connection after the response. A
+// request that is not a GET, or that the responder declines, gets the 400 a
+// failed upgrade gets.
+func (c *Conn) respondHTTP(hr HTTPResponder, head []byte) {
+	line, _, _ := bytes.Cut(head, []byte("\r\n"))
+	method, rest, _ := bytes.Cut(line, []byte(" "))
+	uri, _, _ := bytes.Cut(rest, []byte(" "))
+	if !bytes.Equal(method, []byte(http.MethodGet)) || len(uri) == 0 {
+		c.reject(http.StatusBadRequest, "not a WebSocket upgrade request")
+		return
+	}
+	req := Request{URI: string(uri), RemoteAddr: c.RemoteAddr()}
+	for l := range bytes.SplitSeq(head, []byte("\r\n")) {
+		if k, v, ok := bytes.Cut(l, []byte(":")); ok && bytes.EqualFold(k, []byte("Host")) {
+			req.Host = string(bytes.TrimSpace(v))
+		}
+	}
+	status, ctype, body, ok := hr.Respond(&req)
+	if !ok {
+		c.reject(http.StatusBadRequest, "not a WebSocket upgrade request")
+		return
+	}
+	c.srv.stats.httpResponses.Add(1)
+	c.state.Store(stateFailed)
+	hdr := "HTTP/1.1 " + strconv.Itoa(status) + " " + http.StatusText(status) +
+		"\r\nContent-Type: " + ctype + "\r\nContent-Length: " + strconv.Itoa(len(body)) +
+		"\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n"
+	c.mu.Lock()
+	_ = c.queueLocked([]byte(hdr), true)
+	if len(body) > 0 {
+		_ = c.queueLocked(body, true)
+	}
+	c.flushLocked()
+	c.unlock()
+	c.shutdownAfterFlush()
 }
 
 // reject answers a request the poller itself refuses (before gobwas ran).

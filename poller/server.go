@@ -47,8 +47,11 @@ type Server struct {
 	nextID   atomic.Uint64
 	conns    atomic.Int64
 	draining atomic.Bool
-	fds      fdTable
-	stats    counters
+	// acceptStopped: StopAccepting closed the listener; Run keeps serving
+	// the connections until Shutdown.
+	acceptStopped atomic.Bool
+	fds           fdTable
+	stats         counters
 
 	stopOnce sync.Once
 	stopErr  error
@@ -65,6 +68,9 @@ func New(cfg Config, h Handler) (*Server, error) {
 		return nil, err
 	}
 	cfg.setDefaults()
+	if cfg.Backend == BackendLean {
+		return nil, fmt.Errorf("%w: the lean backend is not available yet", ErrConfig)
+	}
 	s := &Server{
 		cfg:  cfg,
 		h:    h,
@@ -178,6 +184,11 @@ func (s *Server) Run(ctx context.Context) error {
 	}()
 	s.log.Info("listening", "kind", "ws", "addr", s.ln.addr.String())
 	serveErr := loop.Serve(s.ln)
+	if s.acceptStopped.Load() {
+		// The listener was closed on purpose: keep the loops (and the
+		// wheel) serving the existing connections until Shutdown.
+		<-wctx.Done()
+	}
 	cancel()
 	wg.Wait()
 	close(s.done)
@@ -197,13 +208,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		if s.ln != nil {
 			_ = s.ln.Close()
 		}
-		s.fds.each(func(c *Conn) { _ = c.Close(ws.StatusGoingAway, "server shutdown") })
+		s.fds.each(func(c *Conn) bool { _ = c.Close(ws.StatusGoingAway, "server shutdown"); return true })
 		s.stopErr = s.waitConns(ctx)
 		if s.stopErr != nil {
 			// Out of time: hang up whoever is left and let the loops
 			// close them, so netpoll's own shutdown finds no connection
 			// to Close (see Conn.hangup).
-			s.fds.each(func(c *Conn) { c.hangup() })
+			s.fds.each(func(c *Conn) bool { c.hangup(); return true })
 			wctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 			_ = s.waitConns(wctx)
 			cancel()
@@ -218,6 +229,26 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	})
 	return s.stopErr
+}
+
+// Each calls fn for every registered connection (handshaking, open or
+// closing) until fn returns false. It sees a snapshot-free, concurrent
+// view: connections accepted or closed meanwhile may or may not be seen.
+// A drain uses it to send every connection a reconnect hint and close it.
+func (s *Server) Each(fn func(*Conn) bool) {
+	s.fds.each(fn)
+}
+
+// StopAccepting closes the listening socket while every existing
+// connection keeps being served: new clients get ECONNREFUSED (or, with
+// SO_REUSEPORT, are routed by the kernel to the other processes on the
+// port). Run keeps running until Shutdown or its context ends. Use it in
+// a drain, after readiness has turned 503. It is idempotent.
+func (s *Server) StopAccepting() {
+	s.acceptStopped.Store(true)
+	if s.ln != nil {
+		_ = s.ln.Close()
+	}
 }
 
 // waitConns waits until no connection is left or ctx ends.

@@ -22,6 +22,7 @@ type counters struct {
 	protocolErrors    atomic.Uint64
 	stalls            atomic.Uint64
 	writeTimeouts     atomic.Uint64
+	httpResponses     atomic.Uint64
 
 	mu     sync.Mutex
 	closed map[ws.StatusCode]uint64
@@ -50,6 +51,7 @@ type Stats struct {
 	ProtocolErrors    uint64
 	Stalls            uint64 // times a socket's send buffer filled up
 	WriteTimeouts     uint64 // stalled connections closed after WriteTimeout
+	HTTPResponses     uint64 // plain HTTP requests answered by an HTTPResponder
 	ClosedByCode      map[ws.StatusCode]uint64
 }
 
@@ -72,6 +74,7 @@ func (s *Server) Stats() Stats {
 		ProtocolErrors:    k.protocolErrors.Load(),
 		Stalls:            k.stalls.Load(),
 		WriteTimeouts:     k.writeTimeouts.Load(),
+		HTTPResponses:     k.httpResponses.Load(),
 		ClosedByCode:      make(map[ws.StatusCode]uint64),
 	}
 	k.mu.Lock()

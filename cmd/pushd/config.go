@@ -38,6 +38,7 @@ type Config struct {
 	WriteTimeout     time.Duration
 	ShutdownTimeout  time.Duration
 
+	Poller      string
 	Loops       int
 	Workers     int
 	ReadBuffer  int
@@ -109,6 +110,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 	fs.DurationVar(&c.CloseTimeout, "close-timeout", poller.DefaultCloseTimeout, "wait this long for the peer's close frame before closing TCP")
 	fs.DurationVar(&c.WriteTimeout, "write-timeout", poller.DefaultWriteTimeout, "close connections whose socket stays full this long")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "bound on the graceful shutdown after SIGINT/SIGTERM")
+	fs.StringVar(&c.Poller, "poller", poller.DefaultBackend, "event loop backend: lean (pushd's own epoll loops) or netpoll (cloudwego/netpoll)")
 	fs.IntVar(&c.Loops, "loops", 0, "netpoll event loops (0: netpoll's default, GOMAXPROCS/20+1)")
 	fs.IntVar(&c.Workers, "workers", 256, "size of the worker pool that runs connection handlers")
 	fs.IntVar(&c.ReadBuffer, "read-buffer", 512, "initial per-connection read buffer in bytes (netpoll BufferSize)")
@@ -130,7 +132,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 		if errors.Is(err, flag.ErrHelp) {
 			return c, err
 		}
-		return c, fmt.Errorf("%w: %w", errUsage, err)
+		return c, fmt.Errorf("%w: %w: %w", errUsage, errFlagSyntax, err)
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())

@@ -24,6 +24,9 @@ func main() {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		os.Exit(0)
 	case errors.Is(err, errUsage):
+		if !errors.Is(err, errFlagSyntax) { // the flag package printed those already
+			fmt.Fprintln(os.Stderr, "pushd:", err)
+		}
 		os.Exit(2)
 	default:
 		fmt.Fprintln(os.Stderr, "pushd:", err)
@@ -33,6 +36,10 @@ func main() {
 
 // errUsage marks command-line and configuration errors (exit status 2).
 var errUsage = errors.New("usage")
+
+// errFlagSyntax marks command-line errors the flag package has already
+// reported, with the usage text.
+var errFlagSyntax = errors.New("bad command line")
 
 // run is the whole program, testable: it parses args, serves until ctx is
 // done, then drains and returns.

@@ -163,6 +163,7 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer) error {
 // pollerConfig maps the flags onto the poller's Config.
 func (c Config) pollerConfig(log *slog.Logger) poller.Config {
 	return poller.Config{
+		Backend:          c.Poller,
 		MaxFrameSize:     c.MaxFrame,
 		MaxMessageSize:   c.MaxMessage,
 		MaxHeaderBytes:   c.MaxHeaderBytes,
