@@ -80,6 +80,9 @@ type Config struct {
 	TLSKey             string
 	AdminAPIKey        string
 
+	// Demo serves the QR-login demo and the JS client on -listen (demo.go).
+	Demo bool
+
 	// Parsed from Public, Policy, Redis and RedisCluster by validate.
 	publicSet      bool // -public or PUSHD_PUBLIC was given
 	publicPatterns []string
@@ -127,6 +130,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 	fs.StringVar(&c.Redis, "redis", "", "standalone Redis URL, e.g. redis://127.0.0.1:6379/0: nodes share channels through Redis pub/sub (empty: embedded memory broker)")
 	fs.StringVar(&c.RedisCluster, "redis-cluster", "", "comma-separated Redis Cluster seed addresses host:port,...: sharded pub/sub (SSUBSCRIBE/SPUBLISH)")
 	securityFlags(fs, &c)
+	demoFlags(fs, &c)
 
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -68,7 +68,9 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		handler = app.handler
+		if handler, err = wrapDemo(app.handler, cfg); err != nil {
+			return err
+		}
 	}
 	srv, err := poller.New(cfg.pollerConfig(log), handler)
 	if err != nil {
