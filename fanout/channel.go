@@ -168,8 +168,12 @@ func (c *channel) deliver(subs []*Subscription) {
 	if len(subs) == 0 {
 		return
 	}
-	c.encode()
 	h := c.hub
+	var start time.Time
+	if h.cfg.ObserveDelivery != nil {
+		start = time.Now()
+	}
+	c.encode()
 	// Chunks of at least ChunkSize, and at most MaxChunks of them: more
 	// tasks than cores only add hand-offs (bench fanout at 19,000
 	// subscribers on 2 cores: 38 chunks of 512 reached 1.2x the raw write
@@ -206,6 +210,9 @@ func (c *channel) deliver(subs []*Subscription) {
 	for f := range c.frames {
 		clear(c.frames[f])
 		c.frames[f] = c.frames[f][:0]
+	}
+	if obs := h.cfg.ObserveDelivery; obs != nil {
+		obs(time.Since(start), len(subs))
 	}
 }
 

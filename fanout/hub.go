@@ -57,6 +57,13 @@ type Config struct {
 	UnsubscribeDelay time.Duration
 	// Logger receives the hub's logs; nil discards them.
 	Logger *slog.Logger
+	// ObserveDelivery, when set, is called once per delivered batch with
+	// the time the delivery task took to encode it and queue it to the
+	// channel's local subscribers (all chunks), and their number. It runs
+	// on the delivering goroutine, so it must be quick and must not block
+	// or allocate (a histogram's Observe). nil costs nothing: no clock is
+	// read.
+	ObserveDelivery func(d time.Duration, subscribers int)
 }
 
 // Hub is the channel → subscribers index of one node and its fan-out.
