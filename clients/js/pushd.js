@@ -1,1 +1,425 @@
-export {};
+// pushd.js: a zero-dependency client for pushd's pushd.v1 protocol, for
+// browsers and Node >= 20 (an ES module). Types: pushd.d.ts.
+//
+//   import { connect } from "./pushd.js";
+//   const c = connect("ws://127.0.0.1:8080/ws");
+//   c.subscribe("room:1", { since: 0 });
+//   c.on("message", (m) => console.log(m.ch, m.seq, m.data));
+//
+// What it does for the application:
+// - reconnects after any loss, waiting a random delay in [0, min(maxDelay,
+//   baseDelay * 2^attempt)] ("full jitter"), so that a fleet of clients
+//   cut at the same instant does not come back at the same instant;
+// - honours the server's drain hint {"op":"reconnect","after_ms":N} (waits
+//   N ms after the close instead of the backoff), close code 1013 (try
+//   again later: the backoff starts from a longer window) and, where the
+//   WebSocket implementation exposes the failed handshake (npm ws), a 503's
+//   Retry-After;
+// - resubscribes every channel after a reconnect with since=<last seq
+//   seen>, so a durable channel's messages published meanwhile arrive
+//   (exactly once: pushes at or below the last seq are dropped);
+// - detects dead connections: when nothing arrived for pingInterval it
+//   sends {"op":"ping"}; when nothing (pong or push) arrives pongTimeout
+//   later, it drops the socket and reconnects.
+//
+// Limits: a browser cannot see the HTTP status of a refused handshake
+// (401, 403, 503 all look like a 1006 close), so there the plain backoff
+// applies.
+
+/** Default options; see pushd.d.ts for each one's meaning. */
+export const defaults = Object.freeze({
+  protocols: ["pushd.v1"],
+  baseDelay: 500,
+  maxDelay: 30000,
+  overloadDelay: 5000,
+  maxHintDelay: 600000,
+  connectTimeout: 10000,
+  pingInterval: 25000,
+  pongTimeout: 10000,
+  stableAfter: 5000,
+  reconnect: true,
+});
+
+const OPEN = 1;
+
+/** PushdClient keeps one logical connection to pushd alive. */
+export class PushdClient {
+  /**
+   * @param {string} url ws:// or wss:// URL of pushd's /ws endpoint
+   * @param {object} [options] see pushd.d.ts (ClientOptions)
+   */
+  constructor(url, options = {}) {
+    this.url = url;
+    this.options = { ...defaults, ...options };
+    this._WS = this.options.WebSocket ?? globalThis.WebSocket;
+    if (typeof this._WS !== "function") {
+      throw new TypeError("pushd: no WebSocket implementation; pass options.WebSocket (e.g. the npm ws package on Node 20)");
+    }
+    this._random = this.options.random ?? Math.random;
+    this._now = this.options.now ?? (() => Date.now());
+    this._handlers = new Map();
+    this._subs = new Map(); // ch -> { since, last, live }
+    this._sock = null;
+    this._state = "idle";
+    this._attempt = 0; // retries since the last stable connection
+    this._attempts = 0; // connection attempts ever made
+    this._hint = -1; // pending reconnect hint in ms, -1 none
+    this._retryAfter = -1; // Retry-After seen on a refused handshake, ms
+    this._timers = { retry: null, connect: null, heartbeat: null };
+    this._openedAt = 0;
+    this._lastRx = 0;
+    this._pingSentAt = 0;
+    /** Counters, for tests and dashboards. */
+    this.stats = { connects: 0, reconnects: 0, duplicates: 0, messages: 0, deadConnections: 0 };
+  }
+
+  /** The client's state: idle, connecting, open, waiting (to reconnect) or closed. */
+  get state() {
+    return this._state;
+  }
+
+  /** Starts connecting (connect() calls it); a no-op unless idle. */
+  open() {
+    if (this._state === "idle") this._connect();
+    return this;
+  }
+
+  /**
+   * Subscribes to ch. since: deliver the retained publications after this
+   * seq first (0: all history). The subscription survives reconnects.
+   */
+  subscribe(ch, { since } = {}) {
+    if (typeof ch !== "string" || ch === "") throw new TypeError("pushd: channel must be a non-empty string");
+    if (this._subs.has(ch)) throw new Error(`pushd: already subscribed to ${ch}`);
+    if (since !== undefined && !(Number.isSafeInteger(since) && since >= 0)) {
+      throw new TypeError("pushd: since must be a non-negative integer");
+    }
+    this._subs.set(ch, { since, last: since, live: false });
+    if (this._isOpen()) this._sendSub(ch);
+    return this;
+  }
+
+  /** Unsubscribes from ch; nothing of ch is delivered afterwards. */
+  unsubscribe(ch) {
+    if (!this._subs.delete(ch)) return this;
+    if (this._isOpen()) this._send({ op: "unsub", ch });
+    return this;
+  }
+
+  /** The last seq delivered (or skipped) on ch, undefined before any. */
+  lastSeq(ch) {
+    return this._subs.get(ch)?.last;
+  }
+
+  /** Registers fn for event; returns a function that removes it. */
+  on(event, fn) {
+    if (!this._handlers.has(event)) this._handlers.set(event, new Set());
+    this._handlers.get(event).add(fn);
+    return () => this.off(event, fn);
+  }
+
+  /** Removes fn from event. */
+  off(event, fn) {
+    this._handlers.get(event)?.delete(fn);
+    return this;
+  }
+
+  /** Closes for good: no reconnect after this. */
+  close(code = 1000, reason = "") {
+    if (this._state === "closed") return;
+    this._state = "closed";
+    this._clearTimers();
+    const s = this._sock;
+    this._sock = null;
+    if (s) {
+      this._detach(s);
+      try {
+        s.close(code, reason);
+      } catch {
+        // already closing
+      }
+      this._emit("close", { code, reason, wasClean: true, final: true });
+    }
+  }
+
+  // --- connection life ---
+
+  _connect() {
+    this._state = "connecting";
+    this._attempts++;
+    this._hint = -1;
+    this._retryAfter = -1;
+    this._emit("connecting", { attempt: this._attempt, url: this.url, at: monotonic() });
+    let s;
+    try {
+      const token = typeof this.options.token === "function" ? this.options.token() : this.options.token;
+      const protocols = token ? [...this.options.protocols, `bearer.${token}`] : this.options.protocols;
+      s = new this._WS(this.url, protocols);
+    } catch (error) {
+      this._emit("error", { error });
+      this._scheduleReconnect({ code: 1006, reason: String(error), wasClean: false });
+      return;
+    }
+    this._sock = s;
+    this._watchHandshake(s);
+    s.onopen = () => this._onOpen(s);
+    s.onmessage = (e) => this._onMessage(s, e);
+    s.onerror = (e) => this._emit("error", { error: e?.error ?? e });
+    s.onclose = (e) => this._onClose(s, { code: e?.code ?? 1006, reason: e?.reason ?? "", wasClean: !!e?.wasClean });
+    if (this.options.connectTimeout > 0) {
+      this._timers.connect = setTimeout(() => this._drop(s, "connect timeout"), this.options.connectTimeout);
+    }
+  }
+
+  // _watchHandshake reads Retry-After from a refused handshake where the
+  // implementation shows it (npm ws's unexpected-response event). Browsers
+  // and undici do not expose it.
+  _watchHandshake(s) {
+    if (typeof s.on !== "function" || typeof s.terminate !== "function") return;
+    s.on("unexpected-response", (req, res) => {
+      const ra = res.headers?.["retry-after"];
+      const secs = Number(ra);
+      if (ra !== undefined && Number.isFinite(secs) && secs >= 0) this._retryAfter = secs * 1000;
+      this._emit("error", { error: new Error(`pushd: handshake refused with HTTP ${res.statusCode}`), status: res.statusCode });
+      res.resume?.();
+      s.terminate(); // aborts the request; error and close follow
+    });
+  }
+
+  _onOpen(s) {
+    if (s !== this._sock) return;
+    clearTimeout(this._timers.connect);
+    this._state = "open";
+    this._openedAt = this._now();
+    this._lastRx = this._openedAt;
+    this._pingSentAt = 0;
+    this.stats.connects++;
+    if (this.stats.connects > 1) this.stats.reconnects++;
+    this._emit("open", { attempt: this._attempt, protocol: s.protocol });
+    for (const [ch, sub] of this._subs) {
+      sub.live = false;
+      this._sendSub(ch);
+    }
+    this._heartbeat();
+  }
+
+  _onMessage(s, e) {
+    if (s !== this._sock) return;
+    this._lastRx = this._now();
+    this._pingSentAt = 0;
+    if (typeof e.data !== "string") return; // pushd.v1 JSON mode sends text only
+    let m;
+    try {
+      m = JSON.parse(e.data);
+    } catch (error) {
+      this._emit("error", { error });
+      return;
+    }
+    if (m === null || typeof m !== "object") return;
+    if (typeof m.op === "string") {
+      this._onOp(m);
+      return;
+    }
+    const sub = this._subs.get(m.ch);
+    if (!sub) return; // unsubscribed meanwhile
+    const seq = m.seq;
+    if (typeof seq === "number" && seq > 0) {
+      if (sub.last !== undefined && seq <= sub.last) {
+        this.stats.duplicates++;
+        return;
+      }
+      sub.last = seq;
+    }
+    this.stats.messages++;
+    this._emit("message", { ch: m.ch, seq, data: m.data });
+  }
+
+  _onOp(m) {
+    switch (m.op) {
+      case "subok": {
+        const sub = this._subs.get(m.ch);
+        if (!sub) return;
+        sub.live = true;
+        // Without since the server skipped to seq: resume from there.
+        // With since, recovered pushes (seq <= m.seq) still follow.
+        if (sub.last === undefined && typeof m.seq === "number") sub.last = m.seq;
+        this._emit("subscribed", { ch: m.ch, seq: m.seq, recovered: m.recovered !== false });
+        return;
+      }
+      case "unsubok":
+        this._emit("unsubscribed", { ch: m.ch });
+        return;
+      case "pong":
+        this._emit("pong", {});
+        return;
+      case "gap":
+        this._emit("gap", { ch: m.ch, from: m.from, to: m.to });
+        return;
+      case "reconnect": {
+        const ms = Number(m.after_ms);
+        if (Number.isFinite(ms) && ms >= 0) this._hint = Math.min(ms, this.options.maxHintDelay);
+        this._emit("hint", { afterMs: this._hint });
+        return;
+      }
+      case "err": {
+        // A refused subscription is not retried on reconnect (403, 404,
+        // 429 would be refused again); 500 is.
+        if (m.ch !== undefined && m.code >= 400 && m.code < 500) this._subs.delete(m.ch);
+        this._emit("error", { ch: m.ch, code: m.code, reason: m.reason });
+        return;
+      }
+      default:
+        return; // unknown ops are for newer clients
+    }
+  }
+
+  _onClose(s, ev) {
+    if (s !== this._sock) return;
+    this._sock = null;
+    this._detach(s);
+    this._emit("close", { ...ev, final: false });
+    this._scheduleReconnect(ev);
+  }
+
+  // _drop abandons a socket that is dead or never opened: its events are
+  // ignored from now on (a dead peer would delay onclose for a long time).
+  _drop(s, reason) {
+    if (s !== this._sock) return;
+    if (this._state === "open") this.stats.deadConnections++;
+    this._sock = null;
+    this._detach(s);
+    try {
+      if (typeof s.terminate === "function") s.terminate();
+      else s.close(4000, reason);
+    } catch {
+      // already closing
+    }
+    const ev = { code: 1006, reason, wasClean: false };
+    this._emit("close", { ...ev, final: false });
+    this._scheduleReconnect(ev);
+  }
+
+  _detach(s) {
+    s.onopen = s.onmessage = s.onclose = null;
+    s.onerror = () => {};
+    clearTimeout(this._timers.connect);
+    clearTimeout(this._timers.heartbeat);
+  }
+
+  // _scheduleReconnect picks the delay: the server's hint, a refused
+  // handshake's Retry-After, or full jitter over the backoff window (a
+  // longer one after 1013).
+  _scheduleReconnect(ev) {
+    if (this._state === "closed") return;
+    if (!this.options.reconnect || (this.options.shouldReconnect && !this.options.shouldReconnect(ev))) {
+      this._state = "closed";
+      this._clearTimers();
+      return;
+    }
+    if (this._openedAt > 0 && this._now() - this._openedAt >= this.options.stableAfter) this._attempt = 0;
+    this._openedAt = 0;
+    let delay;
+    let cause;
+    if (this._hint >= 0) {
+      delay = this._hint;
+      cause = "hint";
+    } else if (this._retryAfter >= 0) {
+      delay = this._retryAfter + this._random() * this.options.baseDelay;
+      cause = "retry-after";
+    } else {
+      let window = Math.min(this.options.maxDelay, this.options.baseDelay * 2 ** Math.min(this._attempt, 30));
+      cause = "backoff";
+      if (ev.code === 1013) {
+        window = Math.max(window, this.options.overloadDelay);
+        cause = "overloaded";
+      }
+      delay = this._random() * window;
+    }
+    this._hint = -1;
+    this._retryAfter = -1;
+    this._attempt++;
+    this._state = "waiting";
+    this._emit("reconnecting", { attempt: this._attempt, delay, cause, code: ev.code });
+    this._timers.retry = setTimeout(() => {
+      this._timers.retry = null;
+      if (this._state === "waiting") this._connect();
+    }, delay);
+  }
+
+  // _heartbeat sends a ping after pingInterval without traffic and drops
+  // the socket when pongTimeout more passes in silence. One timer per
+  // client, re-armed only when it fires.
+  _heartbeat() {
+    clearTimeout(this._timers.heartbeat);
+    const { pingInterval, pongTimeout } = this.options;
+    const s = this._sock;
+    if (!s || this._state !== "open" || !(pingInterval > 0)) return;
+    const now = this._now();
+    let wait;
+    if (this._pingSentAt > 0) {
+      const due = this._pingSentAt + pongTimeout;
+      if (now >= due) {
+        this._drop(s, "no pong");
+        return;
+      }
+      wait = due - now;
+    } else {
+      const due = this._lastRx + pingInterval;
+      if (now >= due) {
+        this._pingSentAt = now;
+        this._send({ op: "ping" });
+        wait = pongTimeout;
+      } else {
+        wait = due - now;
+      }
+    }
+    this._timers.heartbeat = setTimeout(() => this._heartbeat(), wait);
+  }
+
+  _sendSub(ch) {
+    const sub = this._subs.get(ch);
+    const msg = { op: "sub", ch };
+    if (sub.last !== undefined) msg.since = sub.last;
+    this._send(msg);
+  }
+
+  _send(msg) {
+    try {
+      this._sock.send(JSON.stringify(msg));
+    } catch (error) {
+      this._emit("error", { error });
+    }
+  }
+
+  _isOpen() {
+    return this._state === "open" && this._sock !== null && this._sock.readyState === OPEN;
+  }
+
+  _clearTimers() {
+    for (const k of Object.keys(this._timers)) {
+      clearTimeout(this._timers[k]);
+      this._timers[k] = null;
+    }
+  }
+
+  _emit(event, arg) {
+    const hs = this._handlers.get(event);
+    if (!hs) return;
+    for (const fn of [...hs]) {
+      try {
+        fn(arg);
+      } catch (error) {
+        if (event !== "error") this._emit("error", { error });
+      }
+    }
+  }
+}
+
+/** connect builds a PushdClient and starts connecting. */
+export function connect(url, options) {
+  return new PushdClient(url, options).open();
+}
+
+function monotonic() {
+  return globalThis.performance?.now?.() ?? Date.now();
+}

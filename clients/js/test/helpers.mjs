@@ -1,0 +1,160 @@
+// Helpers for the client's Node tests: the real pushd binary, a TCP proxy
+// that can cut connections, and small waiting utilities.
+import { spawn, execFileSync } from "node:child_process";
+import { once } from "node:events";
+import { mkdtempSync, rmSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+
+export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
+
+let builtBin = "";
+
+// pushdBin returns $PUSHD_BIN (set by clients/js/client_test.go), or
+// builds cmd/pushd once when the tests run alone (npm test).
+export function pushdBin() {
+  if (process.env.PUSHD_BIN) return process.env.PUSHD_BIN;
+  if (!builtBin) {
+    const dir = mkdtempSync(join(tmpdir(), "pushd-js-"));
+    builtBin = join(dir, "pushd");
+    execFileSync("go", ["build", "-o", builtBin, "./cmd/pushd"], { cwd: repoRoot, stdio: "inherit" });
+    process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
+  }
+  return builtBin;
+}
+
+// scale stretches time budgets on slow or loaded hosts (PUSHD_TEST_SCALE).
+export const scale = Number(process.env.PUSHD_TEST_SCALE || 1);
+
+// startPushd runs the pushd binary with args (on 127.0.0.1:0 unless
+// -listen/-admin-listen are given) and resolves once both listeners are up.
+export async function startPushd(args = [], { timeout = 20000 } = {}) {
+  const argv = [...args, "-log-format", "json"];
+  if (!args.includes("-listen")) argv.push("-listen", "127.0.0.1:0");
+  if (!args.includes("-admin-listen")) argv.push("-admin-listen", "127.0.0.1:0");
+  const child = spawn(pushdBin(), argv, { stdio: ["ignore", "pipe", "pipe"] });
+  const lines = [];
+  const p = { child, ws: "", admin: "", lines, exited: false };
+  child.on("exit", () => {
+    p.exited = true;
+  });
+  const ready = new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`pushd did not start in ${timeout} ms:\n${lines.join("\n")}`)), timeout * scale);
+    child.on("exit", (code, sig) => {
+      clearTimeout(timer);
+      reject(new Error(`pushd exited (${code ?? sig}) before listening:\n${lines.join("\n")}`));
+    });
+    for (const stream of [child.stdout, child.stderr]) {
+      createInterface({ input: stream }).on("line", (line) => {
+        lines.push(line);
+        if (lines.length > 2000) lines.shift();
+        let rec;
+        try {
+          rec = JSON.parse(line);
+        } catch {
+          return;
+        }
+        if (rec.msg !== "listening") return;
+        if (rec.kind === "ws") p.ws = rec.addr;
+        if (rec.kind === "admin") p.admin = rec.addr;
+        if (p.ws && p.admin) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    }
+  });
+  await ready;
+  p.url = (path = "/ws") => `ws://${p.ws}${path}`;
+  p.publish = (ch, body) => publish(p.admin, ch, body);
+  p.kill = async (signal = "SIGKILL") => {
+    if (p.exited) return;
+    const gone = once(child, "exit");
+    child.kill(signal);
+    await gone;
+  };
+  return p;
+}
+
+// publish POSTs body to pushd's admin /publish and returns the seq.
+export async function publish(adminAddr, ch, body) {
+  const res = await fetch(`http://${adminAddr}/publish?ch=${encodeURIComponent(ch)}`, {
+    method: "POST",
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  });
+  const text = await res.text();
+  if (res.status !== 200) throw new Error(`publish ${ch}: HTTP ${res.status}: ${text}`);
+  return JSON.parse(text).seq;
+}
+
+// waitFor polls cond every 10 ms until it is true or ms pass.
+export async function waitFor(cond, ms, what) {
+  const deadline = Date.now() + ms * scale;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms * scale} ms waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// Proxy forwards TCP connections to target; cut() destroys every proxied
+// connection and, until restore(), new ones are destroyed on arrival (a
+// network outage as the client sees it).
+export class Proxy {
+  constructor(target) {
+    this.target = target;
+    this.down = false;
+    this.socks = new Set();
+    this.accepted = 0;
+    this.server = net.createServer((c) => this._onConn(c));
+  }
+
+  async listen() {
+    this.server.listen(0, "127.0.0.1");
+    await once(this.server, "listening");
+    this.addr = `127.0.0.1:${this.server.address().port}`;
+    return this;
+  }
+
+  _onConn(c) {
+    if (this.down) {
+      c.destroy();
+      return;
+    }
+    this.accepted++;
+    const [host, port] = splitHostPort(this.target);
+    const u = net.connect(port, host);
+    for (const [a, b] of [[c, u], [u, c]]) {
+      this.socks.add(a);
+      a.on("error", () => b.destroy());
+      a.on("close", () => {
+        this.socks.delete(a);
+        b.destroy();
+      });
+      a.pipe(b);
+    }
+  }
+
+  cut() {
+    this.down = true;
+    for (const s of this.socks) s.destroy();
+  }
+
+  restore() {
+    this.down = false;
+  }
+
+  async close() {
+    this.cut();
+    await new Promise((r) => this.server.close(r));
+  }
+}
+
+export function splitHostPort(addr) {
+  const i = addr.lastIndexOf(":");
+  return [addr.slice(0, i).replace(/^\[|\]$/g, ""), Number(addr.slice(i + 1))];
+}
