@@ -1,0 +1,145 @@
+// End-to-end tests of the client against the real pushd binary
+// (PUSHD_BIN, built by clients/js/client_test.go): reconnect with full
+// jitter after kill -9, resume with no loss through connection cuts,
+// and a refused handshake's Retry-After.
+import assert from "node:assert/strict";
+import { after, test } from "node:test";
+import WebSocket from "ws";
+import { connect } from "../pushd.js";
+import { Proxy, publish, scale, sleep, startPushd, waitFor } from "./helpers.mjs";
+
+const N_CLIENTS = 20;
+const WINDOW = 1000; // baseDelay: the first retry's jitter window, ms
+
+// killRound connects N_CLIENTS clients to a pushd, kills it with SIGKILL,
+// restarts it on the same port and returns each client's first retry
+// time (performance.now(), relative to the kill) and drawn delay, after
+// checking that every client reconnected, resubscribed and receives a
+// publication on the new process.
+async function killRound(random) {
+  let p = await startPushd();
+  const port = p.ws.split(":").pop();
+  const clients = [];
+  for (let i = 0; i < N_CLIENTS; i++) {
+    const c = connect(p.url(), { WebSocket, baseDelay: WINDOW, maxDelay: 4 * WINDOW, pingInterval: 0, ...(random ? { random } : {}) });
+    const rec = { c, firstRetry: -1, delay: -1, subscribed: 0, got: [] };
+    c.on("reconnecting", (e) => {
+      if (rec.delay < 0) rec.delay = e.delay;
+    });
+    c.on("connecting", (e) => {
+      if (rec.delay >= 0 && rec.firstRetry < 0) rec.firstRetry = e.at;
+    });
+    c.on("subscribed", () => rec.subscribed++);
+    c.on("message", (m) => rec.got.push(m.data));
+    c.subscribe("jitter");
+    clients.push(rec);
+  }
+  after(() => clients.forEach((r) => r.c.close()));
+  await waitFor(() => clients.every((r) => r.subscribed === 1), 20000, "all clients subscribed");
+
+  const killedAt = performance.now();
+  await p.kill("SIGKILL");
+  p = await startPushd(["-listen", `127.0.0.1:${port}`]);
+  after(() => p.kill("SIGTERM"));
+  await waitFor(() => clients.every((r) => r.subscribed === 2 && r.c.state === "open"), 30000, "all clients back and resubscribed");
+  await p.publish("jitter", { after: "restart" });
+  await waitFor(() => clients.every((r) => r.got.length === 1), 10000, "the publication on the new process");
+  for (const r of clients) {
+    assert.deepEqual(r.got, [{ after: "restart" }]);
+    r.c.close();
+  }
+  await p.kill("SIGTERM");
+  return clients.map((r) => ({ at: r.firstRetry - killedAt, delay: r.delay }));
+}
+
+// jitterVerdict judges first retries: every instant distinct, spread over
+// the window (range >= 30 % of it; 20 uniform draws fall in a narrower
+// range with probability ~1e-9) and no 20 ms slot holding more than 5.
+function jitterVerdict(retries) {
+  const at = retries.map((r) => r.at).sort((a, b) => a - b);
+  const distinct = new Set(at.map((t) => t.toFixed(3))).size === at.length;
+  const range = at[at.length - 1] - at[0];
+  let crowd = 0;
+  for (let i = 0, j = 0; i < at.length; i++) {
+    while (at[i] - at[j] > 20) j++;
+    crowd = Math.max(crowd, i - j + 1);
+  }
+  return { distinct, range, crowd, ok: distinct && range >= 0.3 * WINDOW && crowd <= 5, at };
+}
+
+test("kill -9: 20 clients reconnect to the restarted pushd, first retries spread by full jitter", async () => {
+  const retries = await killRound(undefined);
+  assert.ok(retries.every((r) => r.at >= 0 && r.delay >= 0 && r.delay < WINDOW), `every client retried: ${JSON.stringify(retries)}`);
+  const v = jitterVerdict(retries);
+  console.log(`first retries after kill -9 (ms): ${v.at.map((t) => t.toFixed(1)).join(" ")}; range ${v.range.toFixed(0)} ms, at most ${v.crowd} in 20 ms`);
+  assert.ok(v.distinct, "two clients retried at the same instant");
+  assert.ok(v.ok, `retries not spread: range ${v.range.toFixed(0)} ms (want >= ${0.3 * WINDOW}), ${v.crowd} within 20 ms (want <= 5)`);
+
+  // Control: the same round without jitter (every draw 0.5) must fail
+  // the verdict, or the verdict proves nothing.
+  const control = jitterVerdict(await killRound(() => 0.5));
+  console.log(`control without jitter: range ${control.range.toFixed(0)} ms, ${control.crowd} in 20 ms`);
+  assert.ok(!control.ok, `the verdict passed clients without jitter: ${JSON.stringify(control)}`);
+});
+
+test("resume: a durable channel's seq 1..300 arrive exactly once, in order, across 5 connection cuts", async () => {
+  const p = await startPushd(["-history-size", "1000"]);
+  after(() => p.kill("SIGTERM"));
+  const proxy = await new Proxy(p.ws).listen();
+  after(() => proxy.close());
+  const c = connect(`ws://${proxy.addr}/ws`, { WebSocket, baseDelay: 100, maxDelay: 400, pingInterval: 0 });
+  after(() => c.close());
+  const got = [];
+  const subs = [];
+  c.on("message", (m) => got.push(m.seq));
+  c.on("subscribed", (e) => subs.push(e));
+  c.subscribe("durable:1", { since: 0 });
+  await waitFor(() => subs.length === 1, 10000, "subscribed");
+
+  const total = 300;
+  const published = [];
+  const publisher = (async () => {
+    for (let i = 1; i <= total; i++) {
+      published.push(await publish(p.admin, "durable:1", { i }));
+      await sleep(5);
+    }
+  })();
+  let cuts = 0;
+  let missedWhileDown = 0;
+  while (cuts < 5) {
+    await sleep(150);
+    const before = published.length;
+    proxy.cut();
+    cuts++;
+    await sleep(200 + 100 * cuts); // publications go on meanwhile
+    missedWhileDown += published.length - before;
+    proxy.restore();
+    await waitFor(() => c.state === "open", 10000, `reconnect after cut ${cuts}`);
+  }
+  await publisher;
+  await waitFor(() => got.length >= total, 15000, `all ${total} messages (have ${got.length})`);
+  await sleep(200);
+  assert.deepEqual(published, Array.from({ length: total }, (_, i) => i + 1), "publish seqs");
+  assert.deepEqual(got, published, "delivered seqs (exactly once, in order)");
+  assert.ok(subs.length >= 6, `resubscribed ${subs.length - 1} times, want >= 5`);
+  assert.ok(subs.every((s) => s.recovered), "a resume was not recovered");
+  assert.ok(missedWhileDown > 0, "nothing was published while the client was cut off");
+  console.log(`${total} delivered once each across ${cuts} cuts (${missedWhileDown} published while cut off, ${c.stats.duplicates} duplicates dropped, ${proxy.accepted} connections)`);
+});
+
+test("503 Retry-After on a refused handshake is honoured (npm ws exposes it)", async () => {
+  const p = await startPushd(["-max-conns", "1"]);
+  after(() => p.kill("SIGTERM"));
+  const holder = connect(p.url(), { WebSocket, pingInterval: 0 });
+  after(() => holder.close());
+  await waitFor(() => holder.state === "open", 10000, "the first connection");
+  const c = connect(p.url(), { WebSocket, baseDelay: 10, maxDelay: 20, pingInterval: 0 });
+  after(() => c.close());
+  const retries = [];
+  c.on("reconnecting", (e) => retries.push(e));
+  await waitFor(() => retries.length >= 1, 10000, "the refusal");
+  assert.equal(retries[0].cause, "retry-after");
+  assert.ok(retries[0].delay >= 1000, `delay ${retries[0].delay}, want >= Retry-After 1 s`);
+  holder.close();
+  await waitFor(() => c.state === "open", 10000 * scale, "the retry after Retry-After");
+});
