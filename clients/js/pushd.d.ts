@@ -1,0 +1,109 @@
+// Types for pushd.js, the pushd.v1 client (browsers and Node >= 20).
+
+/** The subset of the browser WebSocket API the client uses. */
+export interface WebSocketLike {
+  readonly readyState: number;
+  readonly protocol: string;
+  onopen: ((ev: unknown) => void) | null;
+  onmessage: ((ev: { data: unknown }) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
+  onclose: ((ev: { code: number; reason: string; wasClean: boolean }) => void) | null;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+}
+
+/** A WebSocket constructor: globalThis.WebSocket, or npm ws's on Node 20. */
+export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
+
+export interface ClientOptions {
+  /** WebSocket implementation; default globalThis.WebSocket (browsers, Node >= 22). */
+  WebSocket?: WebSocketConstructor;
+  /** Subprotocols offered; default ["pushd.v1"]. */
+  protocols?: string[];
+  /** JWT offered as the subprotocol entry bearer.<token>; a function is called on every connect (refresh it there). */
+  token?: string | (() => string);
+  /** First retry window in ms (full jitter: a delay drawn in [0, window)); doubles per failed attempt. Default 500. */
+  baseDelay?: number;
+  /** Largest retry window in ms. Default 30000. */
+  maxDelay?: number;
+  /** Window after a 1013 (try again later) close, in ms. Default 5000. */
+  overloadDelay?: number;
+  /** Cap on the server's reconnect hint, in ms. Default 600000. */
+  maxHintDelay?: number;
+  /** Give up a connection attempt that has not opened after this many ms. Default 10000; 0 disables. */
+  connectTimeout?: number;
+  /** Send {"op":"ping"} after this many ms without any message. Default 25000; 0 disables the check. */
+  pingInterval?: number;
+  /** Drop the connection (and reconnect) when nothing arrives this many ms after a ping. Default 10000. */
+  pongTimeout?: number;
+  /** A connection open at least this long resets the backoff. Default 5000. */
+  stableAfter?: number;
+  /** Reconnect after losing the connection. Default true. */
+  reconnect?: boolean;
+  /** Called on every close that would reconnect; false stops the client. */
+  shouldReconnect?: (ev: CloseEvent) => boolean;
+  /** Random source in [0, 1) for the jitter; default Math.random. */
+  random?: () => number;
+  /** Clock in ms for the heartbeat; default Date.now. */
+  now?: () => number;
+}
+
+export interface Message<T = unknown> {
+  ch: string;
+  /** The channel's sequence number (durable channels; 0 or absent otherwise). */
+  seq: number;
+  /** The published payload: the JSON value, or a string for non-JSON payloads. */
+  data: T;
+}
+
+export interface CloseEvent {
+  code: number;
+  reason: string;
+  wasClean: boolean;
+  /** true when close() ended the client (no reconnect follows). */
+  final?: boolean;
+}
+
+export interface ClientEvents {
+  connecting: { attempt: number; url: string; at: number };
+  open: { attempt: number; protocol: string };
+  message: Message;
+  /** subok: recovered false means publications after since were no longer in the server's history. */
+  subscribed: { ch: string; seq: number; recovered: boolean };
+  unsubscribed: { ch: string };
+  /** Server err replies carry ch/code/reason; transport and handler errors carry error. */
+  error: { ch?: string; code?: number; reason?: string; error?: unknown; status?: number };
+  close: CloseEvent;
+  /** A reconnect is scheduled after delay ms; cause: backoff, hint, overloaded (1013) or retry-after (503). */
+  reconnecting: { attempt: number; delay: number; cause: "backoff" | "hint" | "overloaded" | "retry-after"; code: number };
+  /** The server's drain hint {"op":"reconnect","after_ms":N}. */
+  hint: { afterMs: number };
+  /** Messages dropped by the server's drop policy. */
+  gap: { ch: string; from: number; to: number };
+  pong: Record<string, never>;
+}
+
+export type ClientState = "idle" | "connecting" | "open" | "waiting" | "closed";
+
+export declare const defaults: Readonly<Required<Omit<ClientOptions, "WebSocket" | "token" | "shouldReconnect" | "random" | "now">>>;
+
+export declare class PushdClient {
+  constructor(url: string, options?: ClientOptions);
+  readonly url: string;
+  readonly state: ClientState;
+  readonly stats: { connects: number; reconnects: number; duplicates: number; messages: number; deadConnections: number };
+  /** Starts connecting; a no-op unless idle. */
+  open(): this;
+  /** Subscribes; since delivers the retained publications after it first (0: all). Survives reconnects. */
+  subscribe(ch: string, opts?: { since?: number }): this;
+  unsubscribe(ch: string): this;
+  /** The last seq delivered or skipped on ch. */
+  lastSeq(ch: string): number | undefined;
+  on<E extends keyof ClientEvents>(event: E, fn: (ev: ClientEvents[E]) => void): () => void;
+  off<E extends keyof ClientEvents>(event: E, fn: (ev: ClientEvents[E]) => void): this;
+  /** Closes for good. */
+  close(code?: number, reason?: string): void;
+}
+
+/** Builds a PushdClient and starts connecting. */
+export declare function connect(url: string, options?: ClientOptions): PushdClient;
