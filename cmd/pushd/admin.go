@@ -20,15 +20,17 @@ import (
 	"github.com/pushd/pushd/poller"
 )
 
-// admin is the loopback-by-default HTTP server for operators: /stats,
-// /livez, /readyz (503 while the broker path is broken), pprof and a memory-release hook for measurements.
+// admin is the loopback-by-default HTTP server for operators: /metrics
+// (Prometheus), /stats (JSON), /livez, /readyz (503 while draining or
+// while the broker path is broken), pprof and a memory-release hook for
+// measurements.
 type admin struct {
 	srv *http.Server
 	ln  net.Listener
 	log *slog.Logger
 }
 
-func newAdmin(addr string, ps *poller.Server, app *pushApp, front *tlsFront, nofile uint64, log *slog.Logger) (*admin, error) {
+func newAdmin(addr string, ps *poller.Server, app *pushApp, front *tlsFront, nofile uint64, m *metrics, h *health, log *slog.Logger) (*admin, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin listen: %w", err)
@@ -38,12 +40,17 @@ func newAdmin(addr string, ps *poller.Server, app *pushApp, front *tlsFront, nof
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if h.draining.Load() {
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+			return
+		}
 		if app != nil && !app.ready() {
 			http.Error(w, "broker unavailable", http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
+	mux.Handle("GET /metrics", m.handler())
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		doc := statsDoc(ps, app, nofile)

@@ -91,7 +91,7 @@ func newBroker(cfg Config, historySize int, log *slog.Logger) (appBroker, redis.
 // pool with netpoll's Runner: both fall back to running work elsewhere
 // when it is full (netpoll: a goroutine; the hub: inline), so sharing
 // never drops a task and keeps one bound on worker goroutines.
-func newPushApp(cfg Config, pool *ants.Pool, log *slog.Logger) (*pushApp, error) {
+func newPushApp(cfg Config, pool *ants.Pool, m *metrics, log *slog.Logger) (*pushApp, error) {
 	historySize := cfg.HistorySize
 	if historySize == 0 {
 		historySize = -1 // cluster: negative keeps none
@@ -106,6 +106,8 @@ func newPushApp(cfg Config, pool *ants.Pool, log *slog.Logger) (*pushApp, error)
 		ChunkSize: cfg.ChunkSize,
 		Policies:  cfg.policyRules,
 		Logger:    log,
+		// The fan-out duration histogram: one Observe per delivered batch.
+		ObserveDelivery: m.observeDelivery,
 	})
 	if err != nil {
 		if rc != nil {

@@ -17,14 +17,23 @@ import (
 	"github.com/pushd/pushd/protocol"
 )
 
-// Config is pushd's whole configuration. Precedence: defaults < PUSHD_*
-// environment < flags.
+// Config is pushd's whole configuration. Precedence: defaults < the
+// -config file (YAML, keys are the flag names) < PUSHD_* environment <
+// flags.
 type Config struct {
 	Listen      string
 	AdminListen string
 	Echo        bool
 	ReusePort   bool
 	CheckConfig bool
+	PrintConfig bool
+	ConfigFile  string
+
+	// Drain on SIGTERM/SIGINT (drain.go).
+	DrainDelay      time.Duration
+	DrainDuration   time.Duration
+	DrainRestart    bool
+	ReconnectJitter time.Duration
 
 	MaxFrame         int64
 	MaxMessage       int64
@@ -83,6 +92,9 @@ type Config struct {
 	// Demo serves the QR-login demo and the JS client on -listen (demo.go).
 	Demo bool
 
+	// flags is the parsed FlagSet (-print-config walks it).
+	flags *flag.FlagSet
+
 	// Parsed from Public, Policy, Redis and RedisCluster by validate.
 	publicSet      bool // -public or PUSHD_PUBLIC was given
 	publicPatterns []string
@@ -91,17 +103,22 @@ type Config struct {
 	redisCluster   []string
 }
 
-// parseConfig builds the Config from flags and the environment (lookup is
-// os.LookupEnv outside tests). It reports every invalid value at once.
+// parseConfig builds the Config from the defaults, the -config file (or
+// PUSHD_CONFIG), the environment (lookup is os.LookupEnv outside tests)
+// and the flags, each overriding the one before. It reports every invalid
+// value at once.
 func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Writer) (Config, error) {
 	var c Config
 	fs := flag.NewFlagSet("pushd", flag.ContinueOnError)
+	c.flags = fs
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:8080", "WebSocket (public HTTP) listen address")
-	fs.StringVar(&c.AdminListen, "admin-listen", "127.0.0.1:9090", "admin HTTP listen address (/stats, /livez, /debug/pprof/)")
+	fs.StringVar(&c.AdminListen, "admin-listen", "127.0.0.1:9090", "admin HTTP listen address (/metrics, /stats, /livez, /readyz, /debug/pprof/, POST /publish)")
 	fs.BoolVar(&c.Echo, "echo", false, "conformance mode: echo every data message back unchanged")
 	fs.BoolVar(&c.ReusePort, "reuseport", false, "set SO_REUSEPORT so several pushd processes share -listen")
-	fs.BoolVar(&c.CheckConfig, "check-config", false, "validate the configuration and exit")
+	fs.BoolVar(&c.CheckConfig, "check-config", false, "validate the configuration and exit (0 valid, 2 invalid)")
+	fs.BoolVar(&c.PrintConfig, "print-config", false, "print the effective configuration as a config file (secrets redacted) and exit")
+	fs.StringVar(&c.ConfigFile, "config", "", "YAML config file; keys are the flag names (max-frame: 1048576); PUSHD_* and flags override it")
 	fs.Int64Var(&c.MaxFrame, "max-frame", poller.DefaultMaxFrameSize, "max inbound frame payload in bytes (close 1009 above)")
 	fs.Int64Var(&c.MaxMessage, "max-message", poller.DefaultMaxMessageSize, "max inbound message size in bytes (close 1009 above)")
 	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", poller.DefaultMaxHeaderBytes, "max size of the HTTP upgrade request (431 above)")
@@ -130,6 +147,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 	fs.StringVar(&c.Redis, "redis", "", "standalone Redis URL, e.g. redis://127.0.0.1:6379/0: nodes share channels through Redis pub/sub (empty: embedded memory broker)")
 	fs.StringVar(&c.RedisCluster, "redis-cluster", "", "comma-separated Redis Cluster seed addresses host:port,...: sharded pub/sub (SSUBSCRIBE/SPUBLISH)")
 	securityFlags(fs, &c)
+	drainFlags(fs, &c)
 	demoFlags(fs, &c)
 
 	if err := fs.Parse(args); err != nil {
@@ -141,14 +159,26 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
 	}
-	// The environment fills every flag not given on the command line.
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	_, envPublic := lookup(envKey("public"))
-	c.publicSet = set["public"] || envPublic
 	var errs []error
+	// The file fills every flag not given on the command line, then the
+	// environment overrides the file.
+	if !set["config"] {
+		if v, ok := lookup(envKey("config")); ok {
+			c.ConfigFile = v
+		}
+	}
+	fileKeys := map[string]bool{}
+	if c.ConfigFile != "" {
+		var ferrs []error
+		fileKeys, ferrs = applyConfigFile(fs, c.ConfigFile, set)
+		errs = append(errs, ferrs...)
+	}
+	_, envPublic := lookup(envKey("public"))
+	c.publicSet = set["public"] || envPublic || fileKeys["public"]
 	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] {
+		if set[f.Name] || f.Name == "config" {
 			return
 		}
 		key := envKey(f.Name)
@@ -238,6 +268,7 @@ func (c *Config) validate() []error {
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("-shutdown-timeout must be positive (got %v)", c.ShutdownTimeout))
 	}
+	errs = append(errs, c.validateDrain()...)
 	switch c.LogFormat {
 	case "auto", "json", "text":
 	default:

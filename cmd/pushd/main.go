@@ -3,6 +3,8 @@
 //	go run ./cmd/pushd            # serve ws://127.0.0.1:8080/ws, admin on 127.0.0.1:9090
 //	go run ./cmd/pushd -echo      # conformance mode: echo every data message
 //	go run ./cmd/pushd -h         # every flag; each is also PUSHD_<FLAG> in the environment
+//	pushd -config /etc/pushd/pushd.yaml -check-config   # validate a config file (exit 0 or 2)
+//	pushd -config /etc/pushd/pushd.yaml -print-config   # the effective config, secrets redacted
 package main
 
 import (
@@ -18,7 +20,7 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stderr)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
@@ -43,10 +45,13 @@ var errFlagSyntax = errors.New("bad command line")
 
 // run is the whole program, testable: it parses args, serves until ctx is
 // done, then drains and returns.
-func run(ctx context.Context, args []string, stderr io.Writer) error {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg, err := parseConfig(args, os.LookupEnv, stderr)
 	if err != nil {
 		return err
+	}
+	if cfg.PrintConfig {
+		return printConfig(stdout, cfg)
 	}
 	if cfg.CheckConfig {
 		fmt.Fprintln(stderr, "pushd: configuration ok")

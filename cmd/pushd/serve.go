@@ -59,19 +59,23 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer) error {
 		return fmt.Errorf("netpoll: %w", err)
 	}
 
+	m := newMetrics()
 	var (
 		handler poller.Handler = poller.Echo{}
 		app     *pushApp
+		raw     *rawConns // format=raw connections (no drain hint); nil with -echo
 	)
 	if !cfg.Echo {
-		app, err = newPushApp(cfg, pool, log)
+		app, err = newPushApp(cfg, pool, m, log)
 		if err != nil {
 			return err
 		}
 		if handler, err = wrapDemo(app.handler, cfg); err != nil {
 			return err
 		}
+		raw = newRawConns()
 	}
+	handler = newObservedHandler(handler, m, raw)
 	srv, err := poller.New(cfg.pollerConfig(log), handler)
 	if err != nil {
 		return err
@@ -86,7 +90,9 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer) error {
 			return err
 		}
 	}
-	admin, err := newAdmin(cfg.AdminListen, srv, app, front, soft, log)
+	hl := &health{}
+	m.attach(srv, app, front, hl)
+	admin, err := newAdmin(cfg.AdminListen, srv, app, front, soft, m, hl, log)
 	if err != nil {
 		if front != nil {
 			_ = front.shutdown(context.Background())
@@ -131,6 +137,12 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer) error {
 	var runErr error
 	select {
 	case <-ctx.Done():
+		// The paced drain (drain.go); a second SIGTERM/SIGINT skips it.
+		again := make(chan os.Signal, 1)
+		signal.Notify(again, syscall.SIGINT, syscall.SIGTERM)
+		defer signal.Stop(again)
+		d := &drainer{cfg: cfg, srv: srv, front: front, raw: raw, health: hl, log: log, now: time.Now}
+		_ = d.run(again)
 		log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
 	case runErr = <-errc:
 		log.Error("server stopped", "err", runErr)
@@ -196,10 +208,14 @@ func newLogger(cfg Config, w io.Writer) *slog.Logger {
 			text = true
 		}
 	}
+	var h slog.Handler = slog.NewJSONHandler(w, opts)
 	if text {
-		return slog.New(slog.NewTextHandler(w, opts))
+		h = slog.NewTextHandler(w, opts)
 	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	// Clients can make the poller and the protocol log (accept errors,
+	// failed subscribes): every message is limited to logBurst lines per
+	// second, and the suppressed count is logged afterwards.
+	return slog.New(newRateLimitedHandler(h, logBurst, time.Second))
 }
 
 // reloadOnHUP re-reads the token keys and the wss certificate on every

@@ -226,6 +226,15 @@ func pump(dst, src net.Conn) {
 
 // shutdown stops accepting, closes every wss connection's TCP (their
 // poller side is drained by the poller's own Shutdown first) and waits.
+// stopAccepting closes the wss listener (the drain); established
+// connections keep being served until shutdown.
+func (f *tlsFront) stopAccepting() {
+	f.mu.Lock()
+	f.closed = true
+	f.mu.Unlock()
+	_ = f.ln.Close()
+}
+
 func (f *tlsFront) shutdown(ctx context.Context) error {
 	f.mu.Lock()
 	f.closed = true
