@@ -35,6 +35,13 @@ type clientCmd struct {
 	Bytes   int    `json:"bytes,omitempty"`   // arm: bytes each connection must receive
 	Frame   []byte `json:"frame,omitempty"`   // arm: the bytes expected (frame × repeat)
 	Capture bool   `json:"capture,omitempty"` // arm: done at the first byte; keep one read
+	// Add (open) keeps the connections already open and adds Total more;
+	// Hello (open) is a text message sent after each upgrade, whose reply
+	// frame is read before the connection counts as open (a protocol's
+	// connect command). Path may hold "{i}", replaced by the connection's
+	// index (personal channels). See peersclient.go.
+	Add   bool   `json:"add,omitempty"`
+	Hello string `json:"hello,omitempty"`
 }
 
 // clientEvent is one line from the client process.
@@ -51,6 +58,8 @@ type clientEvent struct {
 	Fanout  *fanoutRound   `json:"fanout,omitempty"`
 	// Consumers is the consumers client's result.
 	Consumers *consumersResult `json:"consumers,omitempty"`
+	// Latency is the fanout client's "collect" result.
+	Latency *latencyResult `json:"latency,omitempty"`
 }
 
 // clientFlags are the flags shared by both client modes.
@@ -61,6 +70,7 @@ type clientFlags struct {
 	concurrency int
 	hsTimeout   time.Duration
 	maxLife     time.Duration
+	hello       string // set per "open" command, not a flag
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet) {
@@ -194,6 +204,9 @@ func dialUpgrade(ctx context.Context, cf clientFlags, d *srcaddr.Dialer) (wsConn
 		return wsConn{}, err
 	}
 	br, err := handshake(c, cf.target, cf.path, cf.hsTimeout)
+	if err == nil && cf.hello != "" {
+		err = sayHello(c, br, cf.hello, cf.hsTimeout)
+	}
 	if err != nil {
 		c.Close()
 		return wsConn{}, err

@@ -135,6 +135,7 @@ type fanoutRun struct {
 	client *clientProc
 	clock  monoClock
 	frame  []byte // the text frame of one message
+	body   []byte // the publish body (nil: the frame's payload)
 	http   *http.Client
 	rep    *report
 }
@@ -456,6 +457,9 @@ func (r *fanoutRun) round(ctx context.Context, srv *serverProc, isRaw bool, n in
 		s.LoopNs = w.LoopNs
 	} else {
 		body := r.frame[2:]
+		if r.body != nil {
+			body = r.body
+		}
 		for range n {
 			if _, err := r.post(ctx, "http://"+srv.adminAddr+"/publish?ch=bench", body); err != nil {
 				return nil, s, err
@@ -529,6 +533,19 @@ func (r *fanoutRun) profile(ctx context.Context, variant string) error {
 	if err := r.waitSubscribed(ctx, srv, false); err != nil {
 		return err
 	}
+	rounds, top, err := r.profileRounds(ctx, srv, "pushd-fanout-cpu.pb.gz")
+	if err != nil {
+		return err
+	}
+	r.rep.notef("pushd CPU profile over %d back-to-back single-message rounds (%s):\n%s", rounds, argsName(variant), top)
+	return nil
+}
+
+// profileRounds takes a -profile-seconds CPU profile of srv (saved as
+// file) while single publications fan out back to back to the open
+// subscribers, each waiting for the previous to reach every client. It
+// returns the rounds run and the top of the profile.
+func (r *fanoutRun) profileRounds(ctx context.Context, srv *serverProc, file string) (int, string, error) {
 	done := make(chan struct{})
 	rounds := 0
 	var roundErr error
@@ -542,15 +559,11 @@ func (r *fanoutRun) profile(ctx context.Context, variant string) error {
 			rounds++
 		}
 	}()
-	top, err := r.h.profileTop(ctx, srv, fmt.Sprintf("/debug/pprof/profile?seconds=%d", r.f.profileSecs), "pushd-fanout-cpu.pb.gz", 40)
+	top, err := r.h.profileTop(ctx, srv, fmt.Sprintf("/debug/pprof/profile?seconds=%d", r.f.profileSecs), file, 40)
 	<-done
 	r.f.settle = saved
-	if err != nil {
-		return err
+	if err == nil {
+		err = roundErr
 	}
-	if roundErr != nil {
-		return roundErr
-	}
-	r.rep.notef("pushd CPU profile over %d back-to-back single-message rounds (%s):\n%s", rounds, argsName(variant), top)
-	return nil
+	return rounds, top, err
 }

@@ -103,8 +103,13 @@ func detach(c net.Conn) (int, error) {
 // to cmd.Path, or plain TCP with cmd.Raw) and registers them with a new
 // epoll instance.
 func openFanout(ctx context.Context, cf clientFlags, d *srcaddr.Dialer, cmd clientCmd, clock monoClock) (*fanoutSet, map[string]int, error) {
-	cf.target, cf.path = cmd.Target, cmd.Path
-	fds, errs := dialAll(ctx, cmd.Total, cf.concurrency, func() (int, error) { return dialDetached(ctx, cf, d, cmd.Raw) })
+	cf.target, cf.path, cf.hello = cmd.Target, cmd.Path, cmd.Hello
+	paths := indexedPaths(cmd.Path)
+	fds, errs := dialAll(ctx, cmd.Total, cf.concurrency, func() (int, error) {
+		c := cf
+		c.path = paths()
+		return dialDetached(ctx, c, d, cmd.Raw)
+	})
 	s := &fanoutSet{epfd: -1, fds: fds, clock: clock}
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
@@ -283,9 +288,12 @@ func processCPU() time.Duration {
 //	{"cmd":"arm","bytes":B,"frame":..,"ms":T}  → "armed", then "received"
 //	    once every connection has B bytes equal to frame repeated (or any
 //	    bytes with "capture":true), or after T ms
+//	{"cmd":"collect","total":N,"ms":T} → "collecting", then "collected"
+//	    with the publish→receive latencies of N "@<ns>" stamps (or what
+//	    arrived within T ms); see peersclient.go
 //	{"cmd":"close"} → "closed"; "quit" or stdin EOF ends the process.
 //
-// One set of connections at a time.
+// One set of connections at a time; "open" with "add" grows it.
 func runFanoutClient(ctx context.Context, cf clientFlags, d *srcaddr.Dialer, out *eventWriter) int {
 	clock, err := newMonoClock()
 	if err != nil {
@@ -317,17 +325,26 @@ func runFanoutClient(ctx context.Context, cf clientFlags, d *srcaddr.Dialer, out
 		}
 		switch cmd.Cmd {
 		case "open":
-			if set != nil {
+			if set != nil && !cmd.Add {
 				set.close()
+				set = nil
 			}
 			start := time.Now()
-			var errs map[string]int
-			set, errs, err = openFanout(ctx, cf, d, cmd, clock)
+			added, errs, err := openFanout(ctx, cf, d, cmd, clock)
+			got := 0
+			if err == nil {
+				got = len(added.fds)
+			}
+			if err == nil && set != nil {
+				err = set.merge(added)
+			} else if err == nil {
+				set = added
+			}
 			if err != nil {
 				out.send(clientEvent{Event: "error", Message: err.Error()})
 				continue
 			}
-			out.send(clientEvent{Event: "opened", Open: len(set.fds), Failed: cmd.Total - len(set.fds), Errors: errs,
+			out.send(clientEvent{Event: "opened", Open: len(set.fds), Failed: cmd.Total - got, Errors: errs,
 				Millis: time.Since(start).Milliseconds()})
 		case "arm":
 			if set == nil {
@@ -339,6 +356,15 @@ func runFanoutClient(ctx context.Context, cf clientFlags, d *srcaddr.Dialer, out
 			r := set.receive(cmd.Bytes, cmd.Frame, cmd.Capture, time.Duration(cmd.Ms)*time.Millisecond, buf, events)
 			r.Stale = stale
 			out.send(clientEvent{Event: "received", Fanout: &r})
+		case "collect":
+			if set == nil {
+				out.send(clientEvent{Event: "error", Message: "collect before open"})
+				continue
+			}
+			set.drain(buf, events)
+			out.send(clientEvent{Event: "collecting"})
+			lat := set.collect(cmd.Total, time.Duration(cmd.Ms)*time.Millisecond, buf, events)
+			out.send(clientEvent{Event: "collected", Latency: &lat})
 		case "close":
 			if set != nil {
 				set.close()

@@ -27,6 +27,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return runRefServer(ctx, args[1:], stderr)
 		case "-rawserver", "--rawserver":
 			return runRawServer(ctx, args[1:], stderr)
+		case "-peers", "--peers":
+			// go run ./bench -peers all|<list> [peers flags] is the peers
+			// scenario with -only.
+			if len(args) < 2 {
+				fmt.Fprintln(stderr, "bench: -peers needs all or a list of servers")
+				return 2
+			}
+			args = append([]string{"peers", "-only", args[1]}, args[2:]...)
 		}
 	}
 	code, err := runScenarios(ctx, args, stdout, stderr)

@@ -30,7 +30,7 @@ type scenario struct {
 
 // scenarios is the scenario table. Later issues add entries here.
 func scenarios() []scenario {
-	return []scenario{idleScenario(), slowScenario(), fanoutScenario(), slowConsumersScenario()}
+	return []scenario{idleScenario(), slowScenario(), fanoutScenario(), slowConsumersScenario(), peersScenario()}
 }
 
 // report is a scenario's outcome: printed as text, or as JSON with -json.
@@ -52,6 +52,9 @@ type report struct {
 	Noisy          bool    `json:"noisy"`
 	Results        any     `json:"results"`
 	text           string  // human summary (tables)
+	// after, if set, runs once the report is complete (notes, noise,
+	// timing) and before it is printed, e.g. to write result files.
+	after func(*report) error
 }
 
 func (r *report) failf(format string, args ...any) {
@@ -215,6 +218,11 @@ func runScenarios(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	rep.Scenario = sc.name
 	rep.Command = "go run ./bench " + strings.Join(args, " ")
 	rep.Seconds = time.Since(start).Seconds()
+	if rep.after != nil {
+		if err := rep.after(rep); err != nil {
+			rep.failf("%v", err)
+		}
+	}
 	rep.Pass = len(rep.Failures) == 0
 	printReport(h, rep, *asJSON)
 	if !rep.Pass {
