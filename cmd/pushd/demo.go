@@ -103,12 +103,11 @@ func demoFiles(cfg Config) (map[string]demoFile, error) {
 	}
 	html := demoFile{ctype: "text/html; charset=utf-8", body: page}
 	return map[string]demoFile{
-		"/pushd.js":         {ctype: jsclient.ContentType, body: jsclient.Source()},
-		"/demo/qr":          html,
-		"/demo/qr/":         html,
-		"/demo/qr/qr.js":    {ctype: jsclient.ContentType, body: qr},
-		"/demo/qr/demo.js":  {ctype: jsclient.ContentType, body: app},
-		"/demo/qr/pushd.js": {ctype: jsclient.ContentType, body: jsclient.Source()},
+		"/pushd.js":        {ctype: jsclient.ContentType, body: jsclient.Source()},
+		"/demo/qr":         html,
+		"/demo/qr/":        html,
+		"/demo/qr/qr.js":   {ctype: jsclient.ContentType, body: qr},
+		"/demo/qr/demo.js": {ctype: jsclient.ContentType, body: app},
 	}, nil
 }
 
