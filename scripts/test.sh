@@ -31,6 +31,7 @@ install_missing() {
 	/usr/bin/python3 -c 'import websockets' 2>/dev/null || missing+=(python3-websockets)
 	[ -x /usr/bin/chromium ] || missing+=(chromium)
 	command -v redis-server >/dev/null || missing+=(redis-server)
+	command -v zbarimg >/dev/null || missing+=(zbar-tools) # decodes the QR demo's codes (cmd/pushd)
 	if [ "${#missing[@]}" -gt 0 ]; then
 		local sudo=()
 		[ "$(id -u)" -eq 0 ] || sudo=(sudo)
@@ -39,11 +40,13 @@ install_missing() {
 		"${sudo[@]}" apt-get update
 		"${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
 	else
-		step "Debian peers present (python3-websockets, chromium, redis-server)"
+		step "Debian peers present (python3-websockets, chromium, redis-server, zbar-tools)"
 	fi
 
 	step "npm ci (conformance/node: ws, undici)"
 	(cd conformance/node && npm ci --no-audit --no-fund --loglevel=error)
+	step "npm ci (clients/js: ws for the JS client's Node tests)"
+	(cd clients/js && npm ci --no-audit --no-fund --loglevel=error)
 }
 
 run_tests() {
