@@ -43,6 +43,9 @@ func (s *Server) Attach(fd int, remote net.Addr) error {
 		unix.Close(fd)
 		return fmt.Errorf("poller: attach: %w", err)
 	}
+	if s.cfg.Backend == BackendLean {
+		return s.attachLean(fd, src, remote)
+	}
 	nc, err := netpoll.NewFDConnection(fd)
 	if err != nil {
 		s.releaseSrc(src)
@@ -63,6 +66,32 @@ func (s *Server) Attach(fd int, remote net.Addr) error {
 		c.process()
 		return nil
 	})
+}
+
+// attachLean is Attach's registration on the lean backend.
+func (s *Server) attachLean(fd int, src netip.Addr, remote net.Addr) error {
+	s.mu.Lock()
+	lb := s.lean
+	s.mu.Unlock()
+	if lb == nil {
+		s.releaseSrc(src)
+		unix.Close(fd)
+		return fmt.Errorf("poller: attach: %w", ErrServerClosed)
+	}
+	c := s.newConn(nil, fd)
+	c.remote = remote
+	if s.adm != nil {
+		c.src = src
+	}
+	if !s.register(c) {
+		return fmt.Errorf("poller: attach: %w", ErrRefused)
+	}
+	if err := lb.add(c); err != nil {
+		c.rd.Store(1)
+		c.leanClosed()
+		return fmt.Errorf("poller: attach: %w", err)
+	}
+	return nil
 }
 
 // releaseSrc undoes an admission count (zero src: none).

@@ -15,6 +15,14 @@ type Config struct {
 	// Backend selects the event loop: BackendNetpoll (cloudwego/netpoll)
 	// or BackendLean (pushd's own epoll loops); "" selects DefaultBackend.
 	Backend string
+	// Loops is the number of lean event loops (zero: DefaultLeanLoops).
+	// The netpoll backend's loops are set process-wide by cmd/pushd.
+	Loops int
+	// Runner runs a lean loop's hand-off to a worker: an upgrade request
+	// or a data message for the Handler. It must never drop a task (the
+	// connection's read side would stay owned and the connection would
+	// stall). nil: a new goroutine per task.
+	Runner func(task func())
 	// MaxFrameSize bounds the payload of one inbound frame (close 1009 above).
 	MaxFrameSize int64
 	// MaxMessageSize bounds one assembled inbound message (close 1009 above).
@@ -150,6 +158,7 @@ func (c Config) Validate() error {
 	neg("MaxPendingBytes", int64(c.MaxPendingBytes))
 	neg("MaxConns", c.MaxConns)
 	neg("Backlog", int64(c.Backlog))
+	neg("Loops", int64(c.Loops))
 	neg("MaxConnsPerIP", int64(c.MaxConnsPerIP))
 	neg("ConnectBurst", int64(c.ConnectBurst))
 	if c.ConnectRate < 0 || math.IsNaN(c.ConnectRate) || math.IsInf(c.ConnectRate, 0) {

@@ -59,6 +59,14 @@ type Conn struct {
 	lowat      int32 // SO_RCVLOWAT currently set on fd (0: kernel default 1)
 	value      any
 	opened     bool // Handler.Open ran; Handler.Close is owed
+	// inline: this read runs on a lean event loop goroutine, so Handler
+	// calls must be handed off to a worker (see handoff).
+	inline bool
+
+	// Lean backend (nc == nil) only.
+	rd        atomic.Int32 // read events pending (count | rdHup); non-zero: someone owns reading
+	waitOut   atomic.Bool  // a flush hit EAGAIN and waits for EPOLLOUT
+	stallTick atomic.Int64 // wheel tick the socket last stopped taking bytes; 0: not stalled
 
 	// Write side: guarded by mu.
 	mu       sync.Mutex
@@ -80,7 +88,14 @@ func (c *Conn) RemoteAddr() net.Addr {
 	if c.remote != nil {
 		return c.remote
 	}
-	return c.nc.RemoteAddr()
+	if c.nc != nil {
+		return c.nc.RemoteAddr()
+	}
+	// Lean backend: asked for rarely (the upgrade), so not stored.
+	if sa, err := unix.Getpeername(c.fd); err == nil {
+		return tcpAddr(sa)
+	}
+	return &net.TCPAddr{}
 }
 
 // Value returns what SetValue stored.
@@ -109,10 +124,14 @@ func (c *Conn) SetExpiry(t time.Time, code ws.StatusCode, reason string) {
 	c.expireTick.Store(due)
 }
 
-// capDue returns due, or the expiry tick when that comes first.
+// capDue returns due, or the expiry tick or the write deadline of a
+// stalled socket when that comes first.
 func (c *Conn) capDue(due int64) int64 {
 	if e := c.expireTick.Load(); e != 0 && e < due {
-		return e
+		due = e
+	}
+	if st := c.stallTick.Load(); st != 0 && st+c.srv.writeTicks < due {
+		due = st + c.srv.writeTicks
 	}
 	return due
 }
@@ -134,20 +153,29 @@ func (c *Conn) process() {
 		c.hangup()
 		return
 	}
+	c.consume(b)
+	_ = r.Release()
+}
+
+// consume runs b, the next bytes read from the socket, through the
+// handshake or the frame parser. It reports whether it handed the rest of
+// the processing to a worker (lean backend, inline reads only): the
+// caller then no longer owns the connection's read side.
+func (c *Conn) consume(b []byte) (handedOff bool) {
 	c.lastRead.Store(c.srv.wheel.now.Load())
 	switch c.state.Load() {
 	case stateHandshake:
-		b = c.handshake(b)
-		if len(b) > 0 && c.state.Load() == stateOpen {
-			c.readFrames(b)
-		}
+		handedOff = c.handshake(b)
 	case stateOpen, stateClosing:
-		c.readFrames(b)
+		handedOff = c.readFrames(b)
 	}
-	_ = r.Release()
+	if handedOff {
+		return true
+	}
 	if st := c.state.Load(); st == stateOpen || st == stateClosing {
 		c.setLowat()
 	}
+	return false
 }
 
 // maxLowat caps the receive low-water mark: a large frame still wakes the
@@ -171,27 +199,31 @@ func (c *Conn) setLowat() {
 	}
 }
 
-// readFrames feeds b to the parser and acts on every chunk.
-func (c *Conn) readFrames(b []byte) {
+// readFrames feeds b to the parser and acts on every chunk. It reports
+// whether it handed the rest of b to a worker (see dataChunk).
+func (c *Conn) readFrames(b []byte) (handedOff bool) {
 	for len(b) > 0 {
 		ch, n, ok, err := c.parser.Next(b)
 		b = b[n:]
 		if err != nil {
 			c.fail(err)
-			return
+			return false
 		}
 		if !ok {
-			return
+			return false
 		}
 		if ch.MsgOp.IsControl() {
 			c.controlChunk(ch)
 		} else if c.state.Load() == stateOpen {
-			c.dataChunk(ch)
+			if c.dataChunk(ch, b) {
+				return true
+			}
 		}
 		if st := c.state.Load(); st != stateOpen && st != stateClosing {
-			return
+			return false
 		}
 	}
+	return false
 }
 
 // controlChunk collects a control frame (at most 125 bytes, possibly split
@@ -231,19 +263,32 @@ func (c *Conn) control(op ws.OpCode, payload []byte) {
 	}
 }
 
-// dataChunk delivers a data message, zero-copy when it arrived whole.
-func (c *Conn) dataChunk(ch codec.Chunk) {
+// dataChunk delivers a data message, zero-copy when it arrived whole. On a
+// lean event loop (c.inline) the Handler does not run here: the message
+// and rest, the unparsed bytes after it, go to a worker, and dataChunk
+// reports true.
+func (c *Conn) dataChunk(ch codec.Chunk, rest []byte) (handedOff bool) {
 	if !c.assembling && ch.First && ch.MsgEnd {
+		if c.inline {
+			c.handoff(ch.MsgOp, ch.Payload, rest)
+			return true
+		}
 		c.srv.h.Message(c, ch.MsgOp, ch.Payload)
-		return
+		return false
 	}
 	c.assembling = true
 	c.partial = append(c.partial, ch.Payload...)
-	if ch.MsgEnd {
-		msg := c.partial
-		c.partial, c.assembling = nil, false
-		c.srv.h.Message(c, ch.MsgOp, msg)
+	if !ch.MsgEnd {
+		return false
 	}
+	msg := c.partial
+	c.partial, c.assembling = nil, false
+	if c.inline {
+		c.handoff(ch.MsgOp, msg, rest)
+		return true
+	}
+	c.srv.h.Message(c, ch.MsgOp, msg)
+	return false
 }
 
 // peerClose answers the peer's close frame (RFC 6455 §5.5.1).
@@ -338,6 +383,14 @@ func (c *Conn) onTimer(now int64) {
 		}
 		s.wheel.schedule(c, c.acceptTick()+s.handshakeTicks)
 	case stateOpen:
+		if st := c.stallTick.Load(); st != 0 && now-st >= s.writeTicks {
+			// Lean backend: the socket took nothing for WriteTimeout.
+			s.stats.writeTimeouts.Add(1)
+			c.mu.Lock()
+			c.failWriteLocked()
+			c.unlock()
+			return
+		}
 		if e := c.expireTick.Load(); e != 0 && now >= e {
 			s.stats.expired.Add(1)
 			_ = c.Close(c.expireCode, c.expireReason)

@@ -16,10 +16,14 @@ import (
 var headerEnd = []byte("\r\n\r\n")
 
 // handshake consumes the upgrade request from b (continuing an incomplete
-// one kept in c.partial) and returns the bytes after it, which are already
-// WebSocket frames. An incomplete request is copied into c.partial, bounded
-// by MaxHeaderBytes, so netpoll's buffer is always fully consumed.
-func (c *Conn) handshake(b []byte) (rest []byte) {
+// one kept in c.partial); the bytes after the request are already
+// WebSocket frames. An incomplete request is copied into c.partial,
+// bounded by MaxHeaderBytes, so the read buffer is always fully consumed.
+// It reports whether the complete request was handed to a worker (lean
+// backend, inline reads: the Handler's Upgrade may block on auth or a
+// broker lookup, which must never stall an event loop).
+func (c *Conn) handshake(b []byte) (handedOff bool) {
+	var rest []byte
 	req := b
 	if len(c.partial) > 0 {
 		old := len(c.partial)
@@ -43,28 +47,39 @@ func (c *Conn) handshake(b []byte) (rest []byte) {
 	if req == nil {
 		if len(c.partial)+len(b) > c.srv.cfg.MaxHeaderBytes {
 			c.reject(http.StatusRequestHeaderFieldsTooLarge, "request header too large")
-			return nil
+			return false
 		}
 		if len(c.partial) == 0 {
 			c.partial = append(make([]byte, 0, min(2*len(b), c.srv.cfg.MaxHeaderBytes)), b...)
 		}
-		return nil
+		return false
 	}
 	if len(req) > c.srv.cfg.MaxHeaderBytes {
 		c.reject(http.StatusRequestHeaderFieldsTooLarge, "request header too large")
-		return nil
+		return false
 	}
+	if c.inline {
+		c.handoff(opUpgrade, req, rest)
+		return true
+	}
+	c.finishHandshake(req, rest)
+	return false
+}
+
+// finishHandshake answers a complete request head: a plain HTTP request
+// goes to the Handler's HTTPResponder, anything else through the upgrade;
+// rest (frames that followed the request) is parsed once open.
+func (c *Conn) finishHandshake(req, rest []byte) {
 	if hr, isHR := c.srv.h.(HTTPResponder); isHR && !hasUpgrade(req) {
 		c.respondHTTP(hr, req)
 		c.partial = nil
-		return nil
+		return
 	}
 	ok := c.upgrade(req)
 	c.partial = nil
-	if !ok {
-		return nil
+	if ok && len(rest) > 0 && c.state.Load() == stateOpen {
+		c.readFrames(rest)
 	}
-	return rest
 }
 
 // hsConn adapts a complete request head and the connection's send path to

@@ -121,35 +121,56 @@ func tcpAddr(sa unix.Sockaddr) net.Addr {
 // Accept implements net.Listener for netpoll. See the type comment for the
 // (nil, nil) contract.
 func (l *listener) Accept() (net.Conn, error) {
+	nfd, sa, err := l.acceptFD()
+	if err != nil || nfd < 0 {
+		return nil, err
+	}
+	return &rawConn{fd: nfd, local: l.addr, remote: tcpAddr(sa)}, nil
+}
+
+// acceptFD accepts one connection and applies admission. It returns -1
+// (and no error) when there was none or it was turned away, so the caller
+// simply waits for the next readiness event.
+func (l *listener) acceptFD() (int, unix.Sockaddr, error) {
 	if l.closed.Load() {
-		return nil, ErrListenerClosed
+		return -1, nil, ErrListenerClosed
 	}
 	nfd, sa, err := unix.Accept4(l.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 	switch err {
 	case nil:
 	case unix.EAGAIN, unix.EINTR, unix.ECONNABORTED:
-		return nil, nil
+		return -1, nil, nil
 	case unix.EMFILE, unix.ENFILE:
 		l.shed()
-		return nil, nil
+		return -1, nil, nil
 	default:
 		if l.closed.Load() {
-			return nil, ErrListenerClosed
+			return -1, nil, ErrListenerClosed
 		}
-		return nil, fmt.Errorf("accept: %w", err)
+		return -1, nil, fmt.Errorf("accept: %w", err)
 	}
 	if l.admit != nil && !l.admit() {
 		l.turnAway(nfd, "capacity")
-		return nil, nil
+		return -1, nil, nil
 	}
-	remote := tcpAddr(sa)
 	if l.admitFrom != nil {
-		if ok, reason, retry := l.admitFrom(remote.(*net.TCPAddr).AddrPort().Addr()); !ok {
+		if ok, reason, retry := l.admitFrom(sockIP(sa)); !ok {
 			l.turnAwayWith(nfd, refusalWith(retry, "too many connections from your address"), reason)
-			return nil, nil
+			return -1, nil, nil
 		}
 	}
-	return &rawConn{fd: nfd, local: l.addr, remote: remote}, nil
+	return nfd, sa, nil
+}
+
+// sockIP returns the IP address of sa without allocating.
+func sockIP(sa unix.Sockaddr) netip.Addr {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrFrom4(a.Addr)
+	case *unix.SockaddrInet6:
+		return netip.AddrFrom16(a.Addr).Unmap()
+	}
+	return netip.Addr{}
 }
 
 // shed refuses one pending connection while the process is out of file

@@ -40,10 +40,14 @@ type Server struct {
 	pingTicks      int64
 	pongTicks      int64
 	closeTicks     int64
+	writeTicks     int64
 	pingFrame      []byte
 
 	ln       *listener
-	loop     netpoll.EventLoop
+	loop     netpoll.EventLoop // netpoll backend
+	lean     *leanBackend      // lean backend
+	bufs     bufPools          // lean backend: hand-off copies and worker read buffers
+	runTask  func(func())
 	nextID   atomic.Uint64
 	conns    atomic.Int64
 	draining atomic.Bool
@@ -55,6 +59,7 @@ type Server struct {
 
 	stopOnce sync.Once
 	stopErr  error
+	mu       sync.Mutex // guards loop, lean and cancel, set by Run
 	cancel   context.CancelFunc
 	done     chan struct{}
 }
@@ -68,9 +73,6 @@ func New(cfg Config, h Handler) (*Server, error) {
 		return nil, err
 	}
 	cfg.setDefaults()
-	if cfg.Backend == BackendLean {
-		return nil, fmt.Errorf("%w: the lean backend is not available yet", ErrConfig)
-	}
 	s := &Server{
 		cfg:  cfg,
 		h:    h,
@@ -92,6 +94,11 @@ func New(cfg Config, h Handler) (*Server, error) {
 	s.pingTicks = s.wheel.ticks(cfg.PingInterval)
 	s.pongTicks = s.wheel.ticks(cfg.PongTimeout)
 	s.closeTicks = s.wheel.ticks(cfg.CloseTimeout)
+	s.writeTicks = s.wheel.ticks(cfg.WriteTimeout)
+	s.runTask = cfg.Runner
+	if s.runTask == nil {
+		s.runTask = func(f func()) { go f() }
+	}
 	s.adm = newAdmission(cfg)
 	s.maxConns = cfg.MaxConns
 	if s.maxConns == 0 {
@@ -122,6 +129,22 @@ func (s *Server) Listen(addr string) (net.Addr, error) {
 	if err != nil {
 		return nil, err
 	}
+	if s.cfg.Backend == BackendLean {
+		// The loops' epoll sets exist from here on, so Attach works
+		// before Run starts the loops.
+		n := s.cfg.Loops
+		if n == 0 {
+			n = DefaultLeanLoops()
+		}
+		lb, err := newLean(s, n)
+		if err != nil {
+			_ = ln.Close()
+			return nil, err
+		}
+		s.mu.Lock()
+		s.lean = lb
+		s.mu.Unlock()
+	}
 	ln.admit = func() bool { return !s.draining.Load() && s.conns.Load() < s.maxConns }
 	ln.refuse = func(reason string) {
 		s.stats.refused.Add(1)
@@ -146,6 +169,9 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.ln == nil {
 		return fmt.Errorf("poller: Run before Listen")
 	}
+	if s.cfg.Backend == BackendLean {
+		return s.runLean(ctx)
+	}
 	loop, err := netpoll.NewEventLoop(
 		func(_ context.Context, nc netpoll.Connection) error {
 			if c := s.fds.get(fdOf(nc)); c != nil {
@@ -163,9 +189,10 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("poller: event loop: %w", err)
 	}
-	s.loop = loop
 	wctx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
+	s.mu.Lock()
+	s.loop, s.cancel = loop, cancel
+	s.mu.Unlock()
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
@@ -198,6 +225,40 @@ func (s *Server) Run(ctx context.Context) error {
 	return fmt.Errorf("poller: serve: %w", serveErr)
 }
 
+// runLean is Run on the lean backend.
+func (s *Server) runLean(ctx context.Context) error {
+	wctx, cancel := context.WithCancel(context.Background())
+	s.mu.Lock()
+	lb := s.lean
+	s.cancel = cancel
+	s.mu.Unlock()
+	n := len(lb.loops)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.wheel.run(wctx)
+	}()
+	if err := lb.start(s.ln); err != nil {
+		cancel()
+		wg.Wait()
+		lb.stop()
+		return err
+	}
+	s.log.Info("listening", "kind", "ws", "addr", s.ln.addr.String(), "backend", BackendLean, "loops", n)
+	select {
+	case <-ctx.Done():
+		sctx, c := context.WithTimeout(context.Background(), s.cfg.CloseTimeout+time.Second)
+		_ = s.Shutdown(sctx)
+		c()
+	case <-wctx.Done():
+	}
+	cancel()
+	wg.Wait()
+	close(s.done)
+	return nil
+}
+
 // Shutdown stops accepting, closes every connection with 1001 (going
 // away), waits for them to finish the closing handshake until ctx ends,
 // then stops the event loop. It is idempotent and returns ctx.Err() when
@@ -219,13 +280,20 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			_ = s.waitConns(wctx)
 			cancel()
 		}
-		if s.loop != nil {
-			if err := s.loop.Shutdown(ctx); err != nil && s.stopErr == nil {
+		s.mu.Lock()
+		loop, lb, cancel := s.loop, s.lean, s.cancel
+		s.mu.Unlock()
+		if loop != nil {
+			if err := loop.Shutdown(ctx); err != nil && s.stopErr == nil {
 				s.stopErr = err
 			}
 		}
-		if s.cancel != nil {
-			s.cancel()
+		if lb != nil {
+			lb.stop()
+			s.closeLeft()
+		}
+		if cancel != nil {
+			cancel()
 		}
 	})
 	return s.stopErr
@@ -249,6 +317,17 @@ func (s *Server) StopAccepting() {
 	if s.ln != nil {
 		_ = s.ln.Close()
 	}
+}
+
+// closeLeft closes, after the lean loops stopped, the connections that
+// outlived the shutdown deadline and whose read side no worker owns.
+func (s *Server) closeLeft() {
+	s.fds.each(func(c *Conn) bool {
+		if c.rd.CompareAndSwap(0, 1) {
+			c.leanClosed()
+		}
+		return true
+	})
 }
 
 // waitConns waits until no connection is left or ctx ends.
@@ -305,14 +384,20 @@ func (s *Server) register(c *Conn) bool {
 	if !s.fds.set(c.fd, c) {
 		s.releaseSrc(c.src)
 		s.stats.refused.Add(1)
-		_ = c.nc.Close()
+		if c.nc != nil {
+			_ = c.nc.Close()
+		} else {
+			_ = unix.Close(c.fd)
+		}
 		return false
 	}
 	s.conns.Add(1)
-	_ = c.nc.AddCloseCallback(func(netpoll.Connection) error {
-		s.closed(c)
-		return nil
-	})
+	if c.nc != nil {
+		_ = c.nc.AddCloseCallback(func(netpoll.Connection) error {
+			s.closed(c)
+			return nil
+		})
+	}
 	s.wheel.schedule(c, c.pingTick+s.handshakeTicks)
 	return true
 }

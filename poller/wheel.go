@@ -66,6 +66,22 @@ func (w *wheel) schedule(c *Conn, due int64) {
 	w.mu.Unlock()
 }
 
+// scheduleBefore links c to fire at tick due unless it is linked to fire
+// earlier. An unlinked c is linked only while it is not closed (a firing
+// connection reschedules itself, re-reading its deadlines).
+func (w *wheel) scheduleBefore(c *Conn, due int64) {
+	if now := w.now.Load(); due <= now {
+		due = now + 1
+	}
+	w.mu.Lock()
+	if d := c.timer.due; (d != 0 && d <= due) || (d == 0 && c.state.Load() == stateClosed) {
+		w.mu.Unlock()
+		return
+	}
+	w.mu.Unlock()
+	w.schedule(c, due)
+}
+
 // cancel unlinks c. It is idempotent.
 func (w *wheel) cancel(c *Conn) {
 	w.mu.Lock()

@@ -103,6 +103,7 @@ func (c *Conn) queueLocked(b []byte, force bool) error {
 // flushLocked writes the queue until it is empty or the socket is full.
 // Lock c.mu must be held.
 func (c *Conn) flushLocked() {
+	armed := false
 	for len(c.q) > 0 && !c.stalled && !c.closed {
 		offered := 0
 		for _, b := range c.q[:min(len(c.q), maxIovecs)] {
@@ -120,10 +121,29 @@ func (c *Conn) flushLocked() {
 			return
 		}
 		c.consumeLocked(n)
-		if n < offered {
+		if n == offered {
+			continue
+		}
+		if c.nc != nil {
 			c.stallLocked()
 			return
 		}
+		// Lean backend: wait for EPOLLOUT. Publish the wait first, then
+		// try once more: an EPOLLOUT edge that came between the EAGAIN
+		// and the publication would otherwise be lost.
+		if !armed {
+			armed = true
+			c.waitOut.Store(true)
+			continue
+		}
+		c.stalled = true
+		if c.stallTick.Load() == 0 {
+			now := c.srv.wheel.now.Load()
+			c.stallTick.Store(now)
+			c.srv.stats.stalls.Add(1)
+			c.srv.wheel.scheduleBefore(c, now+c.srv.writeTicks)
+		}
+		return
 	}
 	if len(c.q) == 0 && c.shutWr && !c.stalled && !c.closed {
 		c.shutWr = false
@@ -151,7 +171,8 @@ func (c *Conn) consumeLocked(n int) {
 	}
 }
 
-// stallLocked hands the queue to netpoll and starts the drain goroutine.
+// stallLocked hands the queue to netpoll and starts the drain goroutine
+// (netpoll backend).
 // Lock c.mu must be held.
 func (c *Conn) stallLocked() {
 	w := c.nc.Writer()

@@ -38,25 +38,28 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("worker pool: %w", err)
 	}
-	// netpoll's switches are process-wide; this is the only place that
-	// touches them. A Runner must never drop a task (the connection would
-	// keep its processing lock and stall), so overload falls back to a
-	// plain goroutine. Handlers are not run inline on the loops: measured
-	// with bench slowwriters, inline saved nothing within the noise (the
-	// kernel's per-segment work dominates), and a handler that blocks (a
-	// Redis history read on subscribe) would stall a whole loop.
-	netpoll.LinkBufferCap = cfg.LinkNodeCap
-	if err := netpoll.Configure(netpoll.Config{
-		PollerNum:  cfg.Loops,
-		BufferSize: cfg.ReadBuffer,
-		Runner: func(_ context.Context, f func()) {
-			if err := pool.Submit(f); err != nil {
-				go f()
-			}
-		},
-		LoggerOutput: &lineLogger{log: log, limit: newRateLimit(5, time.Second)},
-	}); err != nil {
-		return fmt.Errorf("netpoll: %w", err)
+	// Handler tasks (the lean loops' hand-offs, netpoll's OnRequest) run
+	// on the worker pool. A runner must never drop a task (the connection
+	// would keep its read side and stall), so overload falls back to a
+	// plain goroutine. Handlers never run inline on a loop: one that
+	// blocks (a Redis history read on subscribe) would stall the loop.
+	runTask := func(f func()) {
+		if err := pool.Submit(f); err != nil {
+			go f()
+		}
+	}
+	if cfg.Poller == poller.BackendNetpoll {
+		// netpoll's switches are process-wide; this is the only place
+		// that touches them.
+		netpoll.LinkBufferCap = cfg.LinkNodeCap
+		if err := netpoll.Configure(netpoll.Config{
+			PollerNum:    cfg.Loops,
+			BufferSize:   cfg.ReadBuffer,
+			Runner:       func(_ context.Context, f func()) { runTask(f) },
+			LoggerOutput: &lineLogger{log: log, limit: newRateLimit(5, time.Second)},
+		}); err != nil {
+			return fmt.Errorf("netpoll: %w", err)
+		}
 	}
 
 	m := newMetrics()
@@ -76,7 +79,9 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer) error {
 		raw = newRawConns()
 	}
 	handler = newObservedHandler(handler, m, raw)
-	srv, err := poller.New(cfg.pollerConfig(log), handler)
+	pcfg := cfg.pollerConfig(log)
+	pcfg.Runner = runTask
+	srv, err := poller.New(pcfg, handler)
 	if err != nil {
 		return err
 	}
@@ -178,6 +183,7 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer) error {
 func (c Config) pollerConfig(log *slog.Logger) poller.Config {
 	return poller.Config{
 		Backend:          c.Poller,
+		Loops:            c.leanLoops(),
 		MaxFrameSize:     c.MaxFrame,
 		MaxMessageSize:   c.MaxMessage,
 		MaxHeaderBytes:   c.MaxHeaderBytes,
@@ -194,6 +200,15 @@ func (c Config) pollerConfig(log *slog.Logger) poller.Config {
 		ConnectBurst:     c.ConnectBurst,
 		Logger:           log,
 	}
+}
+
+// leanLoops is -loops for the lean backend (netpoll's loops are set
+// process-wide through netpoll.Configure).
+func (c Config) leanLoops() int {
+	if c.Poller == poller.BackendLean {
+		return c.Loops
+	}
+	return 0
 }
 
 // newLogger builds the process logger: JSON unless -log-format says text
