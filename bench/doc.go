@@ -13,6 +13,8 @@
 //	go run ./bench fanout -conns 19000 -repeat 5 -burst 16
 //	go run ./bench fanout -variants ';-chunk-size 4096;-workers 2'
 //	go run ./bench slowconsumers -slow 1000 -normal 1000 -total 209715200
+//	go run ./bench -peers all
+//	go run ./bench -peers pushd,nbio -plateaus 2000,19000 -lat-duration 10s
 //
 // Scenarios (see -list for their flags and invariants):
 //
@@ -28,6 +30,14 @@
 //	slowconsumers  1,000 never-reading + 1,000 reading clients, 200 MB
 //	               published: heap bound, complete in-order delivery, and
 //	               the disconnect/drop/conflate outcomes with their counters
+//	peers          (-peers all|<list> is short for "peers -only ...") pushd
+//	               side by side with gorilla/websocket, gobwas/ws, nbio,
+//	               centrifuge and npm ws, one after another in one run:
+//	               bytes per idle subscriber, goroutines and threads,
+//	               broadcast deliveries/s to 19,000 subscribers ÷ the raw
+//	               write(2) loop, publish→receive p50/p99 on personal
+//	               channels, CPU s per million deliveries, connections/s;
+//	               writes bench/results/<date>.md and its PNG plots
 //
 // Every report ends with the host's load average at start and end; a run
 // above 1.5 (on this 2-core host) is marked noisy, so its timings can be
@@ -40,6 +50,12 @@
 // projects the CPU to that rate) and as latency spikes for both servers.
 // Running as root under `nice -n -10 go run ./bench ...` gives the server
 // and client processes (both servers alike) priority over that load.
+// The peers live in bench/peers: one Go module of their own (so their
+// libraries stay out of pushd's module graph) with a command per library,
+// and ws-node with its package-lock.json, which the scenario installs with
+// npm ci. Each is a small server that does pushd's job (GET /ws?ch= to
+// subscribe, POST /publish?ch= on its admin listener to broadcast) and
+// logs the same "listening" lines.
 // The reference server ("ref") is a plain net/http + gorilla/websocket echo
 // server with one goroutine per connection, started from this same binary
 // with -refserver.

@@ -11,8 +11,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/pushd/pushd/internal/srcaddr"
 )
 
 // fanoutFlags configure the fanout scenario.
@@ -141,22 +139,12 @@ type fanoutRun struct {
 }
 
 func runFanout(ctx context.Context, h *harness, f *fanoutFlags) (*report, error) {
-	srcs, err := srcaddr.ParseList(f.sources)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := srcaddr.RaiseNofile(); err != nil {
-		return nil, err
-	}
 	if f.repeat < 1 || f.burst < 1 || f.payload < 1 || f.payload > 125 {
 		return nil, fmt.Errorf("%w: -repeat, -burst >= 1 and 1 <= -payload <= 125", ErrUsage)
 	}
 	rep := &report{}
-	for _, p := range srcaddr.Preflight(srcaddr.Plan{Conns: f.conns, Sources: len(srcs), Destinations: 1, LocalServer: true}) {
-		if p.Severity == srcaddr.Fail {
-			return nil, fmt.Errorf("preflight: %s", p)
-		}
-		rep.notef("preflight %s", p)
+	if _, err := prepareClients(f.sources, f.conns, rep); err != nil {
+		return nil, err
 	}
 	clock, err := newMonoClock()
 	if err != nil {

@@ -202,34 +202,11 @@ func (s *fanoutSet) receive(want int, expect []byte, capture bool, timeout time.
 	cpu0 := processCPU()
 	deadline := time.Now().Add(timeout)
 	counted := make([]bool, len(s.fds)) // extra/mismatch counted once per conn
-	for r.Complete+r.Closed < len(s.fds) {
-		left := time.Until(deadline)
-		if left <= 0 {
-			r.TimedOut = true
-			break
-		}
-		k, err := unix.EpollWait(s.epfd, events, int(min(left, 100*time.Millisecond)/time.Millisecond)+1)
-		r.WaitCalls++
-		if err != nil {
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
-			break
-		}
-		for _, ev := range events[:k] {
-			fd := int(ev.Fd)
+	r.TimedOut, r.WaitCalls = s.readReady(deadline, buf, events,
+		func() bool { return r.Complete+r.Closed >= len(s.fds) },
+		func(fd int, data []byte) {
 			i := s.index[fd]
-			n, e := sysRead(fd, buf)
-			if e == unix.EAGAIN {
-				continue
-			}
-			if e != 0 || n <= 0 {
-				_ = unix.EpollCtl(s.epfd, unix.EPOLL_CTL_DEL, fd, nil)
-				if s.got[i] < int32(want) || (capture && s.got[i] == 0) {
-					r.Closed++
-				}
-				continue
-			}
+			n := len(data)
 			r.Reads++
 			pos := int(s.got[i])
 			s.got[i] += int32(n)
@@ -238,13 +215,13 @@ func (s *fanoutSet) receive(want int, expect []byte, capture bool, timeout time.
 					s.at[i] = s.clock.now()
 					r.Complete++
 					if r.Captured == nil {
-						r.Captured = append([]byte(nil), buf[:n]...)
+						r.Captured = append([]byte(nil), data...)
 					}
 				}
-				continue
+				return
 			}
 			m := min(n, max(want-pos, 0))
-			if (m < n || !bytes.Equal(buf[:m], expect[pos:pos+m])) && !counted[i] {
+			if (m < n || !bytes.Equal(data[:m], expect[pos:pos+m])) && !counted[i] {
 				counted[i] = true
 				if m < n {
 					r.Extra++
@@ -256,8 +233,12 @@ func (s *fanoutSet) receive(want int, expect []byte, capture bool, timeout time.
 				s.at[i] = s.clock.now()
 				r.Complete++
 			}
-		}
-	}
+		},
+		func(fd int) {
+			if i := s.index[fd]; s.got[i] < int32(want) || (capture && s.got[i] == 0) {
+				r.Closed++
+			}
+		})
 	r.CPUNs = int64(processCPU() - cpu0)
 	var at []int64
 	for _, t := range s.at {

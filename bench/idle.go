@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/pushd/pushd/internal/srcaddr"
 )
 
 // idleFlags configure the idle scenario.
@@ -24,6 +22,8 @@ type idleFlags struct {
 	loops         int
 	workers       int
 	pushdArgs     string
+	path          string
+	maxBytesLean  float64
 }
 
 func idleScenario() scenario {
@@ -49,6 +49,8 @@ func idleScenario() scenario {
 			fs.IntVar(&f.loops, "loops", 2, "pushd -loops (event loops); part of the goroutine bound")
 			fs.IntVar(&f.workers, "workers", 64, "pushd -workers (pool size); part of the goroutine bound")
 			fs.StringVar(&f.pushdArgs, "pushd-args", "", "extra pushd flags, space-separated")
+			fs.StringVar(&f.path, "path", "/ws?ch=idle", "upgrade request path: by default every connection is subscribed to one channel")
+			fs.Float64Var(&f.maxBytesLean, "max-bytes-lean", 1024, "pushd-lean: max user-space bytes per idle connection (RSS slope)")
 			return func(ctx context.Context, h *harness) (*report, error) { return runIdle(ctx, h, f) }
 		},
 	}
@@ -98,26 +100,14 @@ func runIdle(ctx context.Context, h *harness, f *idleFlags) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
-	srcs, err := srcaddr.ParseList(f.sources)
+	rep := &report{}
+	nsrc, err := prepareClients(f.sources, counts[len(counts)-1], rep)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := srcaddr.RaiseNofile(); err != nil {
-		return nil, err
-	}
-	top := counts[len(counts)-1]
-	rep := &report{}
-	// The client process inherits this process's limits; the server needs
-	// the same count of descriptors as the client.
-	for _, p := range srcaddr.Preflight(srcaddr.Plan{Conns: top, Sources: len(srcs), Destinations: 1, LocalServer: true}) {
-		if p.Severity == srcaddr.Fail {
-			return nil, fmt.Errorf("preflight: %s", p)
-		}
-		rep.notef("preflight %s", p)
-	}
 	rep.notef("pushd runs with -ping-interval %v: idle clients never read, so they need not answer pings", f.pingInterval)
 	rep.notef("pushd -loops %d -workers %d: goroutine bound 64 + loops + workers = %d", f.loops, f.workers, 64+f.loops+f.workers)
-	rep.notef("%d source addresses (%s), IP_BIND_ADDRESS_NO_PORT; client in its own process", len(srcs), f.sources)
+	rep.notef("%d source addresses (%s), IP_BIND_ADDRESS_NO_PORT; client in its own process", nsrc, f.sources)
 	pushdArgs := append([]string{"-echo", "-ping-interval", f.pingInterval.String(),
 		"-loops", itoa(f.loops), "-workers", itoa(f.workers)}, strings.Fields(f.pushdArgs)...)
 	var results []idleResult
@@ -131,32 +121,43 @@ func runIdle(ctx context.Context, h *harness, f *idleFlags) (*report, error) {
 	rep.Results = results
 	rep.text = idleText(results, counts)
 	name := func(r idleResult) string { return r.Server }
-	pi, ri := find(results, "pushd", name), find(results, "ref", name)
-	if pi >= 0 {
-		checkIdle(rep, results[pi], f)
-	}
-	if pi >= 0 && ri >= 0 && results[ri].BytesPerConn > 0 {
-		rep.notef("pushd/ref bytes per connection = %.3f (same run)", results[pi].BytesPerConn/results[ri].BytesPerConn)
+	ri := find(results, "ref", name)
+	for _, r := range results {
+		if !strings.HasPrefix(r.Server, "pushd") {
+			continue
+		}
+		checkIdle(rep, r, f)
+		if ri >= 0 && results[ri].BytesPerConn > 0 {
+			rep.notef("%s/ref bytes per connection = %.3f (same run)", r.Server, r.BytesPerConn/results[ri].BytesPerConn)
+		}
 	}
 	return rep, nil
 }
 
-// checkIdle applies the idle invariants to pushd's result.
+// checkIdle applies the idle invariants to a pushd result.
 func checkIdle(rep *report, p idleResult, f *idleFlags) {
 	first, last := p.Plateaus[0], p.Plateaus[len(p.Plateaus)-1]
 	if p.ConnectFailures > 0 {
-		rep.failf("pushd: %d connections failed: %v", p.ConnectFailures, p.ConnectErrors)
+		rep.failf("%s: %d connections failed: %v", p.Server, p.ConnectFailures, p.ConnectErrors)
 	}
-	if p.BytesPerConn > f.maxBytes {
-		rep.failf("pushd: %.0f bytes per idle connection > %.0f", p.BytesPerConn, f.maxBytes)
+	if limit := f.limit(p.Server); p.BytesPerConn > limit {
+		rep.failf("%s: %.0f bytes per idle connection > %.0f", p.Server, p.BytesPerConn, limit)
 	}
 	if last.Goroutines > first.Goroutines+f.maxGrowth {
-		rep.failf("pushd: goroutines grew from %d at %d conns to %d at %d conns (> +%d)",
-			first.Goroutines, first.Conns, last.Goroutines, last.Conns, f.maxGrowth)
+		rep.failf("%s: goroutines grew from %d at %d conns to %d at %d conns (> +%d)",
+			p.Server, first.Goroutines, first.Conns, last.Goroutines, last.Conns, f.maxGrowth)
 	}
 	if bound := 64 + f.loops + f.workers; last.Goroutines > bound {
-		rep.failf("pushd: %d goroutines at %d conns > 64 + loops + workers = %d", last.Goroutines, last.Conns, bound)
+		rep.failf("%s: %d goroutines at %d conns > 64 + loops + workers = %d", p.Server, last.Goroutines, last.Conns, bound)
 	}
+}
+
+// limit is the bytes-per-connection bound of a pushd server.
+func (f *idleFlags) limit(server string) float64 {
+	if server == "pushd-lean" {
+		return f.maxBytesLean
+	}
+	return f.maxBytes
 }
 
 func idleText(results []idleResult, counts []int) string {
@@ -195,7 +196,7 @@ func measureIdle(ctx context.Context, h *harness, spec serverSpec, f *idleFlags,
 		return nil, err
 	}
 	cl, err := h.startClient("idle", []string{"-target", srv.wsAddr, "-sources", f.sources,
-		"-concurrency", itoa(f.concurrency)})
+		"-concurrency", itoa(f.concurrency), "-path", f.path})
 	if err != nil {
 		return nil, err
 	}
@@ -234,7 +235,7 @@ func measureIdle(ctx context.Context, h *harness, spec serverSpec, f *idleFlags,
 	res.HeapPerConn = (float64(last.HeapInuse) - float64(first.HeapInuse)) / dn
 	res.SlabPerConn = (float64(last.SlabBytes) - float64(first.SlabBytes)) / dn
 	res.GoroutineGrowth = last.Goroutines - first.Goroutines
-	if spec.name == "pushd" && res.BytesPerConn > f.maxBytes {
+	if strings.HasPrefix(spec.name, "pushd") && res.BytesPerConn > f.limit(spec.name) {
 		if top, err := h.profileTop(ctx, srv, "/debug/pprof/heap", "pushd-idle-heap.pb.gz", 25); err == nil {
 			h.logf("pushd heap profile at %d conns (-sample_index=inuse_space):\n%s", last.Conns, top)
 		} else {

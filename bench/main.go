@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 )
 
@@ -27,15 +28,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return runRefServer(ctx, args[1:], stderr)
 		case "-rawserver", "--rawserver":
 			return runRawServer(ctx, args[1:], stderr)
-		case "-peers", "--peers":
-			// go run ./bench -peers all|<list> [peers flags] is the peers
-			// scenario with -only.
-			if len(args) < 2 {
-				fmt.Fprintln(stderr, "bench: -peers needs all or a list of servers")
-				return 2
-			}
-			args = append([]string{"peers", "-only", args[1]}, args[2:]...)
 		}
+	}
+	// go run ./bench [flags] -peers all|<list> [peers flags] is the peers
+	// scenario with -only.
+	if i := slices.IndexFunc(args, func(a string) bool { return a == "-peers" || a == "--peers" }); i >= 0 {
+		if i+1 >= len(args) {
+			fmt.Fprintln(stderr, "bench: -peers needs all or a list of servers")
+			return 2
+		}
+		args = slices.Concat(args[:i], []string{"peers", "-only", args[i+1]}, args[i+2:])
 	}
 	code, err := runScenarios(ctx, args, stdout, stderr)
 	if err != nil {

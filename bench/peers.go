@@ -120,15 +120,16 @@ func selectPeers(table []peerDef, only string) ([]peerDef, error) {
 	var out []peerDef
 	for _, name := range strings.Split(only, ",") {
 		name = strings.TrimSpace(name)
-		n := len(out)
+		found := false
 		for _, d := range table {
 			if d.name == name || (name == "pushd" && d.kind == "pushd") {
+				found = true
 				if !slices.ContainsFunc(out, func(o peerDef) bool { return o.name == d.name }) {
 					out = append(out, d)
 				}
 			}
 		}
-		if len(out) == n && name != "" {
+		if !found && name != "" {
 			return nil, fmt.Errorf("%w: unknown server %q in -only (%s)", ErrUsage, name, strings.Join(peerNames(), ", "))
 		}
 	}
@@ -199,6 +200,28 @@ type peersRun struct {
 	fr      *fanoutRun
 }
 
+// prepareClients parses the client's -sources, raises RLIMIT_NOFILE (the
+// client and server processes inherit it: each needs as many descriptors
+// as there are connections) and runs the srcaddr preflight for conns
+// connections to one local server, noting its findings in rep. It returns
+// the count of source addresses.
+func prepareClients(sources string, conns int, rep *report) (int, error) {
+	srcs, err := srcaddr.ParseList(sources)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := srcaddr.RaiseNofile(); err != nil {
+		return 0, err
+	}
+	for _, p := range srcaddr.Preflight(srcaddr.Plan{Conns: conns, Sources: len(srcs), Destinations: 1, LocalServer: true}) {
+		if p.Severity == srcaddr.Fail {
+			return 0, fmt.Errorf("preflight: %s", p)
+		}
+		rep.notef("preflight %s", p)
+	}
+	return len(srcs), nil
+}
+
 // peersDir returns bench/peers of the module bench runs in.
 func peersDir(ctx context.Context) (string, error) {
 	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
@@ -264,23 +287,13 @@ func runPeers(ctx context.Context, h *harness, f *peersFlags) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
-	srcs, err := srcaddr.ParseList(f.sources)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := srcaddr.RaiseNofile(); err != nil {
-		return nil, err
-	}
 	if f.repeat < 1 || f.latConns < 1 || f.latRate < 1 || f.latDuration <= 0 {
 		return nil, fmt.Errorf("%w: -repeat, -lat-conns, -lat-rate and -lat-duration must be positive", ErrUsage)
 	}
 	top := counts[len(counts)-1]
 	rep := &report{}
-	for _, p := range srcaddr.Preflight(srcaddr.Plan{Conns: top, Sources: len(srcs), Destinations: 1, LocalServer: true}) {
-		if p.Severity == srcaddr.Fail {
-			return nil, fmt.Errorf("preflight: %s", p)
-		}
-		rep.notef("preflight %s", p)
+	if _, err := prepareClients(f.sources, top, rep); err != nil {
+		return nil, err
 	}
 	defs, err := selectPeers(peerTable(pushdPollers(ctx, h.pushdBin)), f.only)
 	if err != nil {

@@ -123,32 +123,10 @@ func (s *fanoutSet) collect(total int, timeout time.Duration, buf []byte, events
 	var r latencyResult
 	tails := map[int][]byte{} // a stamp cut by the end of a read, per fd
 	deadline := time.Now().Add(timeout)
-	for r.Messages < int64(total) {
-		left := time.Until(deadline)
-		if left <= 0 {
-			r.TimedOut = true
-			break
-		}
-		k, err := unix.EpollWait(s.epfd, events, int(min(left, 100*time.Millisecond)/time.Millisecond)+1)
-		if err != nil {
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
-			break
-		}
-		for _, ev := range events[:k] {
-			fd := int(ev.Fd)
-			n, e := sysRead(fd, buf)
-			if e == unix.EAGAIN {
-				continue
-			}
-			if e != 0 || n <= 0 {
-				_ = unix.EpollCtl(s.epfd, unix.EPOLL_CTL_DEL, fd, nil)
-				r.Closed++
-				continue
-			}
+	r.TimedOut, _ = s.readReady(deadline, buf, events,
+		func() bool { return r.Messages >= int64(total) },
+		func(fd int, data []byte) {
 			now := s.clock.now()
-			data := buf[:n]
 			if t := tails[fd]; t != nil {
 				data = append(t, data...)
 				delete(tails, fd)
@@ -163,8 +141,8 @@ func (s *fanoutSet) collect(total int, timeout time.Duration, buf []byte, events
 				r.Garbled++
 			}
 			r.Messages += int64(stamps)
-		}
-	}
+		},
+		func(int) { r.Closed++ })
 	if h.TotalCount() > 0 {
 		r.P50Us, r.P99Us, r.P999Us, r.MaxUs = h.ValueAtQuantile(50), h.ValueAtQuantile(99), h.ValueAtQuantile(99.9), h.Max()
 		for _, q := range cdfQuantiles() {
@@ -172,6 +150,43 @@ func (s *fanoutSet) collect(total int, timeout time.Duration, buf []byte, events
 		}
 	}
 	return r
+}
+
+// readReady is the client's receive loop: one thread, level-triggered
+// epoll (at most 100 ms per epoll_wait, never past deadline), one read(2)
+// per ready socket per wake-up. onData gets each read's bytes (valid until
+// it returns); a socket at EOF or in error leaves the set and goes to
+// onClosed. It stops when done() holds, when epoll fails, or at deadline
+// (timedOut), and returns the epoll_wait calls made.
+func (s *fanoutSet) readReady(deadline time.Time, buf []byte, events []unix.EpollEvent, done func() bool,
+	onData func(fd int, data []byte), onClosed func(fd int)) (timedOut bool, waits int64) {
+	for !done() {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return true, waits
+		}
+		k, err := unix.EpollWait(s.epfd, events, int(min(left, 100*time.Millisecond)/time.Millisecond)+1)
+		waits++
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return false, waits
+		}
+		for _, ev := range events[:k] {
+			fd := int(ev.Fd)
+			n, e := sysRead(fd, buf)
+			switch {
+			case e == unix.EAGAIN:
+			case e != 0 || n <= 0:
+				_ = unix.EpollCtl(s.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+				onClosed(fd)
+			default:
+				onData(fd, buf[:n])
+			}
+		}
+	}
+	return false, waits
 }
 
 // scanStamps calls stamp for every "@<digits>" followed by a non-digit in

@@ -89,6 +89,10 @@ func (h *harness) specs(pushdArgs []string) []serverSpec {
 		switch name {
 		case "pushd":
 			s = append(s, serverSpec{name: "pushd", argv: append([]string{h.pushdBin}, pushdArgs...)})
+		case "pushd-lean", "pushd-netpoll":
+			// The same binary on one event-loop backend (-poller).
+			argv := append([]string{h.pushdBin, "-poller", strings.TrimPrefix(name, "pushd-")}, pushdArgs...)
+			s = append(s, serverSpec{name: name, argv: argv})
 		case "ref":
 			s = append(s, serverSpec{name: "ref", argv: []string{h.exe, "-refserver"}})
 		}
@@ -101,13 +105,13 @@ func parseServers(s string) ([]string, error) {
 	var out []string
 	for _, f := range strings.Split(s, ",") {
 		switch f = strings.TrimSpace(f); f {
-		case "pushd", "ref":
+		case "pushd", "pushd-lean", "pushd-netpoll", "ref":
 			if !slices.Contains(out, f) {
 				out = append(out, f)
 			}
 		case "":
 		default:
-			return nil, fmt.Errorf("%w: unknown server %q in -servers (pushd, ref)", ErrUsage, f)
+			return nil, fmt.Errorf("%w: unknown server %q in -servers (pushd, pushd-lean, pushd-netpoll, ref)", ErrUsage, f)
 		}
 	}
 	if len(out) == 0 {
@@ -181,7 +185,7 @@ func runScenarios(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	defer os.RemoveAll(tmp)
 	h := &harness{stdout: stdout, stderr: stderr, exe: exe, pushdBin: *pushdBin, servers: srvs, profileDir: *profileDir, tmp: tmp}
-	if h.pushdBin == "" && slices.Contains(srvs, "pushd") {
+	if h.pushdBin == "" && slices.ContainsFunc(srvs, func(n string) bool { return strings.HasPrefix(n, "pushd") }) {
 		h.logf("building cmd/pushd")
 		if h.pushdBin, err = buildPushd(ctx, tmp); err != nil {
 			return 1, err
