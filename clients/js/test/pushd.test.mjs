@@ -3,7 +3,9 @@
 // jitter after kill -9, resume with no loss through connection cuts,
 // and a refused handshake's Retry-After.
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import { after, test } from "node:test";
+import { promisify } from "node:util";
 import WebSocket from "ws";
 import { connect } from "../pushd.js";
 import { Proxy, publish, scale, sleep, startPushd, waitFor } from "./helpers.mjs";
@@ -142,4 +144,62 @@ test("503 Retry-After on a refused handshake is honoured (npm ws exposes it)", a
   assert.ok(retries[0].delay >= 1000, `delay ${retries[0].delay}, want >= Retry-After 1 s`);
   holder.close();
   await waitFor(() => c.state === "open", 10000 * scale, "the retry after Retry-After");
+});
+
+test("drain: SIGTERM's reconnect hint is honoured by every client (real pushd)", async () => {
+  const jitter = 2000;
+  let p = await startPushd(["-drain-duration", "300ms", "-reconnect-jitter", `${jitter}ms`]);
+  const port = p.ws.split(":").pop();
+  const clients = [];
+  for (let i = 0; i < 10; i++) {
+    // A 20 ms backoff window: a client that ignored the hint would be
+    // back within ~20 ms of the close.
+    const c = connect(p.url(), { WebSocket, baseDelay: 20, maxDelay: 40, pingInterval: 0 });
+    const rec = { c, hint: -1, close: null, retry: null, firstRetryAt: -1, subscribed: 0 };
+    c.on("hint", (e) => (rec.hint = e.afterMs));
+    c.on("close", (e) => (rec.close ??= { ...e, at: performance.now() }));
+    c.on("reconnecting", (e) => (rec.retry ??= e));
+    c.on("connecting", (e) => {
+      if (rec.retry && rec.firstRetryAt < 0) rec.firstRetryAt = e.at;
+    });
+    c.on("subscribed", () => rec.subscribed++);
+    c.subscribe("drain");
+    clients.push(rec);
+  }
+  after(() => clients.forEach((r) => r.c.close()));
+  await waitFor(() => clients.every((r) => r.subscribed === 1), 20000, "all clients subscribed");
+
+  await p.kill("SIGTERM"); // resolves when the drained process has exited
+  p = await startPushd(["-listen", `127.0.0.1:${port}`]);
+  after(() => p.kill("SIGTERM"));
+  await waitFor(() => clients.every((r) => r.subscribed === 2 && r.c.state === "open"), 30000, "all clients back on the restarted pushd");
+
+  for (const [i, r] of clients.entries()) {
+    assert.ok(r.hint >= 0 && r.hint <= jitter, `client ${i}: hint ${r.hint}, want after_ms in [0, ${jitter}]`);
+    assert.equal(r.close.code, 1001, `client ${i}: close code`);
+    assert.equal(r.retry.cause, "hint", `client ${i}: reconnect cause`);
+    assert.equal(r.retry.delay, r.hint, `client ${i}: reconnect delay`);
+    const waited = r.firstRetryAt - r.close.at;
+    assert.ok(waited >= r.hint - 3, `client ${i}: retried ${waited.toFixed(0)} ms after the close, hint was ${r.hint} ms`);
+  }
+  // The check has teeth only if the hints are longer than the backoff.
+  const long = clients.filter((r) => r.hint > 100).length;
+  assert.ok(long >= 5, `only ${long} of 10 hints exceed 100 ms`);
+  console.log(`drain hints (ms): ${clients.map((r) => r.hint).join(" ")}; waited: ${clients.map((r) => (r.firstRetryAt - r.close.at).toFixed(0)).join(" ")}`);
+});
+
+test("the built-in WebSocket (globalThis.WebSocket, undici) is used when no implementation is given", async () => {
+  const p = await startPushd();
+  after(() => p.kill("SIGTERM"));
+  for (let i = 1; i <= 3; i++) await p.publish("builtin", { i });
+  const script = `
+    import { connect } from ${JSON.stringify(new URL("../pushd.js", import.meta.url).href)};
+    const c = connect(${JSON.stringify(p.url())}, { pingInterval: 0 });
+    const got = [];
+    const timer = setTimeout(() => { console.error("timeout", got); process.exit(1); }, 10000);
+    c.on("message", (m) => { got.push(m.seq); if (got.length === 3) { console.log(JSON.stringify(got)); c.close(); clearTimeout(timer); } });
+    c.subscribe("builtin", { since: 0 });
+  `;
+  const { stdout } = await promisify(execFile)(process.execPath, ["--experimental-websocket", "--input-type=module", "-e", script], { timeout: 20000 * scale });
+  assert.deepEqual(JSON.parse(stdout), [1, 2, 3]);
 });
