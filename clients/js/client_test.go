@@ -31,7 +31,7 @@ func TestSourceIsPushdJS(t *testing.T) {
 
 // TestNodeClient runs the client's Node tests (node --test test/) against
 // the real pushd binary built from this tree: the unit tests against a
-// scripted stub, reconnect with full jitter after kill -9, resume with no
+// scripted stub, the TypeScript types (tsc --strict), reconnect with full jitter after kill -9, resume with no
 // loss across connection cuts, the reconnect hint and Retry-After. It
 // fails when node or the npm packages (npm ci in clients/js) are missing,
 // when any Node test fails, and when any is skipped or none ran.
@@ -40,8 +40,10 @@ func TestNodeClient(t *testing.T) {
 	if err != nil {
 		t.Fatalf("node is not installed (Node >= 20 is required; scripts/test.sh checks it): %v", err)
 	}
-	if _, err := os.Stat(filepath.Join("node_modules", "ws", "package.json")); err != nil {
-		t.Fatalf("npm package ws missing in clients/js/node_modules (run: cd clients/js && npm ci): %v", err)
+	for _, m := range []string{"ws", "typescript"} {
+		if _, err := os.Stat(filepath.Join("node_modules", m, "package.json")); err != nil {
+			t.Fatalf("npm package %s missing in clients/js/node_modules (run: cd clients/js && npm ci): %v", m, err)
+		}
 	}
 	bin := pushdtest.Build(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
