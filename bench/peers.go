@@ -303,6 +303,10 @@ func runPeers(ctx context.Context, h *harness, f *peersFlags) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
+	if h.profileDir == "" && f.out != "" {
+		// The profiles the results file quotes are kept beside it.
+		h.profileDir = f.out
+	}
 	p := &peersRun{h: h, f: f, counts: counts, binDir: filepath.Join(h.tmp, "peers"), nodeDir: filepath.Join(root, "ws-node"),
 		payload: []byte(`"0123456789abcdefghijklmnopqrst"`)}
 	if err := buildPeers(ctx, h, root, p.binDir, defs); err != nil {

@@ -69,7 +69,7 @@ func (p *peersRun) idle(ctx context.Context, srv *serverProc, def peerDef, res *
 		return err
 	}
 	if def.kind == "pushd" && p.f.profile != "never" {
-		top, err := p.h.profileTop(ctx, srv, "/debug/pprof/heap", def.name+"-idle-heap.pb.gz", 20)
+		top, err := p.h.profileTop(ctx, srv, "/debug/pprof/heap", p.f.date+"-"+def.name+"-idle-heap.pb.gz", 20)
 		if err != nil {
 			p.h.logf("%s heap profile: %v", def.name, err)
 		}
@@ -118,7 +118,7 @@ func (p *peersRun) broadcast(ctx context.Context, srv *serverProc, def peerDef, 
 	res.Deliveries = fanoutSummary(res.Broadcast, 1, top).DeliveriesSec
 	res.CPUPerMillion = float64(cpu) / 1e9 / float64(len(res.Broadcast)*top) * 1e6
 	if def.kind == "pushd" && p.f.profile != "never" {
-		rounds, prof, err := fr.profileRounds(ctx, srv, def.name+"-broadcast-cpu.pb.gz")
+		rounds, prof, err := fr.profileRounds(ctx, srv, p.f.date+"-"+def.name+"-broadcast-cpu.pb.gz")
 		if err != nil {
 			p.h.logf("%s CPU profile: %v", def.name, err)
 		} else {

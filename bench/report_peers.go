@@ -269,6 +269,10 @@ func peersMarkdown(res *peersResult, rep *report, memPNG, latPNG string) string 
 	fmt.Fprintf(&b, "`go run ./bench -peers all` (commit %s, %s UTC, %.0f s wall).\n\n", m.Commit, m.UTC, res.WallSecs)
 	fmt.Fprintf(&b, "Machine: %s, %d cores, %.1f GiB, Linux %s; %s; Node %s. Servers, the client process and the\n"+
 		"publisher share the host (loopback only), one server at a time.\n\n", m.CPU, m.Cores, m.MemGiB, m.Kernel, m.Go, m.Node)
+	if rep.Noisy {
+		fmt.Fprintf(&b, "**Noisy run**: other processes kept %.1f threads runnable on average (load average %.2f at the start, "+
+			"%.2f at the end); discount the timing columns.\n\n", rep.OthersRunnable, rep.LoadStart, rep.LoadEnd)
+	}
 	b.WriteString(markdownTable(peerTableRows(res)))
 	b.WriteString("\n`*` marks the best value of each column.\n\n")
 	b.WriteString("| server | what runs |\n| --- | --- |\n")
