@@ -12,15 +12,17 @@ import (
 // Whoever queues a frame also flushes, under c.mu, with non-blocking
 // write/writev syscalls straight on the descriptor: on the common path a
 // broadcast costs one syscall per connection and no goroutine. Holding mu
-// across the syscall also fences the descriptor against close: netpoll
-// closes the fd only after our close callback, which takes mu, has run.
+// across the syscall also fences the descriptor against close: the fd is
+// closed only after the close callback, which takes mu, has run.
 //
-// When the kernel's send buffer is full the rest of the queue is handed to
-// netpoll's output buffer and one goroutine waits in netpoll's Flush until
-// the socket drains or Config.WriteTimeout passes (then the connection is
-// closed as a slow consumer). Meanwhile new frames queue up to
-// MaxPendingBytes. So goroutines grow only with connections that are
-// stalled right now, never with connections.
+// When the kernel's send buffer is full, the lean backend keeps the queue
+// and resumes on the next EPOLLOUT edge (lean_read.go, onWritable); the
+// wheel closes a socket that took nothing for Config.WriteTimeout. The
+// netpoll backend hands the rest of the queue to netpoll's output buffer,
+// and one goroutine waits in netpoll's Flush until the socket drains or
+// WriteTimeout passes. Either way a stalled connection is then closed as
+// a slow consumer, new frames queue up to MaxPendingBytes meanwhile, and
+// goroutines never grow with connections.
 
 // maxIovecs bounds one writev call (IOV_MAX is 1024; 64 covers a burst).
 const maxIovecs = 64

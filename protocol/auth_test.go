@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -37,7 +38,7 @@ func startAuthStack(t *testing.T, cfg Config) (string, *Handler, *cluster.Memory
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := poller.New(poller.Config{Tick: 10 * time.Millisecond}, h)
+	srv, err := poller.New(poller.Config{Backend: os.Getenv("PUSHD_POLLER"), Tick: 10 * time.Millisecond}, h)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -35,7 +36,7 @@ func startStack(t *testing.T, pending int, policies []fanout.PolicyRule) (string
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := poller.New(poller.Config{MaxPendingBytes: pending, Tick: 10 * time.Millisecond}, h)
+	srv, err := poller.New(poller.Config{Backend: os.Getenv("PUSHD_POLLER"), MaxPendingBytes: pending, Tick: 10 * time.Millisecond}, h)
 	if err != nil {
 		t.Fatal(err)
 	}

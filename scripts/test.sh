@@ -4,8 +4,9 @@
 # On a fresh Debian machine with only Go and Node 20 it installs what is
 # missing (Debian peers and redis-server via apt, the npm peers via npm ci),
 # then runs: gofmt check, go vet, the race-enabled test suite (conformance
-# against independent WebSocket peers included), the allocation tests without
-# -race, and a benchmark smoke run.
+# against independent WebSocket peers included) on the lean event-loop
+# backend and, for every package that drives a poller, again on netpoll,
+# the allocation tests without -race, and a benchmark smoke run.
 #
 # Usage: scripts/test.sh            install missing tools, then run everything
 #        scripts/test.sh install    only install missing tools
@@ -68,8 +69,16 @@ run_tests() {
 	step "go vet ./..."
 	go vet ./...
 
-	step "go test -race -shuffle=on -timeout 15m ./..."
-	go test -race -shuffle=on -timeout 15m ./...
+	# pushd has two event-loop backends (poller/doc.go). The whole suite
+	# runs on lean; everything that drives a poller (its own tests, the
+	# conformance peers, the real binary's end-to-end and fan-out tests,
+	# the JS client, bench's smoke tests) runs again on netpoll. The
+	# binary and the poller tests pick the backend from PUSHD_POLLER.
+	step "PUSHD_POLLER=lean go test -race -shuffle=on -timeout 15m ./..."
+	PUSHD_POLLER=lean go test -race -shuffle=on -timeout 15m ./...
+
+	step "PUSHD_POLLER=netpoll go test -race -shuffle=on (every package that drives a poller)"
+	PUSHD_POLLER=netpoll go test -race -shuffle=on -timeout 15m ./poller/... ./protocol/... ./conformance/... ./cmd/pushd/... ./clients/... ./bench/...
 
 	# AllocsPerRun tests skip under -race (sync.Pool drops Puts there), so
 	# the zero-allocation promises run once more without it. Every such
