@@ -163,18 +163,18 @@ test("dead connection: ping op after pingInterval of silence, reconnect when no 
       if (n > 1 && m.op === "ping") send(c, { op: "pong" });
     };
   });
-  const { c, log } = client(st.url, { pingInterval: 300, pongTimeout: 300 });
+  const { c, log } = client(st.url, { pingInterval: 300, pongTimeout: 800 });
   await waitFor(() => st.conns.length >= 2, 10000, "the reconnect after the silent server");
   const first = st.conns[0];
   assert.deepEqual(first.ops, [{ op: "ping" }]);
   assert.equal(log.closes[0].reason, "no pong");
   const dropAfter = log.closes[0].at - first.at;
-  assert.ok(dropAfter >= 590, `dropped after ${dropAfter.toFixed(0)} ms, want >= pingInterval + pongTimeout`);
+  assert.ok(dropAfter >= 1090, `dropped after ${dropAfter.toFixed(0)} ms, want >= pingInterval + pongTimeout`);
   assert.equal(c.stats.deadConnections, 1);
   // Control: the second server answers pings; the connection stays.
-  await sleep(1500);
+  await sleep(2000);
   assert.equal(st.conns.length, 2, "a connection answering pings was dropped");
-  assert.ok(st.conns[1].ops.filter((m) => m.op === "ping").length >= 2, "no periodic pings on the live connection");
+  assert.ok(st.conns[1].ops.filter((m) => m.op === "ping").length >= 3, "no periodic pings on the live connection");
   assert.equal(c.state, "open");
 });
 
