@@ -42,7 +42,9 @@
 // one non-blocking write per subscriber); larger channels are handed to the
 // pool and the caller returns at once. Steady-state HandlePublication
 // allocates one frame per format in use and nothing per subscriber
-// (TestAllocsPerPublication).
+// (TestAllocsPerPublication), also with Config.ObserveDelivery set
+// (TestObserveDelivery): the hook gets one call per delivered batch, after
+// every subscriber was served, with no hub lock held.
 //
 // Lock order: channel.brokerMu → shard.mu → channel.mu. Subscription.mu
 // and channel.mu are never held together. Under channel.mu or
