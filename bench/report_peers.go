@@ -275,9 +275,9 @@ func peersMarkdown(res *peersResult, rep *report, memPNG, latPNG string) string 
 	}
 	b.WriteString(markdownTable(peerTableRows(res)))
 	b.WriteString("\n`*` marks the best value of each column.\n\n")
-	b.WriteString("| server | what runs |\n| --- | --- |\n")
+	b.WriteString("| server | what runs | bytes on the wire per publication |\n| --- | --- | --- |\n")
 	for _, r := range res.Peers {
-		fmt.Fprintf(&b, "| %s | %s |\n", r.Name, r.About)
+		fmt.Fprintf(&b, "| %s | %s | %d |\n", r.Name, r.About, len(r.Frame))
 	}
 	var libs []string
 	for k, v := range m.Libraries {
