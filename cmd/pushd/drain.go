@@ -111,7 +111,7 @@ func (d *drainer) run(again <-chan os.Signal) error {
 	if d.cfg.DrainRestart {
 		code, reason = statusServiceRestart, "server restarting"
 	}
-	d.log.Info("draining: /readyz answers 503", "drain_delay", d.cfg.DrainDelay, "drain_duration", d.cfg.DrainDuration, "close_code", int(code), "conns", d.srv.Stats().Conns)
+	d.log.Info("draining: /readyz answers 503", "drain_delay", d.cfg.DrainDelay.String(), "drain_duration", d.cfg.DrainDuration.String(), "close_code", int(code), "conns", d.srv.Stats().Conns)
 	if d.cfg.DrainDelay > 0 {
 		t := time.NewTimer(d.cfg.DrainDelay)
 		defer t.Stop()
@@ -160,7 +160,7 @@ func (d *drainer) run(again <-chan os.Signal) error {
 			return errDrainSkipped
 		}
 	}
-	d.log.Info("draining: every connection closed", "conns", len(conns), "took", d.now().Sub(start).Round(time.Millisecond))
+	d.log.Info("draining: every connection closed", "conns", len(conns), "took", d.now().Sub(start).Round(time.Millisecond).String())
 	return nil
 }
 
