@@ -18,7 +18,8 @@ import (
 // histogram), and which connections asked for format=raw (the drain sends
 // them no reconnect hint). Message, the hot path, is a plain forward.
 // The optional capabilities (poller.Drainer, poller.HTTPResponder) are
-// forwarded when the wrapped handler has them.
+// offered exactly when the wrapped handler has them (the poller detects
+// them by type assertion), so wrapping changes no behaviour.
 type observedHandler struct {
 	inner   poller.Handler
 	upgrade prometheus.Observer
@@ -26,19 +27,39 @@ type observedHandler struct {
 	raw     *rawConns // nil: not tracked (-echo)
 }
 
-var (
-	_ poller.Handler       = (*observedHandler)(nil)
-	_ poller.Drainer       = (*observedHandler)(nil)
-	_ poller.HTTPResponder = (*observedHandler)(nil)
+// The wrapper's shapes, one per set of optional capabilities.
+type (
+	observedDrainer   struct{ *observedHandler }
+	observedResponder struct{ *observedHandler }
+	observedBoth      struct{ *observedHandler }
 )
 
-func newObservedHandler(inner poller.Handler, m *metrics, raw *rawConns) *observedHandler {
-	return &observedHandler{
+var (
+	_ poller.Drainer       = observedDrainer{}
+	_ poller.HTTPResponder = observedResponder{}
+	_ poller.Drainer       = observedBoth{}
+	_ poller.HTTPResponder = observedBoth{}
+)
+
+// newObservedHandler wraps inner, keeping its optional capabilities.
+func newObservedHandler(inner poller.Handler, m *metrics, raw *rawConns) poller.Handler {
+	o := &observedHandler{
 		inner:   inner,
 		upgrade: m.handshake.WithLabelValues("upgrade"),
 		open:    m.handshake.WithLabelValues("open"),
 		raw:     raw,
 	}
+	_, drainer := inner.(poller.Drainer)
+	_, responder := inner.(poller.HTTPResponder)
+	switch {
+	case drainer && responder:
+		return observedBoth{o}
+	case drainer:
+		return observedDrainer{o}
+	case responder:
+		return observedResponder{o}
+	}
+	return o
 }
 
 func (o *observedHandler) Upgrade(c *poller.Conn, r *poller.Request) (string, error) {
@@ -68,20 +89,16 @@ func (o *observedHandler) Close(c *poller.Conn, code ws.StatusCode) {
 	}
 }
 
-// Drained implements poller.Drainer when the wrapped handler does.
-func (o *observedHandler) Drained(c *poller.Conn) {
-	if d, ok := o.inner.(poller.Drainer); ok {
-		d.Drained(c)
-	}
+func (o observedDrainer) Drained(c *poller.Conn) { o.inner.(poller.Drainer).Drained(c) }
+
+func (o observedResponder) Respond(r *poller.Request) (int, string, []byte, bool) {
+	return o.inner.(poller.HTTPResponder).Respond(r)
 }
 
-// Respond implements poller.HTTPResponder when the wrapped handler does;
-// otherwise ok is false (the poller's 400).
-func (o *observedHandler) Respond(r *poller.Request) (int, string, []byte, bool) {
-	if h, ok := o.inner.(poller.HTTPResponder); ok {
-		return h.Respond(r)
-	}
-	return 0, "", nil, false
+func (o observedBoth) Drained(c *poller.Conn) { o.inner.(poller.Drainer).Drained(c) }
+
+func (o observedBoth) Respond(r *poller.Request) (int, string, []byte, bool) {
+	return o.inner.(poller.HTTPResponder).Respond(r)
 }
 
 // wantsRaw reports whether an upgrade URI asks for format=raw, read the
