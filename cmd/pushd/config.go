@@ -161,9 +161,19 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	errs := c.applyFileAndEnv(fs, set, lookup)
+	errs = append(errs, c.validate()...)
+	if len(errs) > 0 {
+		return c, fmt.Errorf("%w: invalid configuration:\n  %w", errUsage, errors.Join(errs...))
+	}
+	return c, nil
+}
+
+// applyFileAndEnv fills every flag not on the command line (set) from the
+// config file (-config, else PUSHD_CONFIG), then from the environment,
+// which overrides the file. It returns every error found.
+func (c *Config) applyFileAndEnv(fs *flag.FlagSet, set map[string]bool, lookup func(string) (string, bool)) []error {
 	var errs []error
-	// The file fills every flag not given on the command line, then the
-	// environment overrides the file.
 	if !set["config"] {
 		if v, ok := lookup(envKey("config")); ok {
 			c.ConfigFile = v
@@ -188,11 +198,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 			}
 		}
 	})
-	errs = append(errs, c.validate()...)
-	if len(errs) > 0 {
-		return c, fmt.Errorf("%w: invalid configuration:\n  %w", errUsage, errors.Join(errs...))
-	}
-	return c, nil
+	return errs
 }
 
 // splitList splits a comma-separated flag value, dropping empty items and
