@@ -94,14 +94,17 @@ export class PushdClient {
     if (since !== undefined && !(Number.isSafeInteger(since) && since >= 0)) {
       throw new TypeError("pushd: since must be a non-negative integer");
     }
-    this._subs.set(ch, { since, last: since, live: false });
+    this._subs.set(ch, { since, last: since, live: false, retries: 0, timer: null });
     if (this._isOpen()) this._sendSub(ch);
     return this;
   }
 
   /** Unsubscribes from ch; nothing of ch is delivered afterwards. */
   unsubscribe(ch) {
-    if (!this._subs.delete(ch)) return this;
+    const sub = this._subs.get(ch);
+    if (!sub) return this;
+    clearTimeout(sub.timer);
+    this._subs.delete(ch);
     if (this._isOpen()) this._send({ op: "unsub", ch });
     return this;
   }
@@ -240,6 +243,7 @@ export class PushdClient {
         const sub = this._subs.get(m.ch);
         if (!sub) return;
         sub.live = true;
+        sub.retries = 0;
         // Without since the server skipped to seq: resume from there.
         // With since, recovered pushes (seq <= m.seq) still follow.
         if (sub.last === undefined && typeof m.seq === "number") sub.last = m.seq;
@@ -262,9 +266,14 @@ export class PushdClient {
         return;
       }
       case "err": {
-        // A refused subscription is not retried on reconnect (403, 404,
-        // 429 would be refused again); 500 is.
-        if (m.ch !== undefined && m.code >= 400 && m.code < 500) this._subs.delete(m.ch);
+        // A refused subscription is dropped (403, 404, 429 would be
+        // refused again); a failed one (500: e.g. the node's broker is not
+        // ready yet) is retried on this connection after a jittered delay.
+        const sub = m.ch === undefined ? undefined : this._subs.get(m.ch);
+        if (sub && !sub.live) {
+          if (m.code >= 400 && m.code < 500) this._subs.delete(m.ch);
+          else this._retrySub(m.ch, sub);
+        }
         this._emit("error", { ch: m.ch, code: m.code, reason: m.reason });
         return;
       }
@@ -304,6 +313,10 @@ export class PushdClient {
     s.onerror = () => {};
     clearTimeout(this._timers.connect);
     clearTimeout(this._timers.heartbeat);
+    for (const sub of this._subs.values()) {
+      clearTimeout(sub.timer); // the next connection resubscribes everything
+      sub.timer = null;
+    }
   }
 
   // _scheduleReconnect picks the delay: the server's hint, a refused
@@ -374,6 +387,18 @@ export class PushdClient {
       }
     }
     this._timers.heartbeat = setTimeout(() => this._heartbeat(), wait);
+  }
+
+  // _retrySub sends ch's sub again after a full-jitter delay over a
+  // window doubling per failure of this subscription.
+  _retrySub(ch, sub) {
+    clearTimeout(sub.timer);
+    const window = Math.min(this.options.maxDelay, this.options.baseDelay * 2 ** Math.min(sub.retries++, 30));
+    const delay = this._random() * window;
+    sub.timer = setTimeout(() => {
+      sub.timer = null;
+      if (this._subs.get(ch) === sub && !sub.live && this._isOpen()) this._sendSub(ch);
+    }, delay);
   }
 
   _sendSub(ch) {

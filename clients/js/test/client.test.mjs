@@ -195,6 +195,23 @@ test("a refused subscription (err 403) is reported and not retried after a recon
   assert.deepEqual(st.conns[1].ops, [{ op: "sub", ch: "open", since: 0 }]); // resumes from subok seq 0
 });
 
+test("a failed subscription (err 500) is retried on the same connection", async () => {
+  let subs = 0;
+  const st = await stub((c) => {
+    c.onOp = (m) => {
+      if (m.op !== "sub") return;
+      if (++subs <= 2) send(c, { op: "err", ch: m.ch, code: 500, reason: "subscribe failed" });
+      else send(c, { op: "subok", ch: m.ch, seq: 7, recovered: true });
+    };
+  });
+  const { c, log } = client(st.url, { baseDelay: 50 });
+  c.subscribe("room:9", { since: 3 });
+  await waitFor(() => log.subscribed.length === 1, 10000, "the subok after two failures");
+  assert.equal(st.conns.length, 1);
+  assert.deepEqual(st.conns[0].ops, Array(3).fill({ op: "sub", ch: "room:9", since: 3 }));
+  assert.deepEqual(log.errors.map((e) => e.code), [500, 500]);
+});
+
 test("close() ends the client: no reconnect", async () => {
   const st = await stub(() => {});
   const { c } = client(st.url);

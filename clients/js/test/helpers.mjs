@@ -70,6 +70,16 @@ export async function startPushd(args = [], { timeout = 20000 } = {}) {
   await ready;
   p.url = (path = "/ws") => `ws://${p.ws}${path}`;
   p.publish = (ch, body) => publish(p.admin, ch, body);
+  // ready waits for GET /readyz 200 (with -redis: the Redis path works).
+  p.ready = async (ms = 15000) => {
+    const deadline = Date.now() + ms * scale;
+    for (;;) {
+      const res = await fetch(`http://${p.admin}/readyz`).catch(() => null);
+      if (res?.status === 200) return;
+      if (Date.now() > deadline) throw new Error(`pushd not ready after ${ms * scale} ms:\n${lines.slice(-20).join("\n")}`);
+      await sleep(20);
+    }
+  };
   p.kill = async (signal = "SIGKILL") => {
     if (p.exited) return;
     const gone = once(child, "exit");
@@ -157,4 +167,39 @@ export class Proxy {
 export function splitHostPort(addr) {
   const i = addr.lastIndexOf(":");
   return [addr.slice(0, i).replace(/^\[|\]$/g, ""), Number(addr.slice(i + 1))];
+}
+
+// startRedis runs Debian's redis-server on a free loopback port (no
+// persistence) and resolves once it accepts connections.
+export async function startRedis() {
+  const probe = net.createServer().listen(0, "127.0.0.1");
+  await once(probe, "listening");
+  const port = probe.address().port;
+  await new Promise((r) => probe.close(r));
+  const dir = mkdtempSync(join(tmpdir(), "pushd-js-redis-"));
+  const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir], { stdio: ["ignore", "pipe", "pipe"] });
+  const lines = [];
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`redis-server did not start:\n${lines.join("\n")}`)), 15000 * scale);
+    child.on("error", (e) => reject(new Error(`redis-server: ${e.message} (scripts/test.sh installs it)`)));
+    child.on("exit", (code) => reject(new Error(`redis-server exited (${code}):\n${lines.join("\n")}`)));
+    createInterface({ input: child.stdout }).on("line", (line) => {
+      lines.push(line);
+      if (line.includes("Ready to accept connections")) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+  return {
+    url: `redis://127.0.0.1:${port}/0`,
+    stop: async () => {
+      if (child.exitCode === null) {
+        const gone = once(child, "exit");
+        child.kill("SIGKILL");
+        await gone;
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }

@@ -8,7 +8,7 @@ import { after, test } from "node:test";
 import { promisify } from "node:util";
 import WebSocket from "ws";
 import { connect } from "../pushd.js";
-import { Proxy, publish, scale, sleep, startPushd, waitFor } from "./helpers.mjs";
+import { Proxy, publish, scale, sleep, startPushd, startRedis, waitFor } from "./helpers.mjs";
 
 const N_CLIENTS = 20;
 const WINDOW = 1000; // baseDelay: the first retry's jitter window, ms
@@ -202,4 +202,54 @@ test("the built-in WebSocket (globalThis.WebSocket, undici) is used when no impl
   `;
   const { stdout } = await promisify(execFile)(process.execPath, ["--experimental-websocket", "--input-type=module", "-e", script], { timeout: 20000 * scale });
   assert.deepEqual(JSON.parse(stdout), [1, 2, 3]);
+});
+
+test("resume across kill -9 of pushd: with Redis the history survives, seq 1..200 arrive exactly once, in order", async () => {
+  const redis = await startRedis();
+  after(() => redis.stop());
+  const args = ["-redis", redis.url, "-history-size", "1000"];
+  // The client's node (killed and restarted) and a publishing node that
+  // stays up; both go through the same redis-server.
+  let node = await startPushd(args);
+  const port = node.ws.split(":").pop();
+  const publisher = await startPushd(args);
+  after(() => publisher.kill("SIGTERM"));
+  await Promise.all([node.ready(), publisher.ready()]);
+  const c = connect(node.url(), { WebSocket, baseDelay: 100, maxDelay: 400, pingInterval: 0 });
+  after(() => c.close());
+  const got = [];
+  const subs = [];
+  c.on("message", (m) => got.push(m.seq));
+  c.on("subscribed", (e) => subs.push(e));
+  const subErrors = [];
+  c.on("error", (e) => e.code && subErrors.push(e.code));
+  c.subscribe("durable:redis", { since: 0 });
+  await waitFor(() => subs.length === 1, 15000, "subscribed");
+
+  const total = 200;
+  const published = [];
+  let downFrom = 0;
+  let downTo = 0;
+  const pub = (async () => {
+    for (let i = 1; i <= total; i++) {
+      published.push(await publish(publisher.admin, "durable:redis", { i }));
+      await sleep(5);
+    }
+  })();
+  await waitFor(() => got.length >= 40, 15000, "40 messages before the kill");
+  await node.kill("SIGKILL");
+  downFrom = published.length;
+  await sleep(400);
+  node = await startPushd([...args, "-listen", `127.0.0.1:${port}`]);
+  after(() => node.kill("SIGTERM"));
+  downTo = published.length;
+  await pub;
+  await waitFor(() => got.length >= total, 20000, `all ${total} messages (have ${got.length})`);
+  await sleep(200);
+  assert.deepEqual(published, Array.from({ length: total }, (_, i) => i + 1), "publish seqs");
+  assert.deepEqual(got, published, "delivered seqs (exactly once, in order)");
+  assert.ok(downTo - downFrom > 10, `only ${downTo - downFrom} published while the client's pushd was down`);
+  assert.equal(subs.length, 2);
+  assert.ok(subs[1].recovered, "the resume after the restart was not recovered");
+  console.log(`redis: ${total} delivered once each; ${downTo - downFrom} published while the client's pushd was dead; sub errors retried: ${JSON.stringify(subErrors)}`);
 });
