@@ -18,6 +18,9 @@
 // - resubscribes every channel after a reconnect with since=<last seq
 //   seen>, so a durable channel's messages published meanwhile arrive
 //   (exactly once: pushes at or below the last seq are dropped);
+// - sends a subscription again, on the same connection, when the server
+//   answers it with err 5xx (a 4xx refusal drops it: it would be refused
+//   again);
 // - detects dead connections: when nothing arrived for pingInterval it
 //   sends {"op":"ping"}; when nothing (pong or push) arrives pongTimeout
 //   later, it drops the socket and reconnects.
