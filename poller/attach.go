@@ -43,14 +43,23 @@ func (s *Server) Attach(fd int, remote net.Addr) error {
 		unix.Close(fd)
 		return fmt.Errorf("poller: attach: %w", err)
 	}
+	var nc netpoll.Connection // nil on the lean backend
 	if s.cfg.Backend == BackendLean {
-		return s.attachLean(fd, src, remote)
-	}
-	nc, err := netpoll.NewFDConnection(fd)
-	if err != nil {
-		s.releaseSrc(src)
-		unix.Close(fd)
-		return fmt.Errorf("poller: attach: %w", err)
+		s.mu.Lock()
+		closed := s.lean == nil
+		s.mu.Unlock()
+		if closed {
+			s.releaseSrc(src)
+			unix.Close(fd)
+			return fmt.Errorf("poller: attach: %w", ErrServerClosed)
+		}
+	} else {
+		var err error
+		if nc, err = netpoll.NewFDConnection(fd); err != nil {
+			s.releaseSrc(src)
+			unix.Close(fd)
+			return fmt.Errorf("poller: attach: %w", err)
+		}
 	}
 	c := s.newConn(nc, fd)
 	c.remote = remote
@@ -60,38 +69,20 @@ func (s *Server) Attach(fd int, remote net.Addr) error {
 	if !s.register(c) {
 		return fmt.Errorf("poller: attach: %w", ErrRefused)
 	}
+	if nc == nil {
+		if err := s.lean.add(c); err != nil {
+			c.rd.Store(1) // own the read side: nothing else may close c
+			c.leanClosed()
+			return fmt.Errorf("poller: attach: %w", err)
+		}
+		return nil
+	}
 	_ = nc.SetWriteTimeout(s.cfg.WriteTimeout)
 	// Set last: it runs OnRequest at once if bytes are already buffered.
 	return nc.SetOnRequest(func(context.Context, netpoll.Connection) error {
 		c.process()
 		return nil
 	})
-}
-
-// attachLean is Attach's registration on the lean backend.
-func (s *Server) attachLean(fd int, src netip.Addr, remote net.Addr) error {
-	s.mu.Lock()
-	lb := s.lean
-	s.mu.Unlock()
-	if lb == nil {
-		s.releaseSrc(src)
-		unix.Close(fd)
-		return fmt.Errorf("poller: attach: %w", ErrServerClosed)
-	}
-	c := s.newConn(nil, fd)
-	c.remote = remote
-	if s.adm != nil {
-		c.src = src
-	}
-	if !s.register(c) {
-		return fmt.Errorf("poller: attach: %w", ErrRefused)
-	}
-	if err := lb.add(c); err != nil {
-		c.rd.Store(1)
-		c.leanClosed()
-		return fmt.Errorf("poller: attach: %w", err)
-	}
-	return nil
 }
 
 // releaseSrc undoes an admission count (zero src: none).

@@ -201,15 +201,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer wg.Done()
-		select {
-		case <-ctx.Done():
-			sctx, c := context.WithTimeout(context.Background(), s.cfg.CloseTimeout+time.Second)
-			_ = s.Shutdown(sctx)
-			c()
-		case <-wctx.Done():
-		}
+		s.shutdownWhenDone(ctx, wctx)
 	}()
-	s.log.Info("listening", "kind", "ws", "addr", s.ln.addr.String())
+	s.log.Info("listening", "kind", "ws", "addr", s.ln.addr.String(), "backend", BackendNetpoll)
 	serveErr := loop.Serve(s.ln)
 	if s.acceptStopped.Load() {
 		// The listener was closed on purpose: keep the loops (and the
@@ -246,17 +240,23 @@ func (s *Server) runLean(ctx context.Context) error {
 		return err
 	}
 	s.log.Info("listening", "kind", "ws", "addr", s.ln.addr.String(), "backend", BackendLean, "loops", n)
+	s.shutdownWhenDone(ctx, wctx)
+	cancel()
+	wg.Wait()
+	close(s.done)
+	return nil
+}
+
+// shutdownWhenDone shuts the server down, with a CloseTimeout-bounded
+// grace period, when ctx (Run's) ends first; it returns when either ends.
+func (s *Server) shutdownWhenDone(ctx, stopped context.Context) {
 	select {
 	case <-ctx.Done():
 		sctx, c := context.WithTimeout(context.Background(), s.cfg.CloseTimeout+time.Second)
 		_ = s.Shutdown(sctx)
 		c()
-	case <-wctx.Done():
+	case <-stopped.Done():
 	}
-	cancel()
-	wg.Wait()
-	close(s.done)
-	return nil
 }
 
 // Shutdown stops accepting, closes every connection with 1001 (going
