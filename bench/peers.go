@@ -170,8 +170,9 @@ type peerResult struct {
 	Frame         []byte         `json:"frame"` // the bytes one publication put on the wire
 	Latency       *latencyResult `json:"latency,omitempty"`
 	LatExpected   int            `json:"latency_expected"`
-	Profile       string         `json:"profile,omitempty"`
-	HeapProfile   string         `json:"heap_profile,omitempty"`
+	// Profiles of pushd rows by phase (profileKinds): what the results
+	// file quotes for a column pushd does not lead.
+	Profiles map[string]string `json:"profiles,omitempty"`
 }
 
 // peersResult is the scenario's result.
@@ -435,6 +436,10 @@ func (p *peersRun) measurePeerErr(ctx context.Context, def peerDef, res *peerRes
 	}
 	if err := p.latency(ctx, srv, def, res); err != nil {
 		return fmt.Errorf("latency: %w", err)
+	}
+	if p.profiling(def) {
+		prof, err := p.profileRamp(ctx, srv, def)
+		p.keepProfile(res, "ramp", fmt.Sprintf("CPU while %d connections open again, after the measurements", p.counts[len(p.counts)-1]), prof, err)
 	}
 	return nil
 }

@@ -94,6 +94,8 @@ func TestPeersReportAndPlots(t *testing.T) {
 	if len(behind) != 3 || !strings.HasPrefix(behind[0], "bytes/idle conn (RSS slope): nbio 1800 vs pushd-netpoll 3000") {
 		t.Fatalf("pushdBehind = %q", behind)
 	}
+	res.Peers[0].Profiles = map[string]string{"heap": "heap at 19000 idle subscribers:\nnetpoll.init.func1 25MB\n",
+		"broadcast": "CPU over broadcasts:\nwrite 90%\n"}
 	dir := t.TempDir()
 	rep := &report{Notes: []string{"host load average: test"}}
 	files, err := writePeersResults(dir, "2026-11-21", res, rep)
@@ -106,10 +108,14 @@ func TestPeersReportAndPlots(t *testing.T) {
 	}
 	for _, s := range []string{"| pushd-netpoll | 3000 |", "| gorilla | 26000 |", "| broken (FAILED) | – |", "| raw write() loop |",
 		"![memory vs connections](2026-11-21-memory.png)", "![latency CDF](2026-11-21-latency.png)",
-		"## Where pushd does not lead", "test CPU, 2 cores", "broken FAILED: smoke check: EOF"} {
+		"## Where pushd does not lead", "test CPU, 2 cores", "broken FAILED: smoke check: EOF",
+		"pushd-netpoll, heap at 19000 idle subscribers:\n```\nnetpoll.init.func1 25MB\n```"} {
 		if !strings.Contains(string(md), s) {
 			t.Errorf("results file lacks %q:\n%s", s, md)
 		}
+	}
+	if strings.Contains(string(md), "write 90%") {
+		t.Errorf("the broadcast profile is quoted though pushd leads the broadcast columns")
 	}
 	for _, f := range files[1:] {
 		fh, err := os.Open(f)
@@ -161,5 +167,29 @@ func TestPeersSmallRun(t *testing.T) {
 		if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Size() == 0 {
 			t.Errorf("%s: %v", f, err)
 		}
+	}
+}
+
+func TestSummarizeGoroutines(t *testing.T) {
+	in := `goroutine profile: total 5
+1 @ 0x48bd2e 0x4936e1
+#	0x8801f2	os/signal.loop+0x12		/usr/local/go/src/os/signal/signal_unix.go:23
+
+3 @ 0x48bd2e 0x468265 0x71c731 0x4936e1
+#	0x48af04	internal/poll.runtime_pollWait+0x84		/usr/local/go/src/runtime/netpoll.go:351
+#	0x71c730	github.com/pushd/pushd/poller.(*loop).run+0xf0	/x/poller/loop.go:261
+
+1 @ 0x48bd2e 0x4936e1
+
+1 @ 0x48bd2e 0x4936e2
+#	0x8801f2	os/signal.loop+0x12		/usr/local/go/src/os/signal/signal_unix.go:23
+`
+	got, err := summarizeGoroutines(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "total 5\n   3  github.com/pushd/pushd/poller.(*loop).run\n   2  os/signal.loop\n   1  (runtime only)\n"
+	if got != want {
+		t.Fatalf("summary %q, want %q", got, want)
 	}
 }

@@ -68,12 +68,11 @@ func (p *peersRun) idle(ctx context.Context, srv *serverProc, def peerDef, res *
 	if res.Threads, err = procThreads(srv.pid()); err != nil {
 		return err
 	}
-	if def.kind == "pushd" && p.f.profile != "never" {
+	if p.profiling(def) {
 		top, err := p.h.profileTop(ctx, srv, "/debug/pprof/heap", p.f.date+"-"+def.name+"-idle-heap.pb.gz", 20)
-		if err != nil {
-			p.h.logf("%s heap profile: %v", def.name, err)
-		}
-		res.HeapProfile = top
+		p.keepProfile(res, "heap", fmt.Sprintf("heap (inuse_space) at %d idle subscribers", last.Conns), top, err)
+		g, err := goroutineSummary(ctx, srv)
+		p.keepProfile(res, "goroutines", fmt.Sprintf("goroutines at %d idle subscribers (count, outermost frame)", last.Conns), g, err)
 	}
 	return nil
 }
@@ -117,13 +116,9 @@ func (p *peersRun) broadcast(ctx context.Context, srv *serverProc, def peerDef, 
 	top := p.counts[len(p.counts)-1]
 	res.Deliveries = fanoutSummary(res.Broadcast, 1, top).DeliveriesSec
 	res.CPUPerMillion = float64(cpu) / 1e9 / float64(len(res.Broadcast)*top) * 1e6
-	if def.kind == "pushd" && p.f.profile != "never" {
+	if p.profiling(def) {
 		rounds, prof, err := fr.profileRounds(ctx, srv, p.f.date+"-"+def.name+"-broadcast-cpu.pb.gz")
-		if err != nil {
-			p.h.logf("%s CPU profile: %v", def.name, err)
-		} else {
-			res.Profile = fmt.Sprintf("over %d back-to-back broadcasts to %d subscribers:\n%s", rounds, top, prof)
-		}
+		p.keepProfile(res, "broadcast", fmt.Sprintf("CPU over %d back-to-back broadcasts to %d subscribers", rounds, top), prof, err)
 	}
 	return p.closeAll(ctx, srv, def)
 }
@@ -182,6 +177,10 @@ func (p *peersRun) latency(ctx context.Context, srv *serverProc, def peerDef, re
 		return pubErr
 	case l.Messages != int64(total) || l.Closed > 0:
 		return fmt.Errorf("received %d of %d messages (%d connections closed, %d unreadable reads)", l.Messages, total, l.Closed, l.Garbled)
+	}
+	if p.profiling(def) {
+		prof, err := p.profileLatency(ctx, srv, def)
+		p.keepProfile(res, "latency", fmt.Sprintf("CPU over a second, profiled window of the same personal-channel load (%d/s)", f.latRate), prof, err)
 	}
 	return p.closeAll(ctx, srv, def)
 }

@@ -196,6 +196,19 @@ func peersText(res *peersResult) string {
 	return s
 }
 
+// behindColumns returns the titles of the columns a non-pushd server
+// leads.
+func behindColumns(res *peersResult) []string {
+	var out []string
+	cols := peerColumns()
+	for i, l := range leaders(res.Peers, cols) {
+		if l != "" && !strings.HasPrefix(l, "pushd") {
+			out = append(out, cols[i].title)
+		}
+	}
+	return out
+}
+
 // pushdBehind lists the columns a non-pushd server leads, with the best
 // pushd value beside the leader's.
 func pushdBehind(res *peersResult) []string {
@@ -312,13 +325,20 @@ func peersMarkdown(res *peersResult, rep *report, memPNG, latPNG string) string 
 		for _, s := range behind {
 			b.WriteString("- " + s + "\n")
 		}
-		b.WriteString("\n")
-		for _, r := range res.Peers {
-			if r.Profile != "" {
-				fmt.Fprintf(&b, "%s CPU profile %s\n```\n%s```\n\n", r.Name, firstLine(r.Profile), restLines(r.Profile))
+		b.WriteString("\nThe pushd profiles behind those columns (taken after the measured windows, so the profiler's cost is in no number above):\n\n")
+		var kinds []string
+		for _, col := range behindColumns(res) {
+			for _, k := range profileKinds(col) {
+				if !slices.Contains(kinds, k) {
+					kinds = append(kinds, k)
+				}
 			}
-			if r.HeapProfile != "" {
-				fmt.Fprintf(&b, "%s heap profile at %d idle connections:\n```\n%s```\n\n", r.Name, top, r.HeapProfile)
+		}
+		for _, k := range kinds {
+			for _, r := range res.Peers {
+				if prof := r.Profiles[k]; prof != "" {
+					fmt.Fprintf(&b, "%s, %s\n```\n%s```\n\n", r.Name, firstLine(prof), restLines(prof))
+				}
 			}
 		}
 	}
