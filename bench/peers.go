@@ -323,7 +323,12 @@ func runPeers(ctx context.Context, h *harness, f *peersFlags) (*report, error) {
 		frame: append([]byte{0x81, byte(len(p.payload))}, p.payload...), body: p.payload,
 		f: &fanoutFlags{conns: top, repeat: f.repeat, burst: 1, settle: 300 * time.Millisecond,
 			roundTimeout: 20 * time.Second, profileSecs: f.profileSecs}}
-	res := &peersResult{Machine: describeMachine(ctx, root), Plateaus: counts, Payload: string(p.payload),
+	machine := describeMachine(ctx, root)
+	machine.Pushd = "cmd/pushd built from this work tree by the run"
+	if !strings.HasPrefix(h.pushdBin, h.tmp) {
+		machine.Pushd = "the binary given with -pushd-bin " + h.pushdBin
+	}
+	res := &peersResult{Machine: machine, Plateaus: counts, Payload: string(p.payload),
 		LatConns: f.latConns, LatRate: f.latRate, LatSecs: f.latDuration.Seconds(), PushdArgs: strings.Fields(f.pushdArgs)}
 	raw, err := p.measureRaw(ctx)
 	if err != nil {
