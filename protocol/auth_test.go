@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -184,3 +185,23 @@ func TestMessageRateCloses1008(t *testing.T) {
 }
 
 func errorsAs(err error, target any) bool { return err != nil && errors.As(err, target) }
+
+// While the broker path is not ready, upgrades get 503 + Retry-After
+// and nothing is subscribed; once ready, the same request succeeds.
+func TestNotReadyRefuses503(t *testing.T) {
+	var ready atomic.Bool
+	base, h, _ := startAuthStack(t, Config{Ready: ready.Load})
+	_, resp, err := websocket.DefaultDialer.Dial(base+"/ws?ch=a", nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "1" {
+		t.Fatalf("not ready: err=%v resp=%v", err, resp)
+	}
+	if got := h.Stats().NotReady; got != 1 {
+		t.Fatalf("NotReady = %d, want 1", got)
+	}
+	if n := h.hub.Stats().Subscriptions; n != 0 {
+		t.Fatalf("%d subscriptions after a refused upgrade", n)
+	}
+	ready.Store(true)
+	c := wsDial(t, base+"/ws?ch=a")
+	c.Close()
+}

@@ -69,6 +69,12 @@ type Config struct {
 	// MaxMessageBurst is the message bucket's depth (zero: twice the
 	// rate, at least 1).
 	MaxMessageBurst int
+	// Ready, when set, gates new connections on the broker path: while it
+	// reports false (Redis not reached yet, or lost), upgrades are refused
+	// with 503 and Retry-After, before any subscription is attempted, so a
+	// client retries (perhaps on another node) instead of getting a
+	// connection that cannot receive. nil: always ready.
+	Ready func() bool
 	// Logger receives the handler's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -86,6 +92,7 @@ type Handler struct {
 	rateCloses atomic.Uint64
 	authFails  atomic.Uint64
 	forbidden  atomic.Uint64
+	notReady   atomic.Uint64
 }
 
 // Stats are the handler's security counters.
@@ -93,11 +100,12 @@ type Stats struct {
 	RateLimitCloses uint64 // connections closed for exceeding MaxMessageRate
 	AuthRefusals    uint64 // upgrades refused by Auth (401/403)
 	Forbidden       uint64 // subscribe requests refused with 403
+	NotReady        uint64 // upgrades refused with 503 while Config.Ready was false
 }
 
 // Stats returns a snapshot of the counters.
 func (h *Handler) Stats() Stats {
-	return Stats{RateLimitCloses: h.rateCloses.Load(), AuthRefusals: h.authFails.Load(), Forbidden: h.forbidden.Load()}
+	return Stats{RateLimitCloses: h.rateCloses.Load(), AuthRefusals: h.authFails.Load(), Forbidden: h.forbidden.Load(), NotReady: h.notReady.Load()}
 }
 
 var (
@@ -144,6 +152,10 @@ func New(cfg Config) (*Handler, error) {
 // still what is spoken. A bearer.<token> entry is never selected: a client
 // that sends one must offer pushd.v1 too (400 otherwise).
 func (h *Handler) Upgrade(c *poller.Conn, r *poller.Request) (string, error) {
+	if h.cfg.Ready != nil && !h.cfg.Ready() {
+		h.notReady.Add(1)
+		return "", &poller.RejectError{Status: 503, Reason: "broker not ready", RetryAfter: 1}
+	}
 	u, status, err := parseURL(r.URI, h.cfg.MaxSubscriptions)
 	if err != nil {
 		return "", &poller.RejectError{Status: status, Reason: err.Error()}

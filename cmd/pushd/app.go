@@ -48,6 +48,15 @@ func (a *pushApp) ready() bool {
 	return true
 }
 
+// brokerReady returns the broker's readiness check, nil for a broker that
+// is always ready (the memory broker).
+func brokerReady(br appBroker) func() bool {
+	if r, ok := br.(interface{ Ready() bool }); ok {
+		return r.Ready
+	}
+	return nil
+}
+
 // newBroker builds the memory broker, or the Redis broker and its client
 // when -redis or -redis-cluster is set.
 func newBroker(cfg Config, historySize int, log *slog.Logger) (appBroker, redis.UniversalClient, error) {
@@ -122,7 +131,10 @@ func newPushApp(cfg Config, pool *ants.Pool, m *metrics, log *slog.Logger) (*pus
 		MaxSubscriptions: cfg.MaxSubscriptions,
 		MaxMessageRate:   cfg.MaxMessageRate,
 		MaxMessageBurst:  cfg.MaxMessageBurst,
-		Logger:           log,
+		// New connections wait for the broker path (/readyz's condition):
+		// 503 + Retry-After until Redis is reached, and while it is lost.
+		Ready:  brokerReady(br),
+		Logger: log,
 	}
 	var holder *authHolder
 	a, err := cfg.authenticator()
