@@ -280,7 +280,7 @@ func peersMarkdown(res *peersResult, rep *report, memPNG, latPNG string) string 
 	m := res.Machine
 	top := res.Plateaus[len(res.Plateaus)-1]
 	fmt.Fprintf(&b, "# pushd and its peers, %s\n\n", m.UTC[:10])
-	fmt.Fprintf(&b, "`%s` (commit %s, %s UTC, %.0f s wall; pushd: %s).\n\n", strings.Replace(rep.Command, " peers -only ", " -peers ", 1), m.Commit, m.UTC, res.WallSecs, m.Pushd)
+	fmt.Fprintf(&b, "`%s` (commit %s, %s, %.0f s wall; pushd: %s).\n\n", strings.Replace(rep.Command, " peers -only ", " -peers ", 1), m.Commit, m.UTC, res.WallSecs, m.Pushd)
 	fmt.Fprintf(&b, "Machine: %s, %d cores, %.1f GiB, Linux %s; %s; Node %s. Servers, the client process and the\n"+
 		"publisher share the host (loopback only), one server at a time.\n\n", m.CPU, m.Cores, m.MemGiB, m.Kernel, m.Go, m.Node)
 	if rep.Noisy {
