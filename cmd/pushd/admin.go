@@ -55,6 +55,7 @@ func newAdmin(addr string, ps *poller.Server, app *pushApp, front *tlsFront, nof
 		w.Header().Set("Content-Type", "application/json")
 		doc := statsDoc(ps, app, nofile)
 		securityStats(doc, ps, app, front)
+		doc["draining"] = h.draining.Load()
 		_ = json.NewEncoder(w).Encode(doc)
 	})
 	if app != nil {
