@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -121,24 +122,38 @@ func peerColumns() []peerColumn {
 	}
 }
 
-// leaders returns, per column, the best server's name ("" when no row has
-// the value).
-func leaders(rows []peerResult, cols []peerColumn) []string {
-	out := make([]string, len(cols))
+// leaders returns, per column, the names of the servers with the best
+// value as printed (a tie at the table's precision is a shared lead; none
+// when no row has the value).
+func leaders(rows []peerResult, cols []peerColumn) [][]string {
+	out := make([][]string, len(cols))
 	for i, c := range cols {
-		best, bestV := "", 0.0
+		found, bestV := false, 0.0
 		for _, r := range rows {
 			v, ok := c.value(r)
 			if !ok || r.Error != "" {
 				continue
 			}
-			if best == "" || (c.lower && v < bestV) || (!c.lower && v > bestV) {
-				best, bestV = r.Name, v
+			if !found || (c.lower && v < bestV) || (!c.lower && v > bestV) {
+				found, bestV = true, v
 			}
 		}
-		out[i] = best
+		if !found {
+			continue
+		}
+		best := fmt.Sprintf(c.format, bestV)
+		for _, r := range rows {
+			if v, ok := c.value(r); ok && r.Error == "" && fmt.Sprintf(c.format, v) == best {
+				out[i] = append(out[i], r.Name)
+			}
+		}
 	}
 	return out
+}
+
+// pushdLeads reports whether a pushd row is among names.
+func pushdLeads(names []string) bool {
+	return slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(n, "pushd") })
 }
 
 // peerTableRows renders the comparison: a header, then one row per server
@@ -158,7 +173,7 @@ func peerTableRows(res *peersResult) [][]string {
 			cell := "–"
 			if ok {
 				cell = fmt.Sprintf(c.format, v)
-				if lead[i] == r.Name {
+				if slices.Contains(lead[i], r.Name) {
 					cell += " *"
 				}
 			}
@@ -203,7 +218,7 @@ func behindColumns(res *peersResult) []string {
 	var out []string
 	cols := peerColumns()
 	for i, l := range leaders(res.Peers, cols) {
-		if l != "" && !strings.HasPrefix(l, "pushd") {
+		if len(l) > 0 && !pushdLeads(l) {
 			out = append(out, cols[i].title)
 		}
 	}
@@ -220,7 +235,7 @@ func pushdBehind(res *peersResult) []string {
 	lead := leaders(res.Peers, cols)
 	var out []string
 	for i, c := range cols {
-		if lead[i] == "" || strings.HasPrefix(lead[i], "pushd") {
+		if len(lead[i]) == 0 || pushdLeads(lead[i]) {
 			continue
 		}
 		var leader, best string
@@ -229,14 +244,14 @@ func pushdBehind(res *peersResult) []string {
 			if !ok {
 				continue
 			}
-			if r.Name == lead[i] {
+			if r.Name == lead[i][0] {
 				leader = fmt.Sprintf(c.format, v)
 			}
 			if strings.HasPrefix(r.Name, "pushd") && r.Error == "" {
 				best += fmt.Sprintf(" %s "+c.format, r.Name, v)
 			}
 		}
-		out = append(out, fmt.Sprintf("%s: %s %s vs%s", c.title, lead[i], leader, best))
+		out = append(out, fmt.Sprintf("%s: %s %s vs%s", c.title, strings.Join(lead[i], ", "), leader, best))
 	}
 	return out
 }
@@ -271,7 +286,19 @@ func writePeersResults(dir, date string, res *peersResult, rep *report) ([]strin
 	if err := os.WriteFile(md, []byte(peersMarkdown(res, rep, filepath.Base(memPNG), filepath.Base(latPNG))), 0o644); err != nil {
 		return nil, fmt.Errorf("write %s: %w", md, err)
 	}
-	return []string{md, memPNG, latPNG}, nil
+	// The whole result (every round, the latency distributions) beside
+	// the table, for a later look.
+	js := filepath.Join(dir, date+".json")
+	out := *rep
+	out.Results = res
+	b, err := json.MarshalIndent(&out, "", "  ")
+	if err == nil {
+		err = os.WriteFile(js, b, 0o644)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("write %s: %w", js, err)
+	}
+	return []string{md, memPNG, latPNG, js}, nil
 }
 
 // peersMarkdown is the results file.
