@@ -47,8 +47,8 @@ func peersScenario() scenario {
 			"(RSS slope = bytes per connection; goroutines, threads; connections/s of the ramp); single\n" +
 			"publications to all of them (deliveries/s, ÷ the raw write(2) loop measured in the same run,\n" +
 			"server CPU s per million deliveries); then -lat-conns personal channels with -lat-rate\n" +
-			"publications/s for -lat-duration (publish→receive p50/p99, HDR). Writes the table and the plots\n" +
-			"to -out/<date>.md and .png.\n" +
+			"publications/s for -lat-duration (publish→receive p50/p99, HDR). Writes the table, the plots,\n" +
+			"pushd's profiles and the full JSON to -out/<date>.* (see -profile).\n" +
 			"Invariants: every server passes its smoke check; every measured delivery is complete and\n" +
 			"byte-exact; every latency-phase publication is received once.",
 		timeout: 30 * time.Minute,
@@ -64,8 +64,10 @@ func peersScenario() scenario {
 			fs.DurationVar(&f.latDuration, "lat-duration", 20*time.Second, "latency phase: publishing time")
 			fs.StringVar(&f.out, "out", "bench/results", "directory for <date>.md and the plots (empty: none)")
 			fs.StringVar(&f.date, "date", time.Now().UTC().Format("2006-01-02"), "name of the results file")
-			fs.StringVar(&f.profile, "profile", "auto", "CPU-profile pushd over back-to-back broadcasts: auto (kept in the report when pushd does not lead a broadcast column), always, never")
-			fs.IntVar(&f.profileSecs, "profile-seconds", 5, "length of the profile")
+			fs.StringVar(&f.profile, "profile", "auto", "profile the pushd rows outside the measured windows (heap and goroutines at the top plateau; "+
+				"CPU over back-to-back broadcasts, the latency load and a second ramp): auto (the results file quotes those of the columns "+
+				"pushd does not lead), never")
+			fs.IntVar(&f.profileSecs, "profile-seconds", 5, "length of the broadcast and latency CPU profiles")
 			fs.StringVar(&f.pushdArgs, "pushd-args", "", "extra pushd flags, space-separated")
 			return func(ctx context.Context, h *harness) (*report, error) { return runPeers(ctx, h, f) }
 		},
@@ -288,8 +290,11 @@ func runPeers(ctx context.Context, h *harness, f *peersFlags) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
-	if f.repeat < 1 || f.latConns < 1 || f.latRate < 1 || f.latDuration <= 0 {
-		return nil, fmt.Errorf("%w: -repeat, -lat-conns, -lat-rate and -lat-duration must be positive", ErrUsage)
+	if f.repeat < 1 || f.latConns < 1 || f.latRate < 1 || f.latDuration <= 0 || f.profileSecs < 1 {
+		return nil, fmt.Errorf("%w: -repeat, -lat-conns, -lat-rate, -lat-duration and -profile-seconds must be positive", ErrUsage)
+	}
+	if f.profile != "auto" && f.profile != "never" {
+		return nil, fmt.Errorf("%w: -profile is auto or never, not %q", ErrUsage, f.profile)
 	}
 	top := counts[len(counts)-1]
 	rep := &report{}
