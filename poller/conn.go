@@ -62,6 +62,12 @@ type Conn struct {
 	// inline: this read runs on a lean event loop goroutine, so Handler
 	// calls must be handed off to a worker (see handoff).
 	inline bool
+	// drained and rdSeen describe the read that handed off (lean): the
+	// socket's receive queue was emptied by a short read, and the read
+	// event count the loop had seen. A worker that finds no newer event
+	// then gives the read side back without another read(2).
+	drained bool
+	rdSeen  int32
 
 	// Lean backend (nc == nil) only.
 	rd        atomic.Int32 // read events pending (count | rdHup); non-zero: someone owns reading

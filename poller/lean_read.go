@@ -97,7 +97,7 @@ func (c *Conn) onReadable(buf []byte, hup bool) {
 func (c *Conn) readLoop(buf []byte, inline bool) {
 	for {
 		seen := c.rd.Load()
-		c.inline = inline
+		c.inline, c.rdSeen = inline, seen
 		if c.readAvailable(buf, seen&rdHup != 0) {
 			return // c belongs to a worker now, or is closed: hands off
 		}
@@ -115,6 +115,7 @@ func (c *Conn) readAvailable(buf []byte, hup bool) bool {
 	for {
 		n, err := unix.Read(c.fd, buf)
 		if n > 0 {
+			c.drained = n < len(buf) && !hup
 			if c.consume(buf[:n]) {
 				return true
 			}
@@ -166,6 +167,12 @@ func (c *Conn) resume(op ws.OpCode, b []byte, m int) {
 	s.bufs.put(b)
 	if st := c.state.Load(); st == stateOpen || st == stateClosing {
 		c.setLowat()
+	}
+	// The loop's last read was short and no event came since: nothing
+	// is waiting in the socket, so give the read side back without
+	// reading (a new edge will come with new data).
+	if c.drained && c.rd.CompareAndSwap(c.rdSeen, 0) {
+		return
 	}
 	rb := s.bufs.getRead()
 	c.readLoop(*rb, false)
