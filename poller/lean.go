@@ -3,8 +3,11 @@ package poller
 import (
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"sync"
+	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -51,6 +54,8 @@ type leanBackend struct {
 type leanLoop struct {
 	b      *leanBackend
 	epfd   int
+	file   *os.File        // epfd, registered with Go's own netpoller
+	rc     syscall.RawConn // file's: parks the loop goroutine until epfd is readable
 	wakefd int
 	buf    []byte
 	events []unix.EpollEvent
@@ -86,7 +91,23 @@ func (b *leanBackend) newLoop() (*leanLoop, error) {
 		unix.Close(epfd)
 		return nil, fmt.Errorf("poller: epoll_ctl eventfd: %w", err)
 	}
-	return &leanLoop{b: b, epfd: epfd, wakefd: wfd, buf: make([]byte, leanReadBuf), events: make([]unix.EpollEvent, leanEvents)}, nil
+	l := &leanLoop{b: b, epfd: epfd, wakefd: wfd, buf: make([]byte, leanReadBuf), events: make([]unix.EpollEvent, leanEvents)}
+	// An epoll descriptor is itself pollable (readable while its ready
+	// list is non-empty). Handing it to Go's netpoller lets the loop
+	// goroutine park like any network goroutine instead of blocking a
+	// thread in epoll_wait, which made the runtime hand the thread's P
+	// off and wake sysmon at every event (strace on bench slowwriters'
+	// echo window: 10,591 nanosleep calls in 4 s blocking, 3,365 parked).
+	// Measured with bench slowwriters, same host, alternating runs: echo
+	// window 4.8-5.6 % of a core parked vs 6.8-8.4 % blocking; slow
+	// writers alone 4.8-5.2 % vs 5.1-5.3 %.
+	if err := unix.SetNonblock(epfd, true); err == nil {
+		l.file = os.NewFile(uintptr(epfd), "epoll")
+		if rc, err := l.file.SyscallConn(); err == nil {
+			l.rc = rc
+		}
+	}
+	return l, nil
 }
 
 // start registers the listener with loop 0 and runs every loop on its own
@@ -132,34 +153,90 @@ func (b *leanBackend) stop() {
 func (b *leanBackend) closeFDs() {
 	for _, l := range b.loops {
 		unix.Close(l.wakefd)
-		unix.Close(l.epfd)
+		if l.file != nil {
+			_ = l.file.Close()
+		} else {
+			unix.Close(l.epfd)
+		}
 	}
 }
 
 // run waits for events and dispatches them until the wake eventfd fires.
+// It parks in Go's netpoller on the epoll descriptor and drains it with
+// non-blocking epoll_wait calls; if the descriptor could not be handed to
+// the netpoller it blocks in epoll_wait instead.
 func (l *leanLoop) run() {
-	s := l.b.s
-	for {
-		n, err := unix.EpollWait(l.epfd, l.events, -1)
-		if err != nil {
-			if errors.Is(err, unix.EINTR) {
-				continue
+	if l.rc != nil {
+		stop := false
+		err := l.rc.Read(func(fd uintptr) bool {
+			for !stop {
+				n, errno := epollNow(int(fd), l.events)
+				if errno == unix.EINTR {
+					continue
+				}
+				if errno != 0 {
+					return l.fail(errno)
+				}
+				if n == 0 {
+					// Park until epfd is readable again. Go's netpoller
+					// watches it edge-triggered, and every new event in
+					// this set raises a new edge, so none is missed.
+					return false
+				}
+				stop = l.handle(n)
 			}
-			s.log.Error("epoll_wait failed; loop stops", "err", err)
+			return true
+		})
+		if err == nil || stop {
 			return
 		}
-		for i := range n {
-			ev := &l.events[i]
-			switch ev.Pad {
-			case kindListener:
-				s.acceptLean()
-			case kindWake:
-				return
-			default:
-				l.dispatch(ev)
-			}
+		l.b.s.log.Warn("epoll descriptor not pollable by the Go runtime; blocking in epoll_wait", "err", err)
+	}
+	for {
+		n, err := unix.EpollWait(l.epfd, l.events, -1)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			l.fail(err)
+			return
+		}
+		if l.handle(n) {
+			return
 		}
 	}
+}
+
+// epollNow is epoll_wait with a zero timeout. It never blocks, so it is a
+// raw system call: the scheduler need not prepare for a blocked thread.
+func epollNow(epfd int, events []unix.EpollEvent) (int, unix.Errno) {
+	n, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd),
+		uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	return int(n), errno
+}
+
+// fail logs a failed epoll_wait; the loop stops.
+func (l *leanLoop) fail(err error) bool {
+	l.b.s.log.Error("epoll_wait failed; loop stops", "err", err)
+	return true
+}
+
+// handle dispatches n events; it reports true when the wake eventfd
+// asked the loop to stop.
+func (l *leanLoop) handle(n int) bool {
+	s := l.b.s
+	for i := range n {
+		ev := &l.events[i]
+		switch ev.Pad {
+		case kindListener:
+			s.acceptLean()
+		case kindWake:
+			return true
+		default:
+			l.dispatch(ev)
+		}
+	}
+	return false
 }
 
 // dispatch hands one connection event to its Conn.
