@@ -14,18 +14,23 @@
 // conformance and end-to-end test runs on both (scripts/test.sh runs the
 // suite with PUSHD_POLLER=lean and again with PUSHD_POLLER=netpoll).
 //
-// # Why lean is the default (measured, same run, same binary)
+// # Why lean is the default (measured, same runs, same binary)
 //
-//	go run ./bench -servers pushd-netpoll,pushd-lean idle
+//	go run ./bench -servers pushd-netpoll,pushd-lean,ref idle
 //	  user-space bytes per idle subscribed connection (RSS slope 2k→19k):
-//	  netpoll 3,979 B, lean 494 B; heap_inuse/conn 4,104 B vs 446 B;
-//	  goroutines flat on both (16 and 15 at 2k and 19k).
-//	go run ./bench -servers pushd-netpoll,pushd-lean slowwriters
-//	  1,000 clients dribbling one byte per 10 ms: CPU per slow byte
-//	  0.63 µs (netpoll) vs 0.51 µs (lean).
+//	  netpoll 3,979-3,981 B, lean 484-494 B, gorilla ref 17,218 B;
+//	  heap_inuse/conn 4,109 B vs 446 B; goroutines flat on both
+//	  (16 and 15 from 2k to 19k connections).
+//	go run ./bench -servers pushd-lean,pushd-netpoll slowwriters
+//	  1,000 clients dribbling one byte per 10 ms, slow writers alone,
+//	  quiet host, four runs each: lean 4.4-4.9 % of a core, netpoll
+//	  4.7-5.3 %; of lean's, user space is 0.2-0.5 points, the rest is
+//	  the kernel copying and freeing 100,000 one-byte segments a second.
 //	go run ./bench fanout -variants '-poller netpoll;-poller lean'
-//	  19k subscribers: the same write path on both (the publisher's
-//	  worker writes straight to the socket); CPU per delivery equal.
+//	  19k subscribers vs a raw write() loop, two runs with the order
+//	  swapped: single push lean 1.33/1.12× raw, netpoll 1.44/1.17×;
+//	  16-message bursts lean 6.7/8.6×, netpoll 8.3/6.7× — whichever ran
+//	  first won by ~25 %; the write path is the same code on both.
 //
 // netpoll's cost per idle connection is structure it keeps for every
 // connection (its connection object, input and output LinkBuffers, two
@@ -35,7 +40,9 @@
 // # The lean loops
 //
 // Each loop owns an epoll set, a shared 64 KiB read buffer and an eventfd
-// for shutdown. Connections are registered once, edge-triggered for input
+// for shutdown. The loop goroutine parks in Go's own netpoller on the
+// epoll descriptor (itself pollable) and drains it with zero-timeout
+// epoll_wait calls, so no thread blocks per loop (lean.go, newLoop). Connections are registered once, edge-triggered for input
 // and output (EPOLLIN|EPOLLOUT|EPOLLRDHUP|EPOLLET), on loop fd % loops;
 // no epoll_ctl follows. A readable socket is read into the loop's buffer
 // and parsed right there: partial frames, pings, pongs and close frames
