@@ -285,6 +285,14 @@ func (h *Handler) Drained(c *poller.Conn) {
 	}
 }
 
+// JSON reports whether c speaks pushd.v1 JSON (it did not ask for
+// format=raw): only such a connection can be sent an op message, such as
+// the drain's reconnect hint, without it reaching the application as data.
+func (h *Handler) JSON(c *poller.Conn) bool {
+	s := sessionOf(c)
+	return s != nil && s.format != fanout.FormatRaw
+}
+
 func sessionOf(c *poller.Conn) *session {
 	s, _ := c.Value().(*session)
 	return s

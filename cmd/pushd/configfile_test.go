@@ -186,23 +186,6 @@ func TestPrintConfigRoundTrip(t *testing.T) {
 	}
 }
 
-func TestWantsRaw(t *testing.T) {
-	for uri, want := range map[string]bool{
-		"/ws":                        false,
-		"/ws?ch=a":                   false,
-		"/ws?ch=a&format=raw":        true,
-		"/ws?format=raw":             true,
-		"/ws?format=json":            false,
-		"/ws?format=raw&format=json": true, // the first value counts, as in the protocol
-		"/ws?xformat=raw":            false,
-		"/ws?format=%72aw":           true,
-	} {
-		if got := wantsRaw(uri); got != want {
-			t.Errorf("wantsRaw(%q) = %v, want %v", uri, got, want)
-		}
-	}
-}
-
 func TestDrainStep(t *testing.T) {
 	for _, tc := range []struct {
 		d    time.Duration

@@ -92,8 +92,8 @@ type health struct {
 type drainer struct {
 	cfg    Config
 	srv    *poller.Server
-	front  *tlsFront // nil without -tls-listen
-	raw    *rawConns // nil with -echo
+	front  *tlsFront               // nil without -tls-listen
+	json   func(*poller.Conn) bool // connections that take the reconnect hint; nil with -echo
 	health *health
 	log    *slog.Logger
 	now    func() time.Time
@@ -179,7 +179,7 @@ func (d *drainer) close(c *poller.Conn, code ws.StatusCode, reason string) {
 	if !c.Open() {
 		return // closed meanwhile
 	}
-	if d.raw != nil && !d.raw.has(c) {
+	if d.json != nil && d.json(c) {
 		if c.Send(reconnectHint(d.jitterMs())) == nil {
 			d.health.hints.Add(1)
 		}

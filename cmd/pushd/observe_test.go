@@ -32,7 +32,7 @@ func TestObservedHandlerCapabilities(t *testing.T) {
 		{"responder", respondEcho{}, false, true},
 		{"both", bothEcho{}, true, true},
 	} {
-		h := newObservedHandler(tc.inner, m, nil)
+		h := newObservedHandler(tc.inner, m)
 		_, d := h.(poller.Drainer)
 		r, ok := h.(poller.HTTPResponder)
 		if d != tc.drainer || ok != tc.respond {

@@ -66,7 +66,7 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer) error {
 	var (
 		handler poller.Handler = poller.Echo{}
 		app     *pushApp
-		raw     *rawConns // format=raw connections (no drain hint); nil with -echo
+		json    func(*poller.Conn) bool // takes the drain's reconnect hint (pushd.v1 JSON); nil with -echo
 	)
 	if !cfg.Echo {
 		app, err = newPushApp(cfg, pool, m, log)
@@ -76,9 +76,9 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer) error {
 		if handler, err = wrapDemo(app.handler, cfg); err != nil {
 			return err
 		}
-		raw = newRawConns()
+		json = app.handler.JSON
 	}
-	handler = newObservedHandler(handler, m, raw)
+	handler = newObservedHandler(handler, m)
 	pcfg := cfg.pollerConfig(log)
 	pcfg.Runner = runTask
 	srv, err := poller.New(pcfg, handler)
@@ -146,7 +146,7 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer) error {
 		again := make(chan os.Signal, 1)
 		signal.Notify(again, syscall.SIGINT, syscall.SIGTERM)
 		defer signal.Stop(again)
-		d := &drainer{cfg: cfg, srv: srv, front: front, raw: raw, health: hl, log: log, now: time.Now}
+		d := &drainer{cfg: cfg, srv: srv, front: front, json: json, health: hl, log: log, now: time.Now}
 		_ = d.run(again)
 		log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
 	case runErr = <-errc:
