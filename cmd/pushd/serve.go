@@ -31,6 +31,11 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer) error {
 		soft, hard, _ = poller.FileLimit()
 	}
 
+	// ants builds a package-level pool at init, with two housekeeping
+	// goroutines; pushd never uses it (STYLE: no package-level pools), so
+	// it is stopped here, in the one place allowed to touch process-wide
+	// switches.
+	ants.Release()
 	pool, err := ants.NewPool(cfg.Workers,
 		ants.WithNonblocking(true),
 		ants.WithPanicHandler(func(v any) { log.Error("panic in connection handler", "panic", v) }),
