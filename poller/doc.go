@@ -23,9 +23,10 @@
 //	  (16 and 15 from 2k to 19k connections).
 //	go run ./bench -servers pushd-lean,pushd-netpoll slowwriters
 //	  1,000 clients dribbling one byte per 10 ms, slow writers alone,
-//	  quiet host, four runs each: lean 4.4-4.9 % of a core, netpoll
-//	  4.7-5.3 %; of lean's, user space is 0.2-0.5 points, the rest is
-//	  the kernel copying and freeing 100,000 one-byte segments a second.
+//	  quiet host, five runs: lean 4.4-4.9 % of a core, netpoll
+//	  4.4-5.3 % (gorilla, goroutine per connection: 70 %); of lean's,
+//	  user space is 0.2-0.5 points, the rest is the kernel copying and
+//	  freeing 100,000 one-byte segments a second.
 //	go run ./bench fanout -variants '-poller netpoll;-poller lean'
 //	  19k subscribers vs a raw write() loop, two runs with the order
 //	  swapped: single push lean 1.33/1.12× raw, netpoll 1.44/1.17×;
