@@ -275,12 +275,7 @@ func (c *Conn) control(op ws.OpCode, payload []byte) {
 // reports true.
 func (c *Conn) dataChunk(ch codec.Chunk, rest []byte) (handedOff bool) {
 	if !c.assembling && ch.First && ch.MsgEnd {
-		if c.inline {
-			c.handoff(ch.MsgOp, ch.Payload, rest)
-			return true
-		}
-		c.srv.h.Message(c, ch.MsgOp, ch.Payload)
-		return false
+		return c.deliver(ch.MsgOp, ch.Payload, rest)
 	}
 	c.assembling = true
 	c.partial = append(c.partial, ch.Payload...)
@@ -289,11 +284,17 @@ func (c *Conn) dataChunk(ch codec.Chunk, rest []byte) (handedOff bool) {
 	}
 	msg := c.partial
 	c.partial, c.assembling = nil, false
+	return c.deliver(ch.MsgOp, msg, rest)
+}
+
+// deliver passes a complete message to Handler.Message, or, on a lean
+// event loop, hands it and rest to a worker (reporting true).
+func (c *Conn) deliver(op ws.OpCode, msg, rest []byte) (handedOff bool) {
 	if c.inline {
-		c.handoff(ch.MsgOp, msg, rest)
+		c.handoff(op, msg, rest)
 		return true
 	}
-	c.srv.h.Message(c, ch.MsgOp, msg)
+	c.srv.h.Message(c, op, msg)
 	return false
 }
 
