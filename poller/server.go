@@ -59,7 +59,7 @@ type Server struct {
 
 	stopOnce sync.Once
 	stopErr  error
-	mu       sync.Mutex // guards loop, lean and cancel, set by Run
+	mu       sync.Mutex // guards loop and cancel (set by Run) and lean (set by Listen)
 	cancel   context.CancelFunc
 	done     chan struct{}
 }
