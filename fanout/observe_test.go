@@ -59,6 +59,11 @@ func TestObserveDelivery(t *testing.T) {
 				pub()
 			}
 			// One publication at a time, each awaited: one batch each.
+			// The hook runs after the batch's deliveries are counted, so
+			// its last call may still be on its way.
+			for deadline := time.Now().Add(5 * time.Second); calls.Load() < 10 && time.Now().Before(deadline); {
+				runtime.Gosched()
+			}
 			if calls.Load() != 10 || subsSeen.Load() != int64(tc.subs) || badDur.Load() != 0 {
 				t.Fatalf("calls %d (want 10), subscribers %d (want %d), non-positive durations %d",
 					calls.Load(), subsSeen.Load(), tc.subs, badDur.Load())
