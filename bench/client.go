@@ -247,17 +247,9 @@ func runIdleClient(ctx context.Context, cf clientFlags, d *srcaddr.Dialer, out *
 		}
 	}()
 	for {
-		var cmd clientCmd
-		var ok bool
-		select {
-		case cmd, ok = <-cmds:
-		case <-ctx.Done():
-			out.send(clientEvent{Event: "error", Message: "client: " + ctx.Err().Error()})
-			return 1
-		}
-		if !ok || cmd.Cmd == "quit" {
-			out.send(clientEvent{Event: "bye", Open: len(held)})
-			return 0
+		cmd, code, done := nextCmd(ctx, cmds, out, "client", clientEvent{Event: "bye", Open: len(held)})
+		if done {
+			return code
 		}
 		if cmd.Cmd != "open" {
 			out.send(clientEvent{Event: "error", Message: "unknown command " + cmd.Cmd})
@@ -279,6 +271,25 @@ func runIdleClient(ctx context.Context, cf clientFlags, d *srcaddr.Dialer, out *
 		out.send(clientEvent{Event: "opened", Open: len(held), Failed: failed, Errors: errs,
 			Millis: time.Since(start).Milliseconds()})
 	}
+}
+
+// nextCmd waits for the parent's next command. done reports that the
+// client must stop, with exit status code: 0 after the parent said quit or
+// closed stdin (bye is sent), 1 when ctx ended (an error naming who is
+// sent).
+func nextCmd(ctx context.Context, cmds <-chan clientCmd, out *eventWriter, who string, bye clientEvent) (cmd clientCmd, code int, done bool) {
+	var ok bool
+	select {
+	case cmd, ok = <-cmds:
+	case <-ctx.Done():
+		out.send(clientEvent{Event: "error", Message: who + ": " + ctx.Err().Error()})
+		return cmd, 1, true
+	}
+	if !ok || cmd.Cmd == "quit" {
+		out.send(bye)
+		return cmd, 0, true
+	}
+	return cmd, 0, false
 }
 
 // readCmds decodes JSON lines from r until EOF, then closes cmds.

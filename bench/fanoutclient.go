@@ -292,17 +292,9 @@ func runFanoutClient(ctx context.Context, cf clientFlags, d *srcaddr.Dialer, out
 	buf := make([]byte, 64<<10)
 	events := make([]unix.EpollEvent, 4096)
 	for {
-		var cmd clientCmd
-		var ok bool
-		select {
-		case cmd, ok = <-cmds:
-		case <-ctx.Done():
-			out.send(clientEvent{Event: "error", Message: "fanout client: " + ctx.Err().Error()})
-			return 1
-		}
-		if !ok || cmd.Cmd == "quit" {
-			out.send(clientEvent{Event: "bye"})
-			return 0
+		cmd, code, done := nextCmd(ctx, cmds, out, "fanout client", clientEvent{Event: "bye"})
+		if done {
+			return code
 		}
 		switch cmd.Cmd {
 		case "open":

@@ -174,17 +174,9 @@ func runSlowClient(ctx context.Context, cf clientFlags, sf slowFlags, d *srcaddr
 	cmds := make(chan clientCmd)
 	go readCmds(os.Stdin, cmds)
 	for {
-		var cmd clientCmd
-		var ok bool
-		select {
-		case cmd, ok = <-cmds:
-		case <-ctx.Done():
-			out.send(clientEvent{Event: "error", Message: "slow client: " + ctx.Err().Error()})
-			return 1
-		}
-		if !ok || cmd.Cmd == "quit" {
-			out.send(clientEvent{Event: "bye"})
-			return 0
+		cmd, code, done := nextCmd(ctx, cmds, out, "slow client", clientEvent{Event: "bye"})
+		if done {
+			return code
 		}
 		if cmd.Cmd != "dribble" {
 			out.send(clientEvent{Event: "error", Message: "unknown command " + cmd.Cmd})
