@@ -6,15 +6,15 @@
 //
 // Usage:
 //
-//	go run ./bench -list
-//	go run ./bench [-json] [-servers pushd,ref] [-pushd-bin path] [-profile-dir dir] <scenario> [scenario flags]
-//	go run ./bench idle -plateaus 2000,19000 -sources 127.0.1.0/24
-//	go run ./bench slowwriters -slow 1000 -normal 50 -slow-only 10s -during 10s
-//	go run ./bench fanout -conns 19000 -repeat 5 -burst 16
-//	go run ./bench fanout -variants ';-chunk-size 4096;-workers 2'
-//	go run ./bench slowconsumers -slow 1000 -normal 1000 -total 209715200
-//	go run ./bench -peers all
-//	go run ./bench -peers pushd,nbio -plateaus 2000,19000 -lat-duration 10s
+//	go -C bench run . -list
+//	go -C bench run . [-json] [-servers pushd,ref] [-pushd-bin path] [-profile-dir dir] <scenario> [scenario flags]
+//	go -C bench run . idle -plateaus 2000,19000 -sources 127.0.1.0/24
+//	go -C bench run . slowwriters -slow 1000 -normal 50 -slow-only 10s -during 10s
+//	go -C bench run . fanout -conns 19000 -repeat 5 -burst 16
+//	go -C bench run . fanout -variants ';-chunk-size 4096;-workers 2'
+//	go -C bench run . slowconsumers -slow 1000 -normal 1000 -total 209715200
+//	go -C bench run . -peers all
+//	go -C bench run . -peers pushd,nbio -plateaus 2000,19000 -lat-duration 10s
 //
 // Scenarios (see -list for their flags and invariants):
 //
@@ -48,7 +48,7 @@
 // On a shared host, background load shows up as client shortfall (the
 // slowwriters client cannot send at the specified rate; the report then
 // projects the CPU to that rate) and as latency spikes for both servers.
-// Running as root under `nice -n -10 go run ./bench ...` gives the server
+// Running as root under `nice -n -10 go -C bench run . ...` gives the server
 // and client processes (both servers alike) priority over that load.
 // The peers live in bench/peers: one Go module of their own (so their
 // libraries stay out of pushd's module graph) with a command per library,

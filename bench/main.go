@@ -30,7 +30,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return runRawServer(ctx, args[1:], stderr)
 		}
 	}
-	// go run ./bench [flags] -peers all|<list> [peers flags] is the peers
+	// go -C bench run . [flags] -peers all|<list> [peers flags] is the peers
 	// scenario with -only.
 	if i := slices.IndexFunc(args, func(a string) bool { return a == "-peers" || a == "--peers" }); i >= 0 {
 		if i+1 >= len(args) {

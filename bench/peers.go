@@ -38,7 +38,7 @@ type peersFlags struct {
 func peersScenario() scenario {
 	return scenario{
 		name: "peers",
-		about: "pushd against its peers, one after another in one run (go run ./bench -peers all): pushd (one row\n" +
+		about: "pushd against its peers, one after another in one run (go -C bench run . -peers all): pushd (one row\n" +
 			"per -poller its binary offers), gorilla/websocket (goroutine-per-connection hub), gobwas/ws\n" +
 			"(goroutine-per-connection reads), lesismal/nbio (its event loop), centrifugal/centrifuge, and npm ws\n" +
 			"on Node. Each peer lives in bench/peers/ (one Go module, and ws-node with its package-lock, which\n" +
@@ -225,14 +225,13 @@ func prepareClients(sources string, conns int, rep *report) (int, error) {
 	return len(srcs), nil
 }
 
-// peersDir returns bench/peers of the module bench runs in.
+// peersDir returns bench/peers of the repository bench runs in.
 func peersDir(ctx context.Context) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	gomod := strings.TrimSpace(string(out))
-	if err != nil || gomod == "" || gomod == os.DevNull {
-		return "", fmt.Errorf("go env GOMOD: run bench from the pushd module (%v)", err)
+	root, err := pushdModuleDir(ctx)
+	if err != nil {
+		return "", err
 	}
-	dir := filepath.Join(filepath.Dir(gomod), "bench", "peers")
+	dir := filepath.Join(root, "bench", "peers")
 	if _, err := os.Stat(filepath.Join(dir, "go.mod")); err != nil {
 		return "", fmt.Errorf("peers module: %w", err)
 	}

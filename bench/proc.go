@@ -25,14 +25,32 @@ import (
 const userHZ = 100
 
 // buildPushd compiles cmd/pushd into dir and returns the binary path. It
-// must run inside the pushd module (go run ./bench from the repo).
+// builds inside the server module (see pushdModuleDir), so the binary has
+// exactly the server module's dependencies.
 func buildPushd(ctx context.Context, dir string) (string, error) {
+	root, err := pushdModuleDir(ctx)
+	if err != nil {
+		return "", err
+	}
 	out := filepath.Join(dir, "pushd")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "github.com/pushd/pushd/cmd/pushd")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/pushd")
+	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build cmd/pushd (run bench from the pushd module): %w\n%s", err, b)
+		return "", fmt.Errorf("go build cmd/pushd in %s: %w\n%s", root, err, b)
 	}
 	return out, nil
+}
+
+// pushdModuleDir returns the directory of the server module that bench's
+// go.mod replaces github.com/pushd/pushd with (the repository root). It must
+// run inside the bench module: go -C bench run . (or cd bench; go run .).
+func pushdModuleDir(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}", "github.com/pushd/pushd").Output()
+	dir := strings.TrimSpace(string(out))
+	if err != nil || dir == "" {
+		return "", fmt.Errorf("go list -m github.com/pushd/pushd: run bench inside its module (go -C bench run .): %v", err)
+	}
+	return dir, nil
 }
 
 // serverSpec says how to start one server under test.

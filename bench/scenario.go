@@ -135,7 +135,7 @@ func runScenarios(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	profileDir := fs.String("profile-dir", "", "save pushd pprof profiles here (default: a temp dir, kept only on failure)")
 	timeout := fs.Duration("timeout", 0, "bound on the scenario (default: the scenario's own)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: go run ./bench [flags] <scenario> [scenario flags]   (-list for scenarios)")
+		fmt.Fprintln(stderr, "usage: go -C bench run . [flags] <scenario> [scenario flags]   (-list for scenarios)")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -220,7 +220,7 @@ func runScenarios(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	rep.OthersRunnable, _, _ = others.result()
 	rep.notef("%s", note)
 	rep.Scenario = sc.name
-	rep.Command = "go run ./bench " + strings.Join(args, " ")
+	rep.Command = "go -C bench run . " + strings.Join(args, " ")
 	rep.Seconds = time.Since(start).Seconds()
 	if rep.after != nil {
 		if err := rep.after(rep); err != nil {

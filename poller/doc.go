@@ -16,18 +16,18 @@
 //
 // # Why lean is the default (measured, same runs, same binary)
 //
-//	go run ./bench -servers pushd-netpoll,pushd-lean,ref idle
+//	go -C bench run . -servers pushd-netpoll,pushd-lean,ref idle
 //	  user-space bytes per idle subscribed connection (RSS slope 2k→19k):
 //	  netpoll 3,979-3,981 B, lean 484-494 B, gorilla ref 17,218 B;
 //	  heap_inuse/conn 4,109 B vs 446 B; goroutines flat on both
 //	  (16 and 15 from 2k to 19k connections).
-//	go run ./bench -servers pushd-lean,pushd-netpoll slowwriters
+//	go -C bench run . -servers pushd-lean,pushd-netpoll slowwriters
 //	  1,000 clients dribbling one byte per 10 ms, slow writers alone,
 //	  quiet host, five runs: lean 4.4-4.9 % of a core, netpoll
 //	  4.4-5.3 % (gorilla, goroutine per connection: 70 %); of lean's,
 //	  user space is 0.2-0.5 points, the rest is the kernel copying and
 //	  freeing 100,000 one-byte segments a second.
-//	go run ./bench fanout -variants '-poller netpoll;-poller lean'
+//	go -C bench run . fanout -variants '-poller netpoll;-poller lean'
 //	  19k subscribers vs a raw write() loop, two runs with the order
 //	  swapped: single push lean 1.33/1.12× raw, netpoll 1.44/1.17×;
 //	  16-message bursts lean 6.7/8.6×, netpoll 8.3/6.7× — whichever ran

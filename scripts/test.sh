@@ -8,8 +8,14 @@
 # backend and, for every package that drives a poller, again on netpoll,
 # the allocation tests without -race, and a benchmark smoke run.
 #
+# The repository holds several Go modules: the server (the root), bench
+# and bench/peers (their own modules so the server module requires only
+# what pushd and its tests use). Every module must be tidy
+# (go mod tidy -diff); the run fails on the first one that is not.
+#
 # Usage: scripts/test.sh            install missing tools, then run everything
 #        scripts/test.sh install    only install missing tools
+#        scripts/test.sh tidy       only check that every module is tidy
 #
 # Never installs nodejs/npm through apt: that would replace the NodeSource
 # Node 20 with Debian's Node 18 (see /work/shared/CONFORMANCE.md).
@@ -50,7 +56,27 @@ install_missing() {
 	(cd clients/js && npm ci --no-audit --no-fund --loglevel=error)
 }
 
+# go_modules prints the directory of every Go module in the repository,
+# the root first.
+go_modules() {
+	find . -name node_modules -prune -o -name go.mod -print | sed 's#/go.mod$##' | sort
+}
+
+check_tidy() {
+	local m
+	for m in $(go_modules); do
+		step "go mod tidy -diff ($m)"
+		(cd "$m" && go mod tidy -diff) || die "module $m is not tidy: run (cd $m && go mod tidy)"
+	done
+	# The server module must not pull bench's plotting libraries.
+	if grep -q gonum go.mod; then
+		die "go.mod mentions gonum: bench-only dependencies belong in bench/go.mod"
+	fi
+}
+
 run_tests() {
+	check_tidy
+
 	step "gofmt check"
 	local unformatted
 	if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
@@ -66,19 +92,24 @@ run_tests() {
 		exit 1
 	fi
 
-	step "go vet ./..."
-	go vet ./...
+	local m
+	for m in $(go_modules); do
+		step "go vet ./... ($m)"
+		(cd "$m" && go vet ./...)
+	done
 
 	# pushd has two event-loop backends (poller/doc.go). The whole suite
 	# runs on lean; everything that drives a poller (its own tests, the
 	# conformance peers, the real binary's end-to-end and fan-out tests,
 	# the JS client, bench's smoke tests) runs again on netpoll. The
 	# binary and the poller tests pick the backend from PUSHD_POLLER.
-	step "PUSHD_POLLER=lean go test -race -shuffle=on -timeout 15m ./..."
+	step "PUSHD_POLLER=lean go test -race -shuffle=on -timeout 15m ./... (server module, then bench)"
 	PUSHD_POLLER=lean go test -race -shuffle=on -timeout 15m ./...
+	(cd bench && PUSHD_POLLER=lean go test -race -shuffle=on -timeout 15m ./...)
 
 	step "PUSHD_POLLER=netpoll go test -race -shuffle=on (every package that drives a poller)"
-	PUSHD_POLLER=netpoll go test -race -shuffle=on -timeout 15m ./poller/... ./protocol/... ./conformance/... ./cmd/pushd/... ./clients/... ./bench/...
+	PUSHD_POLLER=netpoll go test -race -shuffle=on -timeout 15m ./poller/... ./protocol/... ./conformance/... ./cmd/pushd/... ./clients/...
+	(cd bench && PUSHD_POLLER=netpoll go test -race -shuffle=on -timeout 15m ./...)
 
 	# AllocsPerRun tests skip under -race (sync.Pool drops Puts there), so
 	# the zero-allocation promises run once more without it. Every such
@@ -86,11 +117,17 @@ run_tests() {
 	step "go test -count=1 -run Allocs ./... (no -race: zero-allocation promises)"
 	go test -count=1 -run Allocs ./...
 
-	step "benchmark smoke: go test -run='^\$' -bench=. -benchtime=1x ./..."
+	step "benchmark smoke: go test -run='^\$' -bench=. -benchtime=1x ./... (server module, then bench)"
 	go test -run='^$' -bench=. -benchtime=1x ./...
+	(cd bench && go test -run='^$' -bench=. -benchtime=1x ./...)
 }
 
 start=$SECONDS
+if [ "${1:-}" = tidy ]; then
+	check_tidy
+	step "every module is tidy ($((SECONDS - start)) s)"
+	exit 0
+fi
 install_missing
 if [ "${1:-}" = install ]; then
 	step "install done in $((SECONDS - start)) s"

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // The configuration file is YAML: one mapping whose keys are the flag
@@ -23,11 +23,16 @@ import (
 // notFileKey reports the flags that make no sense inside the file.
 func notFileKey(name string) bool {
 	switch name {
-	case "config", "check-config", "print-config":
+	case "config", "check-config", "print-config", "version":
 		return true
 	}
 	return false
 }
+
+// notEnvKey reports the flags that have no PUSHD_* variable: -version,
+// because deploy tooling often sets PUSHD_VERSION to the version it
+// deploys, and that must not turn a server start into a version print.
+func notEnvKey(name string) bool { return name == "version" }
 
 // listKey reports the comma-separated flags, which a file may also give as
 // a YAML list.

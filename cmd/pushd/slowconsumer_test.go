@@ -1,7 +1,7 @@
 package main_test
 
 // Slow consumers at scale through the built binary (issue 4, acceptance 5,
-// scaled down for CI; `go run ./bench slowconsumers` runs the full 1,000 +
+// scaled down for CI; `go -C bench run . slowconsumers` runs the full 1,000 +
 // 1,000 clients and 200 MB): clients that never read share channels with
 // clients that read everything. Invariants, for each policy:
 //
