@@ -27,6 +27,7 @@ type Config struct {
 	ReusePort   bool
 	CheckConfig bool
 	PrintConfig bool
+	Version     bool
 	ConfigFile  string
 
 	// Drain on SIGTERM/SIGINT (drain.go).
@@ -118,6 +119,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 	fs.BoolVar(&c.ReusePort, "reuseport", false, "set SO_REUSEPORT so several pushd processes share -listen")
 	fs.BoolVar(&c.CheckConfig, "check-config", false, "validate the configuration and exit (0 valid, 2 invalid)")
 	fs.BoolVar(&c.PrintConfig, "print-config", false, "print the effective configuration as a config file (secrets redacted) and exit")
+	fs.BoolVar(&c.Version, "version", false, "print the version, VCS revision and Go version of this build and exit")
 	fs.StringVar(&c.ConfigFile, "config", "", "YAML config file; keys are the flag names (max-frame: 1048576); PUSHD_* and flags override it")
 	fs.Int64Var(&c.MaxFrame, "max-frame", poller.DefaultMaxFrameSize, "max inbound frame payload in bytes (close 1009 above)")
 	fs.Int64Var(&c.MaxMessage, "max-message", poller.DefaultMaxMessageSize, "max inbound message size in bytes (close 1009 above)")
@@ -188,7 +190,7 @@ func (c *Config) applyFileAndEnv(fs *flag.FlagSet, set map[string]bool, lookup f
 	_, envPublic := lookup(envKey("public"))
 	c.publicSet = set["public"] || envPublic || fileKeys["public"]
 	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] || f.Name == "config" {
+		if set[f.Name] || f.Name == "config" || notEnvKey(f.Name) {
 			return
 		}
 		key := envKey(f.Name)

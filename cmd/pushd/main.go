@@ -5,6 +5,7 @@
 //	go run ./cmd/pushd -h         # every flag; each is also PUSHD_<FLAG> in the environment
 //	pushd -config /etc/pushd/pushd.yaml -check-config   # validate a config file (exit 0 or 2)
 //	pushd -config /etc/pushd/pushd.yaml -print-config   # the effective config, secrets redacted
+//	pushd -version                                      # version, VCS revision and Go version
 package main
 
 import (
@@ -49,6 +50,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg, err := parseConfig(args, os.LookupEnv, stderr)
 	if err != nil {
 		return err
+	}
+	if cfg.Version {
+		return printVersion(stdout)
 	}
 	if cfg.PrintConfig {
 		return printConfig(stdout, cfg)

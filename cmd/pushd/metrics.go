@@ -2,8 +2,6 @@ package main
 
 import (
 	"net/http"
-	"runtime"
-	"runtime/debug"
 	"strconv"
 	"sync"
 	"time"
@@ -67,21 +65,11 @@ func (m *metrics) handler() http.Handler {
 
 // buildInfo is pushd_build_info: constant 1 with the version labels.
 func buildInfo() prometheus.Collector {
-	version, revision := "(devel)", "unknown"
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		if bi.Main.Version != "" {
-			version = bi.Main.Version
-		}
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" {
-				revision = s.Value
-			}
-		}
-	}
+	v := readBuildVersion()
 	g := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "pushd_build_info",
-		Help:        "Always 1; the labels say which build is running.",
-		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": runtime.Version()},
+		Help:        "Always 1; the labels say which build is running (the same build info as pushd -version).",
+		ConstLabels: prometheus.Labels{"version": v.Version, "revision": v.Revision, "goversion": v.Go},
 	})
 	g.Set(1)
 	return g

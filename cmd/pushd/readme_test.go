@@ -56,8 +56,12 @@ func TestREADMEConfigTable(t *testing.T) {
 		if notFileKey(f.Name) {
 			key = "—"
 		}
-		if row[1] != envKey(f.Name) || row[2] != key || row[3] != def {
-			t.Errorf("README row for -%s: env %q file key %q default %q, want %q %q %q", f.Name, row[1], row[2], row[3], envKey(f.Name), key, def)
+		env := envKey(f.Name)
+		if notEnvKey(f.Name) {
+			env = "—"
+		}
+		if row[1] != env || row[2] != key || row[3] != def {
+			t.Errorf("README row for -%s: env %q file key %q default %q, want %q %q %q", f.Name, row[1], row[2], row[3], env, key, def)
 		}
 	})
 	for name := range rows {
