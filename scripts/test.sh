@@ -8,9 +8,9 @@
 # backend and, for every package that drives a poller, again on netpoll,
 # the allocation tests without -race, and a benchmark smoke run.
 #
-# The repository holds several Go modules: the server (the root), bench
-# and bench/peers (their own modules so the server module requires only
-# what pushd and its tests use). Every module must be tidy
+# The repository holds several Go modules: the server (the root), bench,
+# bench/peers and deploy (their own modules so the server module requires
+# only what pushd and its tests use). Every module must be tidy
 # (go mod tidy -diff); the run fails on the first one that is not.
 #
 # Usage: scripts/test.sh            install missing tools, then run everything
@@ -103,9 +103,10 @@ run_tests() {
 	# conformance peers, the real binary's end-to-end and fan-out tests,
 	# the JS client, bench's smoke tests) runs again on netpoll. The
 	# binary and the poller tests pick the backend from PUSHD_POLLER.
-	step "PUSHD_POLLER=lean go test -race -shuffle=on -timeout 15m ./... (server module, then bench)"
+	step "PUSHD_POLLER=lean go test -race -shuffle=on -timeout 15m ./... (server module, then bench and deploy)"
 	PUSHD_POLLER=lean go test -race -shuffle=on -timeout 15m ./...
 	(cd bench && PUSHD_POLLER=lean go test -race -shuffle=on -timeout 15m ./...)
+	(cd deploy && go test -race -shuffle=on -timeout 10m ./...)
 
 	step "PUSHD_POLLER=netpoll go test -race -shuffle=on (every package that drives a poller)"
 	PUSHD_POLLER=netpoll go test -race -shuffle=on -timeout 15m ./poller/... ./protocol/... ./conformance/... ./cmd/pushd/... ./clients/...
