@@ -231,7 +231,7 @@ func preflight(o *options, targets []target, nsrc int, stderr io.Writer) bool {
 func coordinate(ctx context.Context, o *options, targets []target, src [][4]byte, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "loadtest: seed %d (rerun with -seed %d)\n", o.seed, o.seed)
 	if !preflight(o, targets, len(src), stderr) {
-		fmt.Fprintln(stderr, "loadtest: preflight failed; nothing was started")
+		printErr(stderr, fmt.Errorf("%w; nothing was started", ErrPreflight))
 		return ExitUsage
 	}
 	if o.preflightOnly {
@@ -246,23 +246,18 @@ func coordinate(ctx context.Context, o *options, targets []target, src [][4]byte
 		rep.Error = err.Error()
 	}
 	rep.judge(o.maxP99, o.minDelivery)
-	rep.printHuman(stdout)
+	rep.decide(err)
 	if o.jsonPath != "" {
-		if werr := writeJSON(o.jsonPath, rep); werr != nil {
-			fmt.Fprintln(stderr, "loadtest:", werr)
-			if err == nil {
-				err = werr
-			}
+		if werr := writeJSON(o.jsonPath, rep); werr != nil && err == nil {
+			err = fmt.Errorf("-json: %w", werr)
+			rep.decide(err) // the report on stdout says why the exit code is 1
 		}
 	}
-	switch {
-	case !rep.SLO.OK:
-		return ExitSLOBreach
-	case err != nil:
-		fmt.Fprintln(stderr, "loadtest:", err)
-		return ExitRunError
+	rep.printHuman(stdout)
+	if err != nil {
+		printErr(stderr, err)
 	}
-	return ExitOK
+	return rep.ExitCode
 }
 
 func writeJSON(path string, rep *Report) error {
@@ -515,6 +510,7 @@ func execute(ctx context.Context, o *options, targets []target, src [][4]byte, r
 			pp.print("publish", p, "", false)
 		}
 	}
+	rep.SendSeconds = time.Since(windowStart).Seconds()
 	pub = pr.Sent
 	rep.PublishErrors, rep.PublisherMaxLagMs = pr.Errors, pr.MaxLagMs
 

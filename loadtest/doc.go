@@ -105,8 +105,10 @@
 //	duplicates, gaps       repeated sequence numbers; sequence numbers skipped
 //	lost                   expected − delivered
 //	delivery_ratio         delivered / expected (0 when nothing was expected)
-//	msgs_per_sec           delivered / window_seconds
-//	window_seconds         publishing window plus drain
+//	msgs_per_sec           delivered / send_seconds
+//	published_per_sec      (published_personal + published_group) / send_seconds
+//	send_seconds           the publishing (send) window: -duration, or less if interrupted
+//	window_seconds         send window plus drain
 //	errors                 {class: count}: errno names (EADDRNOTAVAIL, EMFILE, ECONNREFUSED, ...),
 //	                       bind_<errno>, timeout_connect|handshake|subscribe, handshake_status_N,
 //	                       handshake_bad_accept, close_<code>, eof, reconnect_hint, server_err, ...
@@ -119,6 +121,8 @@
 //	heap_bytes_per_conn    same with Go heap + stacks in use
 //	conn_struct_bytes      size of the per-connection struct
 //	slo                    {max_p99_us, min_delivery, breaches: [...], ok}
+//	exit_code, verdict     the exit status and the same verdict the report's SLO line prints:
+//	                       "OK (exit 0)", "BREACHED (exit 3): ...", "NOT JUDGED (exit 1): the run failed: ..."
 //
 // # Process model and memory
 //

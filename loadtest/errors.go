@@ -1,21 +1,30 @@
 package main
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+	"io"
+)
 
-// Sentinel errors; wrapped with context, matched with errors.Is.
+// Sentinel errors; wrapped with context, matched with errors.Is. They
+// carry no "loadtest:" prefix: this is a command, and the one place that
+// prints an error (printErr) adds the command's name once.
 var (
 	// ErrUsage means the flags are wrong (exit code 2).
-	ErrUsage = errors.New("loadtest: usage")
+	ErrUsage = errors.New("usage")
 	// ErrPreflight means the host cannot hold the requested run (exit code 2);
 	// the fixes were printed.
-	ErrPreflight = errors.New("loadtest: preflight failed")
+	ErrPreflight = errors.New("preflight failed")
 	// ErrInterrupted means SIGINT/SIGTERM stopped the run (partial report).
-	ErrInterrupted = errors.New("loadtest: interrupted")
+	ErrInterrupted = errors.New("interrupted")
 	// ErrNoConns means no connection was open when the window began.
-	ErrNoConns = errors.New("loadtest: no connection was held (see errors)")
+	ErrNoConns = errors.New("no connection was held (see errors)")
 	// ErrChild means a worker process failed or broke the child protocol.
-	ErrChild = errors.New("loadtest: worker process failed")
+	ErrChild = errors.New("worker process failed")
 )
+
+// printErr writes err to w as "loadtest: <err>".
+func printErr(w io.Writer, err error) { fmt.Fprintln(w, "loadtest:", err) }
 
 // Exit codes of the command.
 const (

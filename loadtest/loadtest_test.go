@@ -86,6 +86,19 @@ func TestRunAgainstPushd(t *testing.T) {
 	if !r.SLO.OK || !strings.Contains(out, "SLO               OK") {
 		t.Fatalf("SLO %+v\n%s", r.SLO, out)
 	}
+	if r.ExitCode != ExitOK || r.Verdict != "OK (exit 0)" {
+		t.Fatalf("report exit_code %d verdict %q, the command exited %d", r.ExitCode, r.Verdict, code)
+	}
+	// Rates are over the send window (-duration 2s), not send + drain.
+	if r.SendSeconds < 1.9 || r.WindowSeconds < r.SendSeconds {
+		t.Fatalf("send window %.2fs, window with drain %.2fs", r.SendSeconds, r.WindowSeconds)
+	}
+	if want := float64(r.Delivered) / r.SendSeconds; r.MsgsPerSec != want {
+		t.Fatalf("msgs_per_sec %.1f, want delivered/send_seconds %.1f", r.MsgsPerSec, want)
+	}
+	if want := float64(r.PublishedPersonal+r.PublishedGroup) / r.SendSeconds; r.PublishedPerSec != want {
+		t.Fatalf("published_per_sec %.1f, want %.1f", r.PublishedPerSec, want)
+	}
 	if !strings.Contains(errs, "seed 11") {
 		t.Fatalf("seed not printed:\n%s", errs)
 	}
@@ -96,8 +109,11 @@ func TestRunAgainstPushd(t *testing.T) {
 	if code != ExitSLOBreach {
 		t.Fatalf("impossible p99: exit %d, want %d\n%s", code, ExitSLOBreach, out)
 	}
-	if r := readReport(t, js2); r.SLO.OK || len(r.SLO.Breaches) != 1 || !strings.HasPrefix(r.SLO.Breaches[0], "p99") {
-		t.Fatalf("SLO %+v", r.SLO)
+	if r := readReport(t, js2); r.SLO.OK || len(r.SLO.Breaches) != 1 || !strings.HasPrefix(r.SLO.Breaches[0], "p99") || r.ExitCode != ExitSLOBreach {
+		t.Fatalf("SLO %+v exit_code %d", r.SLO, r.ExitCode)
+	}
+	if !strings.Contains(out, "SLO               BREACHED (exit 3): p99") {
+		t.Fatalf("the report's SLO line does not match exit 3:\n%s", out)
 	}
 }
 

@@ -76,9 +76,52 @@ type options struct {
 	exe         string
 }
 
+// usageHead opens -help: what the command does and the runs SREs make
+// most, ready to paste (loopback targets; point them at staging).
+const usageHead = `usage: loadtest -target ws://host:port/ws [flags]
+
+Opens -conns pushd.v1 connections (Poisson ramp), publishes for -duration
+through -redis or -publish-url, and reports connect/subscribe/delivery
+latency, the delivery ratio and an SLO verdict. Exit: 0 every SLO held,
+1 the run failed or was interrupted, 2 usage or preflight, 3 SLO breached.
+Rates (msg/s) are over the send window (-duration), not the ramp or drain.
+
+Common runs:
+
+  # ramp and hold: 100,000 connections at 2,000/s from 3 workers and 254
+  # source addresses, held 10 minutes with no publishing (memory, CPU,
+  # pings); the report says how many were held and what each cost
+  loadtest -target ws://127.0.0.1:8080/ws -conns 100000 -ramp 2000/s \
+      -workers 3 -src 127.0.1.0/24 -rate 0 -duration 10m -json hold.json
+
+  # broadcast storm: every connection on one group channel, 50 broadcasts/s
+  # (each fans out to all of them), p99 and delivery judged
+  loadtest -target ws://127.0.0.1:8080/ws -publish-url http://127.0.0.1:9090/publish \
+      -conns 20000 -ramp 2000/s -groups 1 -no-personal -rate 0 -group-rate 50 \
+      -duration 60s -max-p99 250ms -min-delivery 1
+
+  # reconnect storm: 20,000 connections over two nodes with personal
+  # traffic through Redis; meanwhile restart one node (systemctl restart
+  # pushd): its clients wait the drain's reconnect hint, then redial the
+  # same node until it is back (-max-attempts must cover the restart);
+  # reconnects, errors and the delivery ratio show how the storm went
+  loadtest -target ws://10.0.0.1:8080/ws,ws://10.0.0.2:8080/ws \
+      -redis redis://127.0.0.1:6379/0 -conns 20000 -ramp 2000/s -rate 2000 \
+      -duration 5m -max-attempts 10 -min-delivery 0.999
+
+  # check that the host can hold the run, start nothing
+  loadtest -target ws://127.0.0.1:8080/ws -conns 100000 -workers 3 -preflight
+
+Flags:
+`
+
 func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usageHead)
+		fs.PrintDefaults()
+	}
 	fs.Func("target", "WebSocket URL(s) to load, comma-separated, e.g. ws://127.0.0.1:8080/ws (required; no default)", func(s string) error {
 		o.targets = splitList(s)
 		return nil
@@ -260,7 +303,7 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer, endRa
 	o, err := parseOptions(args, stderr)
 	if err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(stderr, err)
+			printErr(stderr, err)
 		}
 		return ExitUsage
 	}
@@ -275,7 +318,7 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer, endRa
 			return coordinate(ctx, o, targets, src, stdout, stderr)
 		}
 	}
-	fmt.Fprintln(stderr, err)
+	printErr(stderr, err)
 	return ExitUsage
 }
 

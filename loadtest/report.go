@@ -58,8 +58,10 @@ type Report struct {
 	Gaps              uint64            `json:"gaps"` // sequence numbers skipped (seen later ones first)
 	Lost              uint64            `json:"lost"` // expected - delivered
 	DeliveryRatio     float64           `json:"delivery_ratio"`
-	MsgsPerSec        float64           `json:"msgs_per_sec"` // deliveries per second of the window
-	WindowSeconds     float64           `json:"window_seconds"`
+	MsgsPerSec        float64           `json:"msgs_per_sec"`      // deliveries per second of the send window
+	PublishedPerSec   float64           `json:"published_per_sec"` // publications per second of the send window
+	SendSeconds       float64           `json:"send_seconds"`      // the publishing (send) window
+	WindowSeconds     float64           `json:"window_seconds"`    // send window plus drain
 
 	Errors     map[string]uint64 `json:"errors"`      // by class: errno name, timeout_*, handshake_status_N, close_N, ...
 	CloseCodes map[string]uint64 `json:"close_codes"` // close frames received, by code
@@ -73,6 +75,10 @@ type Report struct {
 	ConnStructBytes  int     `json:"conn_struct_bytes"`
 
 	SLO SLOResult `json:"slo"`
+	// ExitCode is the command's exit status and Verdict says it in words;
+	// the report's SLO line prints the same.
+	ExitCode int    `json:"exit_code"`
+	Verdict  string `json:"verdict"`
 }
 
 // ReportConfig echoes the run's parameters.
@@ -116,6 +122,23 @@ type SLOResult struct {
 	MinDelivery float64  `json:"min_delivery,omitempty"`
 	Breaches    []string `json:"breaches"`
 	OK          bool     `json:"ok"`
+}
+
+// decide sets ExitCode and Verdict from the SLO verdict and the run's
+// error: a breach is exit 3 (even on a partial run: the breach is real),
+// else a failed or interrupted run is exit 1 and never "OK", else 0.
+func (r *Report) decide(runErr error) {
+	switch {
+	case !r.SLO.OK:
+		r.ExitCode = ExitSLOBreach
+		r.Verdict = fmt.Sprintf("BREACHED (exit %d): %s", ExitSLOBreach, strings.Join(r.SLO.Breaches, "; "))
+	case runErr != nil:
+		r.ExitCode = ExitRunError
+		r.Verdict = fmt.Sprintf("NOT JUDGED (exit %d): the run failed: %v", ExitRunError, runErr)
+	default:
+		r.ExitCode = ExitOK
+		r.Verdict = fmt.Sprintf("OK (exit %d)", ExitOK)
+	}
 }
 
 // merge folds worker results into r.
@@ -165,8 +188,11 @@ func (r *Report) merge(res []workerResult) {
 	if r.Expected > 0 {
 		r.DeliveryRatio = float64(delivered) / float64(r.Expected)
 	}
-	if r.WindowSeconds > 0 {
-		r.MsgsPerSec = float64(delivered) / r.WindowSeconds
+	// Rates are over the send window: the drain after it only collects
+	// what was sent in it, and the ramp before it sends nothing.
+	if r.SendSeconds > 0 {
+		r.MsgsPerSec = float64(delivered) / r.SendSeconds
+		r.PublishedPerSec = float64(r.PublishedPersonal+r.PublishedGroup) / r.SendSeconds
 	}
 	r.ConnectLatency, r.SubscribeLatency = percentiles(c), percentiles(s)
 	r.Latency, r.GroupLatency = percentiles(lat), percentiles(glat)
@@ -220,7 +246,8 @@ func (r *Report) printHuman(w io.Writer) {
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", row.name, row.p.Count, us(row.p.P50), us(row.p.P90), us(row.p.P99), us(row.p.P999), us(row.p.Max))
 	}
-	fmt.Fprintf(tw, "published\tpersonal %d, group %d over %.1fs (publisher max lag %.1f ms)\n", r.PublishedPersonal, r.PublishedGroup, r.WindowSeconds, r.PublisherMaxLagMs)
+	fmt.Fprintf(tw, "published\tpersonal %d, group %d in a %.1fs send window, %.0f/s (then %.1fs drain; publisher max lag %.1f ms)\n",
+		r.PublishedPersonal, r.PublishedGroup, r.SendSeconds, r.PublishedPerSec, r.WindowSeconds-r.SendSeconds, r.PublisherMaxLagMs)
 	fmt.Fprintf(tw, "delivery\tratio %.6f: %d of %d delivered, %d lost, %d duplicates, %d gaps, %.0f msg/s\n",
 		r.DeliveryRatio, r.Delivered, r.Expected, r.Lost, r.Duplicates, r.Gaps, r.MsgsPerSec)
 	fmt.Fprintf(tw, "errors\t%s\n", fmtMap(r.Errors))
@@ -229,11 +256,7 @@ func (r *Report) printHuman(w io.Writer) {
 	}
 	fmt.Fprintf(tw, "generator\tCPU %.1fs, RSS %.1f MiB, %.0f B/conn user space (RSS), %.0f B/conn Go heap, conn struct %d B\n",
 		r.CPUSeconds, float64(r.RSSBytes)/(1<<20), r.UserBytesPerConn, r.HeapBytesPerConn, r.ConnStructBytes)
-	verdict := "OK"
-	if !r.SLO.OK {
-		verdict = "BREACHED: " + strings.Join(r.SLO.Breaches, "; ")
-	}
-	fmt.Fprintf(tw, "SLO\t%s\n", verdict)
+	fmt.Fprintf(tw, "SLO\t%s\n", r.Verdict)
 	tw.Flush()
 }
 
