@@ -113,7 +113,11 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // Proxy forwards TCP connections to target; cut() destroys every proxied
 // connection and, until restore(), new ones are destroyed on arrival (a
-// network outage as the client sees it).
+// network outage as the client sees it). It is also the stable front that
+// restart tests put before pushd: the clients' address never changes, and
+// the restarted pushd listens on a fresh 127.0.0.1:0 port that retarget()
+// points the front at, so no test releases a port and binds it again
+// (another process could take it in the gap).
 export class Proxy {
   constructor(target) {
     this.target = target;
@@ -155,6 +159,19 @@ export class Proxy {
   }
 
   restore() {
+    this.down = false;
+  }
+
+  // hold destroys new connections on arrival but leaves the open ones: the
+  // gap while the server behind the proxy restarts, as a client sees it.
+  hold() {
+    this.down = true;
+  }
+
+  // retarget forwards new connections to target (a restarted server on its
+  // own fresh :0 port) and ends a hold.
+  retarget(target) {
+    this.target = target;
     this.down = false;
   }
 

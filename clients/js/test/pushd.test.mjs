@@ -13,17 +13,19 @@ import { Proxy, publish, scale, sleep, startPushd, startRedis, waitFor } from ".
 const N_CLIENTS = 20;
 const WINDOW = 1000; // baseDelay: the first retry's jitter window, ms
 
-// killRound connects N_CLIENTS clients to a pushd, kills it with SIGKILL,
-// restarts it on the same port and returns each client's first retry
+// killRound connects N_CLIENTS clients to a pushd through a front Proxy,
+// kills pushd with SIGKILL, starts a new one (on a fresh port; the front
+// is pointed at it) and returns each client's first retry
 // time (performance.now(), relative to the kill) and drawn delay, after
 // checking that every client reconnected, resubscribed and receives a
 // publication on the new process.
 async function killRound(random) {
   let p = await startPushd();
-  const port = p.ws.split(":").pop();
+  const front = await new Proxy(p.ws).listen();
+  after(() => front.close());
   const clients = [];
   for (let i = 0; i < N_CLIENTS; i++) {
-    const c = connect(p.url(), { WebSocket, baseDelay: WINDOW, maxDelay: 4 * WINDOW, pingInterval: 0, ...(random ? { random } : {}) });
+    const c = connect(`ws://${front.addr}/ws`, { WebSocket, baseDelay: WINDOW, maxDelay: 4 * WINDOW, pingInterval: 0, ...(random ? { random } : {}) });
     const rec = { c, firstRetry: -1, delay: -1, subscribed: 0, got: [] };
     c.on("reconnecting", (e) => {
       if (rec.delay < 0) rec.delay = e.delay;
@@ -40,8 +42,10 @@ async function killRound(random) {
   await waitFor(() => clients.every((r) => r.subscribed === 1), 20000, "all clients subscribed");
 
   const killedAt = performance.now();
+  front.hold(); // until the new pushd listens, retries fail as they would against a dead port
   await p.kill("SIGKILL");
-  p = await startPushd(["-listen", `127.0.0.1:${port}`]);
+  p = await startPushd();
+  front.retarget(p.ws);
   after(() => p.kill("SIGTERM"));
   await waitFor(() => clients.every((r) => r.subscribed === 2 && r.c.state === "open"), 30000, "all clients back and resubscribed");
   await p.publish("jitter", { after: "restart" });
@@ -149,12 +153,13 @@ test("503 Retry-After on a refused handshake is honoured (npm ws exposes it)", a
 test("drain: SIGTERM's reconnect hint is honoured by every client (real pushd)", async () => {
   const jitter = 2000;
   let p = await startPushd(["-drain-duration", "300ms", "-reconnect-jitter", `${jitter}ms`]);
-  const port = p.ws.split(":").pop();
+  const front = await new Proxy(p.ws).listen();
+  after(() => front.close());
   const clients = [];
   for (let i = 0; i < 10; i++) {
     // A 20 ms backoff window: a client that ignored the hint would be
     // back within ~20 ms of the close.
-    const c = connect(p.url(), { WebSocket, baseDelay: 20, maxDelay: 40, pingInterval: 0 });
+    const c = connect(`ws://${front.addr}/ws`, { WebSocket, baseDelay: 20, maxDelay: 40, pingInterval: 0 });
     const rec = { c, hint: -1, close: null, retry: null, firstRetryAt: -1, subscribed: 0 };
     c.on("hint", (e) => (rec.hint = e.afterMs));
     c.on("close", (e) => (rec.close ??= { ...e, at: performance.now() }));
@@ -169,8 +174,10 @@ test("drain: SIGTERM's reconnect hint is honoured by every client (real pushd)",
   after(() => clients.forEach((r) => r.c.close()));
   await waitFor(() => clients.every((r) => r.subscribed === 1), 20000, "all clients subscribed");
 
+  front.hold(); // a draining pushd accepts no new connections either
   await p.kill("SIGTERM"); // resolves when the drained process has exited
-  p = await startPushd(["-listen", `127.0.0.1:${port}`]);
+  p = await startPushd();
+  front.retarget(p.ws);
   after(() => p.kill("SIGTERM"));
   await waitFor(() => clients.every((r) => r.subscribed === 2 && r.c.state === "open"), 30000, "all clients back on the restarted pushd");
 
@@ -211,11 +218,12 @@ test("resume across kill -9 of pushd: with Redis the history survives, seq 1..20
   // The client's node (killed and restarted) and a publishing node that
   // stays up; both go through the same redis-server.
   let node = await startPushd(args);
-  const port = node.ws.split(":").pop();
+  const front = await new Proxy(node.ws).listen(); // the client's stable address across the restart
+  after(() => front.close());
   const publisher = await startPushd(args);
   after(() => publisher.kill("SIGTERM"));
   await Promise.all([node.ready(), publisher.ready()]);
-  const c = connect(node.url(), { WebSocket, baseDelay: 100, maxDelay: 400, pingInterval: 0 });
+  const c = connect(`ws://${front.addr}/ws`, { WebSocket, baseDelay: 100, maxDelay: 400, pingInterval: 0 });
   after(() => c.close());
   const got = [];
   const subs = [];
@@ -237,10 +245,12 @@ test("resume across kill -9 of pushd: with Redis the history survives, seq 1..20
     }
   })();
   await waitFor(() => got.length >= 40, 15000, "40 messages before the kill");
+  front.hold();
   await node.kill("SIGKILL");
   downFrom = published.length;
   await sleep(400);
-  node = await startPushd([...args, "-listen", `127.0.0.1:${port}`]);
+  node = await startPushd(args);
+  front.retarget(node.ws);
   after(() => node.kill("SIGTERM"));
   downTo = published.length;
   await pub;
