@@ -3,9 +3,11 @@
 // (go-containerregistry's tarball format: manifest.json, the OCI config
 // and one gzip layer).
 //
-//	go -C deploy run ./image -o pushd.tar                  # pushd:latest for this machine's architecture
-//	go -C deploy run ./image -o pushd.tar -tag registry.example.com/pushd:v0.1.0 -arch arm64
+//	go -C deploy run ./image -o "$PWD/pushd.tar"          # pushd:latest for this machine's architecture
+//	go -C deploy run ./image -o "$PWD/pushd.tar" -tag registry.example.com/pushd:v0.1.0 -arch arm64
 //	docker load -i pushd.tar   # or: podman load -i pushd.tar; crane push pushd.tar <ref>
+//
+// go -C runs the command in deploy/, so a relative -o is relative to it.
 //
 // The image holds one layer on an empty base (no shell, no package
 // manager): a static pushd (CGO_ENABLED=0, -trimpath, built from the
