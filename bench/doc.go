@@ -4,6 +4,12 @@
 // /proc and its admin /stats, and compares it with a reference server
 // measured the same way in the same run.
 //
+// bench is a Go module of its own (github.com/pushd/pushd/bench, which
+// replaces github.com/pushd/pushd with ../), so its plotting and
+// measurement libraries stay out of the server module; run it with
+// go -C bench (or from bench/). It builds cmd/pushd inside the server
+// module, so the binary it measures is the one pushd ships.
+//
 // Usage:
 //
 //	go -C bench run . -list
