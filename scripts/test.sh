@@ -2,11 +2,12 @@
 # scripts/test.sh: the one test command for pushd (README and CI run this).
 #
 # On a fresh Debian machine with only Go and Node 20 it installs what is
-# missing (Debian peers and redis-server via apt, the npm peers via npm ci),
+# missing (Debian peers, redis-server and prometheus via apt, the npm peers via npm ci),
 # then runs: gofmt check, go vet, the race-enabled test suite (conformance
 # against independent WebSocket peers included) on the lean event-loop
 # backend and, for every package that drives a poller, again on netpoll,
-# the allocation tests without -race, and a benchmark smoke run.
+# the allocation tests without -race, a benchmark smoke run, and the
+# deploy/ module's tests (Helm chart, alert rules, dashboard, Prometheus).
 #
 # Usage: scripts/test.sh            install missing tools, then run everything
 #        scripts/test.sh install    only install missing tools
@@ -33,6 +34,8 @@ install_missing() {
 	[ -x /usr/bin/chromium ] || missing+=(chromium)
 	command -v redis-server >/dev/null || missing+=(redis-server)
 	command -v zbarimg >/dev/null || missing+=(zbar-tools) # decodes the QR demo's codes (cmd/pushd)
+	command -v prometheus >/dev/null || missing+=(prometheus) # deploy/: alert rules and dashboard against a real Prometheus
+	command -v prometheus-redis-exporter >/dev/null || missing+=(prometheus-redis-exporter)
 	if [ "${#missing[@]}" -gt 0 ]; then
 		local sudo=()
 		[ "$(id -u)" -eq 0 ] || sudo=(sudo)
@@ -41,7 +44,7 @@ install_missing() {
 		"${sudo[@]}" apt-get update
 		"${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
 	else
-		step "Debian peers present (python3-websockets, chromium, redis-server, zbar-tools)"
+		step "Debian peers present (python3-websockets, chromium, redis-server, zbar-tools, prometheus, prometheus-redis-exporter)"
 	fi
 
 	step "npm ci (conformance/node: ws, undici)"
@@ -88,6 +91,13 @@ run_tests() {
 
 	step "benchmark smoke: go test -run='^\$' -bench=. -benchtime=1x ./..."
 	go test -run='^$' -bench=. -benchtime=1x ./...
+
+	# deploy/ is a module of its own (Helm v4 and k8s.io/api stay out of the
+	# server's go.mod): the Helm chart rendered and decoded strictly, the
+	# alert rules under promtool, and a real Prometheus scraping a real pushd
+	# and redis-server (deploy/doc.go).
+	step "deploy module: go vet, go test -race ./... (Helm chart, alert rules, dashboard, live Prometheus)"
+	(cd deploy && go vet ./... && go test -race -shuffle=on -timeout 10m ./...)
 }
 
 start=$SECONDS
