@@ -2,11 +2,21 @@ package deploy
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -332,4 +342,151 @@ func TestChartRejectsBadValues(t *testing.T) {
 			t.Logf("refused: %v", err)
 		})
 	}
+}
+
+// TestChartEnvNamesAreFlags checks every PUSHD_* variable the rendered
+// Deployments set against the real binary's flags (pushd -h), so a
+// renamed flag or a typo in the chart fails here rather than at startup.
+func TestChartEnvNamesAreFlags(t *testing.T) {
+	out, _ := exec.Command(buildPushd(t), "-h").CombinedOutput()
+	flags := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^  -([a-z0-9-]+)`).FindAllStringSubmatch(string(out), -1) {
+		flags[m[1]] = true
+	}
+	if len(flags) < 30 {
+		t.Fatalf("found %d flags in pushd -h:\n%s", len(flags), out)
+	}
+	for _, f := range valuesFiles(t) {
+		out, err := render(t, readValues(t, f))
+		if err != nil {
+			t.Fatalf("%s: render: %v", f, err)
+		}
+		n := 0
+		for _, o := range decodeStrict(t, out) {
+			dep, ok := o.obj.(*appsv1.Deployment)
+			if !ok {
+				continue
+			}
+			for _, e := range dep.Spec.Template.Spec.Containers[0].Env {
+				name, ok := strings.CutPrefix(e.Name, "PUSHD_")
+				if !ok {
+					continue
+				}
+				n++
+				flag := strings.ReplaceAll(strings.ToLower(name), "_", "-")
+				if !flags[flag] {
+					t.Errorf("%s: env %s has no flag -%s in pushd", filepath.Base(f), e.Name, flag)
+				}
+			}
+		}
+		t.Logf("%s: %d PUSHD_* variables, all real flags", filepath.Base(f), n)
+	}
+}
+
+// TestChartConfigPassesCheckConfig hands the environment each rendered
+// Deployment gives pushd to the real binary's -check-config. Values from
+// Secrets get stand-ins (the kubelet's $(VAR) expansion included), and
+// the files the pod mounts from Secrets under /etc/pushd/ (TLS
+// certificate and key, JWT secret and keys, Redis CA) are made as
+// stand-ins in a temp dir.
+func TestChartConfigPassesCheckConfig(t *testing.T) {
+	bin := buildPushd(t)
+	for _, f := range valuesFiles(t) {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			out, err := render(t, readValues(t, f))
+			if err != nil {
+				t.Fatalf("render: %v", err)
+			}
+			var env []string
+			vars := map[string]string{}
+			files := standInFiles(t)
+			for _, o := range decodeStrict(t, out) {
+				dep, ok := o.obj.(*appsv1.Deployment)
+				if !ok {
+					continue
+				}
+				for _, e := range dep.Spec.Template.Spec.Containers[0].Env {
+					v := e.Value
+					switch {
+					case e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil:
+						v = "stand-in-secret-0123456789abcdefghijklmnop"
+						if e.ValueFrom.SecretKeyRef.Key == "redis-url" {
+							v = "redis://127.0.0.1:6379/0"
+						}
+					case strings.HasPrefix(v, "/etc/pushd/"):
+						v = mounted(t, files, v)
+					}
+					for k, kv := range vars {
+						v = strings.ReplaceAll(v, "$("+k+")", kv)
+					}
+					vars[e.Name] = v
+					env = append(env, e.Name+"="+v)
+				}
+			}
+			cmd := exec.Command(bin, "-check-config")
+			cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
+			b, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("pushd -check-config with the chart's environment: %v\n%s\nenv: %q", err, b, env)
+			}
+			t.Logf("pushd -check-config: ok with %d variables", len(env))
+		})
+	}
+}
+
+// standInFiles makes the files a pod finds under /etc/pushd/ (mounted
+// from Secrets), keyed by their base name: a self-signed certificate and
+// its key, an HS256 secret, an Ed25519 public key.
+func standInFiles(t *testing.T) map[string]string {
+	t.Helper()
+	dir := t.TempDir()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "pushd"},
+		DNSNames: []string{"pushd"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edPub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edDER, err := x509.MarshalPKIXPublicKey(edPub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	contents := map[string][]byte{
+		"tls.crt":          cert,
+		"ca.crt":           cert,
+		"tls.key":          pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
+		"jwt-hs256-secret": []byte("stand-in-hs256-secret-0123456789abcdef\n"),
+		"jwt-keys.pem":     pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: edDER}),
+	}
+	paths := map[string]string{}
+	for name, b := range contents {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		paths[name] = p
+	}
+	return paths
+}
+
+// mounted maps a path the pod sees under /etc/pushd/ to its stand-in.
+func mounted(t *testing.T, files map[string]string, path string) string {
+	t.Helper()
+	p, ok := files[filepath.Base(path)]
+	if !ok {
+		t.Fatalf("the chart mounts %s, which has no stand-in", path)
+	}
+	return p
 }
