@@ -2,11 +2,12 @@
 # scripts/test.sh: the one test command for pushd (README and CI run this).
 #
 # On a fresh Debian machine with only Go and Node 20 it installs what is
-# missing (Debian peers and redis-server via apt, the npm peers via npm ci),
+# missing (Debian peers, redis-server and prometheus via apt, the npm peers via npm ci),
 # then runs: gofmt check, go vet, the race-enabled test suite (conformance
 # against independent WebSocket peers included) on the lean event-loop
 # backend and, for every package that drives a poller, again on netpoll,
-# the allocation tests without -race, and a benchmark smoke run.
+# the allocation tests without -race, a benchmark smoke run, and the
+# deploy/ module's tests (Helm chart, alert rules, dashboard, Prometheus).
 #
 # The repository holds several Go modules: the server (the root), bench,
 # bench/peers and deploy (their own modules so the server module requires
@@ -39,6 +40,8 @@ install_missing() {
 	[ -x /usr/bin/chromium ] || missing+=(chromium)
 	command -v redis-server >/dev/null || missing+=(redis-server)
 	command -v zbarimg >/dev/null || missing+=(zbar-tools) # decodes the QR demo's codes (cmd/pushd)
+	command -v prometheus >/dev/null || missing+=(prometheus) # deploy/: alert rules and dashboard against a real Prometheus
+	command -v prometheus-redis-exporter >/dev/null || missing+=(prometheus-redis-exporter)
 	if [ "${#missing[@]}" -gt 0 ]; then
 		local sudo=()
 		[ "$(id -u)" -eq 0 ] || sudo=(sudo)
@@ -47,7 +50,7 @@ install_missing() {
 		"${sudo[@]}" apt-get update
 		"${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
 	else
-		step "Debian peers present (python3-websockets, chromium, redis-server, zbar-tools)"
+		step "Debian peers present (python3-websockets, chromium, redis-server, zbar-tools, prometheus, prometheus-redis-exporter)"
 	fi
 
 	step "npm ci (conformance/node: ws, undici)"
@@ -103,10 +106,9 @@ run_tests() {
 	# conformance peers, the real binary's end-to-end and fan-out tests,
 	# the JS client, bench's smoke tests) runs again on netpoll. The
 	# binary and the poller tests pick the backend from PUSHD_POLLER.
-	step "PUSHD_POLLER=lean go test -race -shuffle=on -timeout 15m ./... (server module, then bench and deploy)"
+	step "PUSHD_POLLER=lean go test -race -shuffle=on -timeout 15m ./... (server module, then bench)"
 	PUSHD_POLLER=lean go test -race -shuffle=on -timeout 15m ./...
 	(cd bench && PUSHD_POLLER=lean go test -race -shuffle=on -timeout 15m ./...)
-	(cd deploy && go test -race -shuffle=on -timeout 10m ./...)
 
 	step "PUSHD_POLLER=netpoll go test -race -shuffle=on (every package that drives a poller)"
 	PUSHD_POLLER=netpoll go test -race -shuffle=on -timeout 15m ./poller/... ./protocol/... ./conformance/... ./cmd/pushd/... ./clients/...
@@ -121,6 +123,15 @@ run_tests() {
 	step "benchmark smoke: go test -run='^\$' -bench=. -benchtime=1x ./... (server module, then bench)"
 	go test -run='^$' -bench=. -benchtime=1x ./...
 	(cd bench && go test -run='^$' -bench=. -benchtime=1x ./...)
+
+	# deploy/ is a module of its own (Helm v4 and k8s.io/api stay out of the
+	# server's go.mod): the Helm chart rendered and decoded strictly, the
+	# alert rules under promtool, and a real Prometheus scraping a real pushd
+	# and redis-server (deploy/doc.go).
+	# No -race here: deploy holds no concurrent code of ours (render, decode,
+	# scrape), and a race build of Helm and client-go costs minutes of CI.
+	step "deploy module: go test ./... (Helm chart, alert rules, dashboard, image, live Prometheus)"
+	(cd deploy && go test -shuffle=on -timeout 10m ./...)
 }
 
 start=$SECONDS
