@@ -23,6 +23,11 @@ type counters struct {
 	stalls            atomic.Uint64
 	writeTimeouts     atomic.Uint64
 	httpResponses     atomic.Uint64
+	tlsHandshakes     atomic.Uint64
+	tlsResumed        atomic.Uint64
+	tlsFailures       atomic.Uint64
+	tlsPlaintext      atomic.Uint64
+	tlsRecordErrors   atomic.Uint64
 
 	mu     sync.Mutex
 	closed map[ws.StatusCode]uint64
@@ -52,6 +57,11 @@ type Stats struct {
 	Stalls            uint64 // times a socket's send buffer filled up
 	WriteTimeouts     uint64 // stalled connections closed after WriteTimeout
 	HTTPResponses     uint64 // plain HTTP requests answered by an HTTPResponder
+	TLSHandshakes     uint64 // wss handshakes completed
+	TLSResumed        uint64 // of TLSHandshakes: resumed from a session ticket
+	TLSFailures       uint64 // wss handshakes that failed (timeouts included)
+	TLSPlaintext      uint64 // plain HTTP sent to the wss port (answered 400)
+	TLSRecordErrors   uint64 // established wss connections ended by a TLS error (bad record, renegotiation, close_notify)
 	ClosedByCode      map[ws.StatusCode]uint64
 }
 
@@ -75,6 +85,11 @@ func (s *Server) Stats() Stats {
 		Stalls:            k.stalls.Load(),
 		WriteTimeouts:     k.writeTimeouts.Load(),
 		HTTPResponses:     k.httpResponses.Load(),
+		TLSHandshakes:     k.tlsHandshakes.Load(),
+		TLSResumed:        k.tlsResumed.Load(),
+		TLSFailures:       k.tlsFailures.Load(),
+		TLSPlaintext:      k.tlsPlaintext.Load(),
+		TLSRecordErrors:   k.tlsRecordErrors.Load(),
 		ClosedByCode:      make(map[ws.StatusCode]uint64),
 	}
 	k.mu.Lock()
