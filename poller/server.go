@@ -55,6 +55,7 @@ type Server struct {
 	runTask  func(func())
 	nextID   atomic.Uint64
 	conns    atomic.Int64
+	tlsConns atomic.Int64 // of conns: wss
 	draining atomic.Bool
 	// acceptStopped: StopAccepting closed the listener; Run keeps serving
 	// the connections until Shutdown.
@@ -433,6 +434,9 @@ func (s *Server) closed(c *Conn) {
 	s.wheel.cancel(c)
 	s.fds.clear(c.fd, c)
 	s.conns.Add(-1)
+	if c.tls != nil {
+		s.tlsConns.Add(-1)
+	}
 	s.releaseSrc(c.src)
 	if prev == stateHandshake || !c.opened {
 		return

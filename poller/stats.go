@@ -42,6 +42,7 @@ func (k *counters) closedWith(code ws.StatusCode) {
 // Stats is a snapshot of the server's gauges and counters.
 type Stats struct {
 	Conns             int64
+	TLSConns          int64 // of Conns: on the wss listener
 	MaxConns          int64
 	Accepted          uint64
 	Upgraded          uint64
@@ -70,6 +71,7 @@ func (s *Server) Stats() Stats {
 	k := &s.stats
 	st := Stats{
 		Conns:             s.conns.Load(),
+		TLSConns:          s.tlsConns.Load(),
 		MaxConns:          s.maxConns,
 		Accepted:          k.accepted.Load(),
 		Upgraded:          k.upgraded.Load(),

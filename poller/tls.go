@@ -201,6 +201,7 @@ func (s *Server) acceptTLS() {
 		if !s.register(c) {
 			continue
 		}
+		s.tlsConns.Add(1)
 		s.tlsWG.Add(1)
 		go s.tlsHandshake(c)
 	}
