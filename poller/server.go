@@ -49,6 +49,7 @@ type Server struct {
 	tlsCfg   *tls.Config   // Config.TLS with the loops' record settings
 	tlsCPU   chan struct{} // handshake CPU tokens (Config.TLSCPU)
 	tlsWG    sync.WaitGroup
+	tlsBufs  tlsBufs           // crypto/tls.Conn's input buffers (tls_idle.go)
 	loop     netpoll.EventLoop // netpoll backend
 	lean     *leanBackend      // lean backend
 	bufs     bufPools          // lean backend: hand-off copies and worker read buffers
@@ -110,6 +111,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 	if cfg.TLS != nil {
 		s.tlsCfg = tlsServerConfig(cfg.TLS)
 		s.tlsCPU = make(chan struct{}, cfg.TLSCPU)
+		s.tlsBufs = findTLSBufs()
 	}
 	if s.maxConns == 0 {
 		s.maxConns = DefaultMaxConns()

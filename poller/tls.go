@@ -303,6 +303,7 @@ func (c *Conn) tlsInput(raw, buf []byte) (gone bool) {
 		}
 	}
 	t.io.in = nil
+	c.srv.tlsBufs.release(t.tc)
 	c.tlsFlushAlerts()
 	if err == nil {
 		// buf was too small for what crypto/tls had (cannot happen with

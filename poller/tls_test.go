@@ -383,3 +383,30 @@ func TestTLSIdleConnectionsAddNoGoroutines(t *testing.T) {
 		t.Fatalf("goroutines grew from %d to %d with 300 more idle wss connections", base, got)
 	}
 }
+
+// The reflect lookup finds crypto/tls.Conn's input buffers, and release
+// frees them between records without breaking the connection: a client
+// tls.Conn that read a large echo holds them, holds none after release,
+// and reads the next echo.
+func TestTLSIdleBuffersReleased(t *testing.T) {
+	bufs := findTLSBufs()
+	if !bufs.ok {
+		t.Fatal("crypto/tls.Conn's rawInput/input/hand not found: idle wss connections would keep their buffers (tls_idle.go)")
+	}
+	_, addr, ccfg := startTLSServer(t, Config{}, Echo{})
+	c, tc := dialTLS(t, addr, ccfg, 0)
+	c.upgrade(0)
+	for i := range 3 {
+		msg := bytes.Repeat([]byte{byte('a' + i)}, 40<<10)
+		c.writeChopped(c.frame(ws.OpBinary, true, msg), 0)
+		op, got, err := c.readFrame()
+		if err != nil || op != ws.OpBinary || !bytes.Equal(got, msg) {
+			t.Fatalf("echo %d: op=%v len=%d err=%v", i, op, len(got), err)
+		}
+		before := bufs.held(tc)
+		bufs.release(tc)
+		if after := bufs.held(tc); before < 16<<10 || after != 0 {
+			t.Fatalf("echo %d: buffers held %d B before release, %d after; want ≥ 16 KiB, then 0", i, before, after)
+		}
+	}
+}
