@@ -15,6 +15,9 @@ var (
 	ErrNoConns = errors.New("loadtest: no connection was held (see errors)")
 	// ErrChild means a worker process failed or broke the child protocol.
 	ErrChild = errors.New("loadtest: worker process failed")
+
+	errEOF = errors.New("loadtest: eof")
+	errTLS = errors.New("loadtest: tls record error")
 )
 
 // Exit codes of the command.
