@@ -1,9 +1,11 @@
 package conformance
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
@@ -16,6 +18,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/pushd/pushd/internal/pushdtest"
 )
@@ -117,7 +121,8 @@ func sizeArgs() []string {
 }
 
 // TestWSSPeers runs npm ws, undici and python3-websockets through every
-// conformance case over wss.
+// conformance case over wss, and gorilla through the echo sizes and a
+// close handshake.
 func TestWSSPeers(t *testing.T) {
 	t.Parallel()
 	caFile, certFile, keyFile := wssPKI(t)
@@ -137,6 +142,34 @@ func TestWSSPeers(t *testing.T) {
 				res := runScript(t, raceScale(2*time.Minute), []string{"NODE_EXTRA_CA_CERTS=" + caFile}, argv...)
 				judgeScript(t, client+" over wss", res, caseNames(full, codes))
 			})
+		}
+	})
+	t.Run("gorilla", func(t *testing.T) {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		for _, kind := range []int{websocket.TextMessage, websocket.BinaryMessage} {
+			d := websocket.Dialer{HandshakeTimeout: 10 * time.Second, TLSClientConfig: &tls.Config{RootCAs: pool}}
+			c, _, err := d.Dial(base+"/gorilla", nil)
+			if err != nil {
+				t.Fatalf("gorilla dial: %v", err)
+			}
+			for _, n := range echoSizes {
+				want := payloadFor(kind == websocket.TextMessage, n)
+				_ = c.SetWriteDeadline(time.Now().Add(30 * time.Second))
+				if err := c.WriteMessage(kind, want); err != nil {
+					t.Fatalf("write %d B: %v", n, err)
+				}
+				_ = c.SetReadDeadline(time.Now().Add(raceScale(30 * time.Second)))
+				mt, got, err := c.ReadMessage()
+				if err != nil || mt != kind || !bytes.Equal(got, want) {
+					t.Fatalf("%s %d B: echo type %d, %d B, err %v", kindName(kind), n, mt, len(got), err)
+				}
+			}
+			gorillaCloseOK(t, c, 4000)
 		}
 	})
 	t.Run("python3-websockets", func(t *testing.T) {
