@@ -5,9 +5,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -19,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/gorilla/websocket"
 
 	"github.com/pushd/pushd/internal/pushdtest"
@@ -178,4 +181,33 @@ func TestWSSPeers(t *testing.T) {
 		res := runScript(t, raceScale(2*time.Minute), []string{"SSL_CERT_FILE=" + caFile}, argv...)
 		judgeScript(t, "python3-websockets over wss", res, caseNames(true, validCloseCodes[:]))
 	})
+}
+
+// TestChromiumWSS runs the browser cases over wss. Chromium trusts the
+// test certificate by its public key (--ignore-certificate-errors-spki-list
+// names exactly that key; every other certificate is still verified).
+func TestChromiumWSS(t *testing.T) {
+	t.Parallel()
+	_, certFile, keyFile := wssPKI(t)
+	b, err := os.ReadFile(certFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(b)
+	leaf, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spki := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
+	ctx := startBrowser(t, chromedp.Flag("ignore-certificate-errors-spki-list", base64.StdEncoding.EncodeToString(spki[:])))
+	_, addr := startWSSEcho(t, certFile, keyFile)
+	_, port, _ := net.SplitHostPort(addr)
+	want := caseNames(false, nil)
+	want = append(want, "close-after-echo-text", "close-after-echo-binary", "subprotocol-pushd.v1")
+	for _, c := range browserCloseCodes {
+		want = append(want, fmt.Sprintf("close-%d", c))
+	}
+	expr := fmt.Sprintf("runCases(%s, %s, %s)", jsArgs("wss://localhost:"+port+"/chromium"), jsArgs(echoSizes), jsArgs(browserCloseCodes))
+	res := parseLines(t, evalJS(t, ctx, raceScale(2*time.Minute), expr))
+	judgeScript(t, "chromium over wss", res, want)
 }
