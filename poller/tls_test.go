@@ -28,7 +28,7 @@ import (
 
 // testCert returns a self-signed P-256 certificate for 127.0.0.1 and a
 // pool that trusts it.
-func testCert(t *testing.T) (tls.Certificate, *x509.CertPool) {
+func testCert(t testing.TB) (tls.Certificate, *x509.CertPool) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
