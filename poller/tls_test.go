@@ -10,11 +10,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"io"
 	"math/big"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"runtime"
 	"sync"
@@ -59,9 +59,8 @@ func testCert(t testing.TB) (tls.Certificate, *x509.CertPool) {
 // server, the wss address and a client config trusting its certificate.
 func startTLSServer(t *testing.T, cfg Config, h Handler) (*Server, string, *tls.Config) {
 	t.Helper()
-	if b := os.Getenv("PUSHD_POLLER"); b != "" && b != BackendLean {
-		t.Skip("wss is served by the lean backend only (poller/doc.go); this run is PUSHD_POLLER=" + b)
-	}
+	// wss is served by the lean backend only (doc.go), whatever
+	// PUSHD_POLLER says; TestListenTLSNeedsLean covers netpoll.
 	cert, pool := testCert(t)
 	cfg.Backend = BackendLean
 	if cfg.Tick == 0 {
@@ -408,5 +407,16 @@ func TestTLSIdleBuffersReleased(t *testing.T) {
 		if after := bufs.held(tc); before < 16<<10 || after != 0 {
 			t.Fatalf("echo %d: buffers held %d B before release, %d after; want ≥ 16 KiB, then 0", i, before, after)
 		}
+	}
+}
+
+func TestListenTLSNeedsLean(t *testing.T) {
+	cert, _ := testCert(t)
+	s, err := New(Config{Backend: BackendNetpoll, TLS: &tls.Config{Certificates: []tls.Certificate{cert}}}, Echo{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ListenTLS("127.0.0.1:0"); !errors.Is(err, ErrConfig) {
+		t.Fatalf("ListenTLS on netpoll: %v, want ErrConfig", err)
 	}
 }
