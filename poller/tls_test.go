@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os/exec"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -419,4 +420,43 @@ func TestListenTLSNeedsLean(t *testing.T) {
 	if _, err := s.ListenTLS("127.0.0.1:0"); !errors.Is(err, ErrConfig) {
 		t.Fatalf("ListenTLS on netpoll: %v, want ErrConfig", err)
 	}
+}
+
+// 2,000 half-open TLS handshakes (a record header, then nothing) hold a
+// parked goroutine each and no handshake CPU token: legitimate wss
+// clients meanwhile complete the handshake and the upgrade. Latencies are
+// logged (p50/p99), not asserted; every legitimate connect must succeed,
+// and every half-open one ends (its goroutine too) when its client goes.
+func TestTLSHalfOpenFlood(t *testing.T) {
+	const flood, legit = 2000, 100
+	s, addr, ccfg := startTLSServer(t, Config{HandshakeTimeout: 20 * time.Second}, Echo{})
+	var half []net.Conn
+	for range flood {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatalf("flood dial %d: %v", len(half), err)
+		}
+		t.Cleanup(func() { c.Close() })
+		_, _ = c.Write([]byte{0x16, 0x03, 0x01})
+		half = append(half, c)
+	}
+	eventually(t, "flood registered", func() bool { return s.Stats().TLSConns >= flood })
+	lat := make([]time.Duration, 0, legit)
+	for range legit {
+		start := time.Now()
+		c, _ := dialTLS(t, addr, ccfg, 0)
+		c.upgrade(0)
+		lat = append(lat, time.Since(start))
+		c.conn.Close()
+	}
+	slices.Sort(lat)
+	t.Logf("with %d half-open handshakes: %d wss connects (handshake + upgrade) p50 %v p99 %v max %v; goroutines %d",
+		flood, legit, lat[legit/2], lat[legit*99/100], lat[legit-1], runtime.NumGoroutine())
+	if st := s.Stats(); st.TLSHandshakes != legit {
+		t.Fatalf("TLSHandshakes %d, want %d", st.TLSHandshakes, legit)
+	}
+	for _, c := range half {
+		c.Close()
+	}
+	eventually(t, "half-open handshakes gone", func() bool { return s.Stats().TLSConns == 0 })
 }
