@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -70,6 +71,7 @@ type clientFlags struct {
 	concurrency int
 	hsTimeout   time.Duration
 	maxLife     time.Duration
+	tls         bool   // dial the target over TLS (wss)
 	hello       string // set per "open" command, not a flag
 }
 
@@ -80,6 +82,7 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.concurrency, "concurrency", 64, "concurrent dials+handshakes")
 	fs.DurationVar(&c.hsTimeout, "hs-timeout", 10*time.Second, "dial+handshake timeout per connection")
 	fs.DurationVar(&c.maxLife, "max-life", 15*time.Minute, "exit after this long no matter what")
+	fs.BoolVar(&c.tls, "tls", false, "connect over TLS (wss; the certificate is not verified)")
 }
 
 // eventWriter serializes events onto stdout.
@@ -202,6 +205,14 @@ func dialUpgrade(ctx context.Context, cf clientFlags, d *srcaddr.Dialer) (wsConn
 	c, err := d.DialContext(dctx, "tcp", cf.target)
 	if err != nil {
 		return wsConn{}, err
+	}
+	if cf.tls {
+		tc := tls.Client(c, clientTLS())
+		if err := tc.HandshakeContext(dctx); err != nil {
+			c.Close()
+			return wsConn{}, err
+		}
+		c = tc
 	}
 	br, err := handshake(c, cf.target, cf.path, cf.hsTimeout)
 	if err == nil && cf.hello != "" {

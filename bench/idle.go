@@ -196,7 +196,7 @@ func measureIdle(ctx context.Context, h *harness, spec serverSpec, f *idleFlags,
 		return nil, err
 	}
 	cl, err := h.startClient("idle", []string{"-target", srv.wsAddr, "-sources", f.sources,
-		"-concurrency", itoa(f.concurrency), "-path", f.path})
+		"-concurrency", itoa(f.concurrency), "-path", f.path, "-tls=" + strconv.FormatBool(srv.wss)})
 	if err != nil {
 		return nil, err
 	}

@@ -57,6 +57,7 @@ func pushdModuleDir(ctx context.Context) (string, error) {
 type serverSpec struct {
 	name string   // "pushd" or "ref"
 	argv []string // full command line, without -listen/-admin-listen
+	wss  bool     // clients connect to the wss listener, over TLS
 }
 
 // maxClientErrLines bounds the client-process stderr kept for error reports.
@@ -70,6 +71,7 @@ type serverProc struct {
 	name      string
 	wsAddr    string
 	adminAddr string
+	wss       bool // wsAddr is the wss listener (clients pass -tls)
 }
 
 // startServer starts spec on 127.0.0.1:0 and waits until both listeners are
@@ -79,7 +81,14 @@ func startServer(ctx context.Context, spec serverSpec, timeout time.Duration) (*
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", spec.name, err)
 	}
-	return &serverProc{Proc: p, name: spec.name, wsAddr: p.WSAddr, adminAddr: p.AdminAddr}, nil
+	sp := &serverProc{Proc: p, name: spec.name, wsAddr: p.WSAddr, adminAddr: p.AdminAddr, wss: spec.wss}
+	if spec.wss {
+		if sp.wsAddr, err = wssListenAddr(p.Tail(200)); err != nil {
+			p.Shutdown()
+			return nil, fmt.Errorf("%s: %w", spec.name, err)
+		}
+	}
+	return sp, nil
 }
 
 func (s *serverProc) tail(n int) string { return s.Tail(n) }

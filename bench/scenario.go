@@ -93,6 +93,14 @@ func (h *harness) specs(pushdArgs []string) []serverSpec {
 			// The same binary on one event-loop backend (-poller).
 			argv := append([]string{h.pushdBin, "-poller", strings.TrimPrefix(name, "pushd-")}, pushdArgs...)
 			s = append(s, serverSpec{name: name, argv: argv})
+		case wssServer:
+			wss, err := wssArgs(h.tmp)
+			if err != nil {
+				h.logf("%s: %v", name, err)
+				continue
+			}
+			argv := append(append([]string{h.pushdBin}, wss...), pushdArgs...)
+			s = append(s, serverSpec{name: name, argv: argv, wss: true})
 		case "ref":
 			s = append(s, serverSpec{name: "ref", argv: []string{h.exe, "-refserver"}})
 		}
@@ -105,13 +113,13 @@ func parseServers(s string) ([]string, error) {
 	var out []string
 	for _, f := range strings.Split(s, ",") {
 		switch f = strings.TrimSpace(f); f {
-		case "pushd", "pushd-lean", "pushd-netpoll", "ref":
+		case "pushd", "pushd-lean", "pushd-netpoll", wssServer, "ref":
 			if !slices.Contains(out, f) {
 				out = append(out, f)
 			}
 		case "":
 		default:
-			return nil, fmt.Errorf("%w: unknown server %q in -servers (pushd, pushd-lean, pushd-netpoll, ref)", ErrUsage, f)
+			return nil, fmt.Errorf("%w: unknown server %q in -servers (pushd, pushd-lean, pushd-netpoll, pushd-wss, ref)", ErrUsage, f)
 		}
 	}
 	if len(out) == 0 {

@@ -24,7 +24,7 @@ var pageHTML []byte
 // startBrowser serves browser/page.html from an http://127.0.0.1 origin
 // (from about:blank Chromium refuses loopback WebSockets), starts headless
 // chromium through chromedp and returns a context whose tab shows the page.
-func startBrowser(t *testing.T) context.Context {
+func startBrowser(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	skipPeer(t, "chromium")
 	if _, err := os.Stat(chromiumExe); err != nil {
@@ -44,6 +44,7 @@ func startBrowser(t *testing.T) context.Context {
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
 	)
+	opts = append(opts, extra...)
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	t.Cleanup(cancelAlloc)
 	ctx, cancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(t.Logf))

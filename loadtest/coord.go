@@ -320,7 +320,7 @@ func childArgs(o *options) []string {
 	if o.src != "" {
 		a = append(a, "-src", o.src)
 	}
-	return a
+	return append(a, o.staging.args()...)
 }
 
 func sumProgress(hs []handle) progress {

@@ -13,6 +13,25 @@
 //	    -rate 5000 -duration 60s -json report.json \
 //	    -max-p99 20ms -min-delivery 0.9999
 //
+// A staging deployment behind TLS and tokens:
+//
+//	go run ./loadtest -target wss://push.staging.example/ws -ca staging-ca.pem \
+//	    -jwt-hs256-secret-file hs256.secret \
+//	    -jwt-claims '{"sub":"{i}","exp":{exp},"channels":["lt:u:{i}"]}' \
+//	    -publish-url https://admin.staging.example/publish -conns 20000 -rate 2000
+//
+// wss:// targets verify the server against -ca (default: the system
+// roots; -insecure skips it; -sni sets the server name). The TLS handshake
+// runs on a goroutine that lives only for the handshake; a held wss
+// connection is served by the loops like a ws one (tls.go). Tokens travel
+// as ?token=: -token (one for all), -token-file (line i mod n for
+// connection i) or, with -jwt-hs256-secret-file, an HS256 token signed
+// here per connection from the -jwt-claims template ({i}: the connection
+// index, so each connection is its own user and may read its own
+// personal channel; {exp}: now + -jwt-ttl; {prefix}: -prefix). The
+// summary's tls line gives the versions negotiated and the share of
+// handshakes resumed from a session ticket (one session cache per loop).
+//
 // -target is required (a comma-separated list spreads connections round
 // robin over several nodes); there is no default target. Every run is
 // bounded: -conns (≤ 2,000,000), -ramp, -rate, -duration (≤ 24h) have small

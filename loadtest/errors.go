@@ -21,6 +21,9 @@ var (
 	ErrNoConns = errors.New("no connection was held (see errors)")
 	// ErrChild means a worker process failed or broke the child protocol.
 	ErrChild = errors.New("worker process failed")
+
+	errEOF = errors.New("eof")
+	errTLS = errors.New("tls record error")
 )
 
 // printErr writes err to w as "loadtest: <err>".

@@ -201,7 +201,10 @@ func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{},
 		{"-target", "ws://127.0.0.1:1/ws", "-rate", "10"},
-		{"-target", "wss://127.0.0.1:1/ws", "-rate", "0"},
+		{"-target", "http://127.0.0.1:1/ws", "-rate", "0"},
+		{"-target", "ws://127.0.0.1:1/ws", "-rate", "0", "-insecure"},                                // TLS flags need wss://
+		{"-target", "wss://127.0.0.1:1/ws", "-rate", "0", "-token", "a", "-token-file", "/dev/null"}, // exclusive
+		{"-target", "wss://127.0.0.1:1/ws", "-rate", "0", "-jwt-hs256-secret-file", "/dev/null"},     // empty secret
 		{"-target", "ws://127.0.0.1:1/ws", "-rate", "0", "-conns", "3000000"},
 	} {
 		if code, _, errs := runInProcess(t, args...); code != ExitUsage {

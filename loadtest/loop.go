@@ -3,12 +3,14 @@ package main
 import (
 	"bytes"
 	"container/heap"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"runtime"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -28,6 +30,7 @@ const (
 	stSubscribing                  // 101 seen, ping sent: the pong proves the URL subscriptions live
 	stOpen                         // subscribed, receiving pushes
 	stDead                         // gave up (attempts exhausted or run stopping)
+	stTLS                          // wss: TLS handshake on its goroutine (tls.go)
 )
 
 // conn is everything this client keeps per connection: no goroutine, no
@@ -35,8 +38,9 @@ const (
 // frame split across reads, usually nil). Keep it small: it is the
 // user-space cost per held connection (see Report.ConnStructBytes).
 type conn struct {
-	pend    []byte // partial response head or frame, nil when none
-	phaseNs int64  // CLOCK_MONOTONIC ns when the current phase began
+	pend    []byte   // partial response head or frame, nil when none
+	tls     *tlsConn // wss only (tls.go)
+	phaseNs int64    // CLOCK_MONOTONIC ns when the current phase began
 	fd      int32
 	gid     uint32 // global connection index: channel user:<gid>
 	lastU   uint32 // last personal sequence number seen
@@ -74,6 +78,7 @@ type loopStats struct {
 	closeCodes                                map[string]uint64
 	uniqueU, uniqueG, dups, gaps, unmeasured  uint64
 	reconnects                                uint64
+	tls                                       map[string]uint64 // wss: handshakes by version, "resumed"
 }
 
 // newHist returns a latency histogram in microseconds, 1 µs to 10 min, 3
@@ -96,6 +101,9 @@ type loop struct {
 	retries  retryHeap
 	rng      *rand.Rand
 	buf      []byte
+	raw      []byte      // wss: ciphertext read buffer
+	tlsCfg   *tls.Config // wss targets: the loop's client config (session cache)
+	tlsWG    sync.WaitGroup
 	wbuf     []byte
 	ping     []byte
 	stats    loopStats
@@ -125,8 +133,18 @@ func newLoop(cfg *workerConfig, clock monoClock, id int, gids []uint32, rate flo
 		ping:  maskedFrame(nil, opText, []byte(`{"op":"ping"}`)),
 		stats: loopStats{
 			connect: newHist(), subscribe: newHist(), latency: newHist(), groupLatency: newHist(),
-			errors: map[string]uint64{}, closeCodes: map[string]uint64{},
+			errors: map[string]uint64{}, closeCodes: map[string]uint64{}, tls: map[string]uint64{},
 		},
+	}
+	for _, t := range cfg.Targets {
+		if t.TLS && l.tlsCfg == nil {
+			st := cfg.staging
+			if st == nil {
+				st = &stagingOptions{}
+			}
+			l.tlsCfg = st.clientTLS(t.ServerName)
+			l.raw = make([]byte, 32<<10)
+		}
 	}
 	for i, g := range gids {
 		l.conns[i] = conn{fd: -1, gid: g}
@@ -171,6 +189,7 @@ func (l *loop) run() {
 // thousands of sockets on a saturated host takes longer than the parent
 // should wait for a result.
 func (l *loop) closeAll() {
+	l.closeTLS()
 	for i := range l.conns {
 		if l.conns[i].fd >= 0 {
 			unix.Close(int(l.conns[i].fd))
@@ -237,7 +256,9 @@ func (l *loop) retryDue(now int64) {
 }
 
 func (l *loop) setPhase(c *conn, s connState, now int64) {
-	inflight := func(s connState) bool { return s == stConnecting || s == stHandshake || s == stSubscribing }
+	inflight := func(s connState) bool {
+		return s == stConnecting || s == stTLS || s == stHandshake || s == stSubscribing
+	}
 	if inflight(c.state) && !inflight(s) {
 		l.inflight--
 	} else if !inflight(c.state) && inflight(s) {
@@ -328,6 +349,7 @@ func (l *loop) closeFd(c *conn) {
 		c.fd = -1
 	}
 	c.pend = nil
+	c.tls = nil
 }
 
 // drop ends an established (or establishing) connection for class and
@@ -359,6 +381,10 @@ func (l *loop) event(fd int, evs uint32, now int64) {
 	}
 	i := int(l.byFd[fd])
 	c := &l.conns[i]
+	if c.state == stTLS {
+		l.tlsReady(i, now)
+		return
+	}
 	if c.state == stConnecting {
 		if evs&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) == 0 {
 			return
@@ -368,6 +394,10 @@ func (l *loop) event(fd int, evs uint32, now int64) {
 				err = syscall.Errno(soerr)
 			}
 			l.fail(i, errClass(err), now)
+			return
+		}
+		if l.cfg.Targets[int(c.gid)%len(l.cfg.Targets)].TLS {
+			l.startTLS(i, now)
 			return
 		}
 		l.wbuf = l.upgrade(l.wbuf[:0], c)
@@ -407,6 +437,10 @@ func (l *loop) upgrade(dst []byte, c *conn) []byte {
 		path = append(path, "g:"...)
 		path = strconv.AppendUint(path, uint64(c.gid)%uint64(l.cfg.Groups), 10)
 	}
+	if s := l.cfg.staging; s != nil && s.anyAuth {
+		path = append(path, "&token="...)
+		path = s.appendToken(path, c.gid, l.cfg.Prefix)
+	}
 	var kb [24]byte
 	key := wsKey(kb[:0], l.cfg.Seed, c.gid, c.attempt)
 	return upgradeRequest(dst, t.Host, unsafe.String(unsafe.SliceData(path), len(path)), key)
@@ -415,7 +449,13 @@ func (l *loop) upgrade(dst []byte, c *conn) []byte {
 // write sends b whole on conns[i]; a short write or error drops it (the
 // frames sent are tiny: a full socket buffer means the peer is stuck).
 func (l *loop) write(i int, b []byte, now int64) bool {
-	n, err := unix.Write(int(l.conns[i].fd), b)
+	var n int
+	var err error
+	if c := &l.conns[i]; c.tls != nil {
+		n, err = l.writeTLS(c, b)
+	} else {
+		n, err = unix.Write(int(c.fd), b)
+	}
 	if err != nil || n != len(b) {
 		class := "short_write"
 		if err != nil {
@@ -432,13 +472,28 @@ func (l *loop) write(i int, b []byte, now int64) bool {
 func (l *loop) read(i int, now int64) {
 	c := &l.conns[i]
 	off := copy(l.buf, c.pend)
-	n, err := unix.Read(int(c.fd), l.buf[off:min(len(l.buf), off+64<<10)])
+	var n int
+	var err error
+	if c.tls != nil {
+		n, err = l.readTLS(c, l.buf[off:min(len(l.buf), off+64<<10)])
+		if err == nil && n == 0 {
+			return // a partial record: crypto/tls keeps it
+		}
+	} else {
+		n, err = unix.Read(int(c.fd), l.buf[off:min(len(l.buf), off+64<<10)])
+	}
 	if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
 		return
 	}
 	if err != nil || n == 0 {
 		class := "eof"
-		if err != nil {
+		switch {
+		case errors.Is(err, errTLS):
+			class = "tls_record"
+		case errors.Is(err, errEOF):
+			err = nil
+		}
+		if err != nil && class == "eof" {
 			class = errClass(err)
 		}
 		if c.state == stHandshake {

@@ -70,6 +70,7 @@ type options struct {
 	minFreeMiB    int
 	endRamp       <-chan os.Signal // SIGUSR1 in main: end the ramp now
 	preflightOnly bool
+	staging       stagingOptions // -ca, -insecure, -sni, tokens (staging.go)
 
 	child       bool
 	workerIndex int
@@ -163,6 +164,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.BoolVar(&o.child, "worker-child", false, "internal: run as a worker process of a parent loadtest")
 	fs.IntVar(&o.workerIndex, "worker-index", 0, "internal: this worker's index")
 	fs.StringVar(&o.exe, "worker-exe", "", "internal: binary to re-execute for -workers (default: this executable)")
+	o.staging.register(fs)
 	return fs
 }
 
@@ -221,6 +223,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	if o.maxHS < 1 || o.maxAttempts < 1 || o.pubConc < 1 {
 		bad("-max-handshakes, -max-attempts and -publish-concurrency must be ≥ 1")
 	}
+	errs = append(errs, o.staging.validate(o.targets)...)
 	if o.loops <= 0 {
 		o.loops = runtime.GOMAXPROCS(0)
 	}
@@ -244,12 +247,12 @@ func resolveTargets(ctx context.Context, urls []string) ([]target, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: -target %q: %w", ErrUsage, s, err)
 		}
-		if u.Scheme != "ws" {
-			return nil, fmt.Errorf("%w: -target %q: only ws:// is supported (terminate TLS in front, or load the plain listener)", ErrUsage, s)
+		if u.Scheme != "ws" && u.Scheme != "wss" {
+			return nil, fmt.Errorf("%w: -target %q: the scheme must be ws:// or wss://", ErrUsage, s)
 		}
 		port := u.Port()
 		if port == "" {
-			port = "80"
+			port = map[string]string{"ws": "80", "wss": "443"}[u.Scheme]
 		}
 		p, err := strconv.Atoi(port)
 		if err != nil {
@@ -260,7 +263,7 @@ func resolveTargets(ctx context.Context, urls []string) ([]target, error) {
 			return nil, fmt.Errorf("%w: -target %q: no IPv4 address: %v", ErrUsage, s, err)
 		}
 		path := u.RequestURI()
-		out = append(out, target{Host: u.Host, Path: path, Addr: ips[0].Unmap().As4(), Port: p})
+		out = append(out, target{Host: u.Host, Path: path, Addr: ips[0].Unmap().As4(), Port: p, TLS: u.Scheme == "wss", ServerName: u.Hostname()})
 	}
 	return out, nil
 }
@@ -333,6 +336,7 @@ func (o *options) workerConfig(targets []target, src [][4]byte, i int) workerCon
 		MaxInflight:      max(o.maxHS/(o.workers*o.loops), 1),
 		HandshakeTimeout: o.hsTimeout, MaxAttempts: o.maxAttempts,
 		Groups: o.groups, Prefix: o.prefix, Seed: o.seed, NoPersonal: o.noPersonal,
+		staging: &o.staging,
 	}
 }
 

@@ -65,6 +65,9 @@ type Report struct {
 
 	Errors     map[string]uint64 `json:"errors"`      // by class: errno name, timeout_*, handshake_status_N, close_N, ...
 	CloseCodes map[string]uint64 `json:"close_codes"` // close frames received, by code
+	// TLS counts wss handshakes by version ("TLS 1.3") and "resumed";
+	// empty for ws:// targets.
+	TLS map[string]uint64 `json:"tls,omitempty"`
 
 	// The generator itself.
 	Workers          int     `json:"workers"`
@@ -144,7 +147,7 @@ func (r *Report) decide(runErr error) {
 // merge folds worker results into r.
 func (r *Report) merge(res []workerResult) {
 	c, s, lat, glat := newHist(), newHist(), newHist(), newHist()
-	r.Errors, r.CloseCodes = map[string]uint64{}, map[string]uint64{}
+	r.Errors, r.CloseCodes, r.TLS = map[string]uint64{}, map[string]uint64{}, map[string]uint64{}
 	var delivered uint64
 	for _, w := range res {
 		for _, p := range []struct {
@@ -166,6 +169,7 @@ func (r *Report) merge(res []workerResult) {
 		r.Gaps += w.Gaps
 		addMap(r.Errors, w.Errors)
 		addMap(r.CloseCodes, w.CloseCodes)
+		addMap(r.TLS, w.TLS)
 		r.CPUSeconds += w.CPUSeconds
 		r.RSSBytes += w.RSSBytes
 		if w.HeldAtPeak > 0 {
@@ -251,6 +255,9 @@ func (r *Report) printHuman(w io.Writer) {
 	fmt.Fprintf(tw, "delivery\tratio %.6f: %d of %d delivered, %d lost, %d duplicates, %d gaps, %.0f msg/s\n",
 		r.DeliveryRatio, r.Delivered, r.Expected, r.Lost, r.Duplicates, r.Gaps, r.MsgsPerSec)
 	fmt.Fprintf(tw, "errors\t%s\n", fmtMap(r.Errors))
+	if line := r.tlsLine(); line != "" {
+		fmt.Fprintf(tw, "tls\t%s\n", line)
+	}
 	if len(r.PublishErrors) > 0 {
 		fmt.Fprintf(tw, "publish errors\t%s\n", fmtMap(r.PublishErrors))
 	}

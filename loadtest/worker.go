@@ -20,6 +20,9 @@ type target struct {
 	Path string  `json:"path"` // path and query
 	Addr [4]byte `json:"addr"`
 	Port int     `json:"port"`
+	// TLS: a wss:// target; ServerName is its host without the port.
+	TLS        bool   `json:"tls"`
+	ServerName string `json:"server_name"`
 }
 
 // workerConfig is what one worker process (or the in-process worker)
@@ -37,6 +40,8 @@ type workerConfig struct {
 	Prefix           string
 	Seed             uint64
 	NoPersonal       bool // subscribe the group channel only
+	// staging: TLS and token settings (staging.go), validated.
+	staging *stagingOptions
 }
 
 // progress is a worker's live counters.
@@ -86,6 +91,7 @@ type workerResult struct {
 	Reconnects   uint64                 `json:"reconnects"`
 	Errors       map[string]uint64      `json:"errors"`
 	CloseCodes   map[string]uint64      `json:"close_codes"`
+	TLS          map[string]uint64      `json:"tls"`
 	CPUSeconds   float64                `json:"cpu_seconds"`
 	RSSBytes     uint64                 `json:"rss_bytes"`
 	HeapBytes    uint64                 `json:"heap_bytes"`
@@ -206,7 +212,7 @@ func (w *worker) stop(pub published) workerResult {
 	w.stopLoops()
 	r := workerResult{
 		Conns: w.cfg.Hi - w.cfg.Lo, Started: pr.Started, Open: pr.Open, Dead: pr.Dead, Measured: pr.Measured,
-		Errors: map[string]uint64{}, CloseCodes: map[string]uint64{},
+		Errors: map[string]uint64{}, CloseCodes: map[string]uint64{}, TLS: map[string]uint64{},
 		CPUSeconds: (processCPU() - w.cpu0).Seconds(),
 		RSSBytes:   w.peakRSS, HeapBytes: w.peakHeap, BaseRSS: w.baseRSS, BaseHeap: w.baseHeap,
 		HeldAtPeak: w.peakHeld,
@@ -227,6 +233,7 @@ func (w *worker) stop(pub published) workerResult {
 		r.Reconnects += st.reconnects
 		addMap(r.Errors, st.errors)
 		addMap(r.CloseCodes, st.closeCodes)
+		addMap(r.TLS, st.tls)
 		for i := range l.conns {
 			cn := &l.conns[i]
 			if !cn.meas {

@@ -14,10 +14,9 @@ import (
 // had accepted it from remote: admission (MaxConns, the per-source limits
 // for remote's address) refuses it with the same 503 + Retry-After, then
 // the handshake timeout, the upgrade and everything after run as for any
-// connection. It exists for the wss front end in cmd/pushd, which
-// terminates TLS on its own goroutines and hands the plaintext end of a
-// socketpair here, so every WebSocket byte still goes through the one
-// event loop and its Handler. The Server owns fd from the call on (also
+// connection, for sockets that come from elsewhere (a test's socketpair,
+// a listener the embedding program accepted on). wss does not come
+// through here: ListenTLS serves it on the loops. The Server owns fd from the call on (also
 // when Attach fails). Call it only while Run is running.
 func (s *Server) Attach(fd int, remote net.Addr) error {
 	if s.draining.Load() {

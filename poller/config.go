@@ -1,10 +1,12 @@
 package poller
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
+	"runtime"
 	"time"
 )
 
@@ -70,6 +72,17 @@ type Config struct {
 	ReusePort bool
 	// Backlog is the listen(2) backlog.
 	Backlog int
+	// TLS, when set, is the configuration of the wss listener
+	// (Server.ListenTLS; lean backend only). The Server clones it once
+	// and sets DynamicRecordSizingDisabled (one record per flush) and
+	// RenegotiateNever; certificates may come from GetCertificate, so a
+	// reload needs no restart. Session tickets, ALPN and MinVersion are
+	// the caller's.
+	TLS *tls.Config
+	// TLSCPU bounds the TLS handshakes computing at once (each waits
+	// for the peer without holding its token). Zero: GOMAXPROCS/2, at
+	// least 1.
+	TLSCPU int
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -137,6 +150,9 @@ func (c *Config) setDefaults() {
 	if c.Tick == 0 {
 		c.Tick = DefaultTick
 	}
+	if c.TLSCPU == 0 {
+		c.TLSCPU = max(1, runtime.GOMAXPROCS(0)/2)
+	}
 	if c.Backlog == 0 {
 		c.Backlog = DefaultBacklog
 	}
@@ -164,6 +180,7 @@ func (c Config) Validate() error {
 	neg("Loops", int64(c.Loops))
 	neg("MaxConnsPerIP", int64(c.MaxConnsPerIP))
 	neg("ConnectBurst", int64(c.ConnectBurst))
+	neg("TLSCPU", int64(c.TLSCPU))
 	if c.ConnectRate < 0 || math.IsNaN(c.ConnectRate) || math.IsInf(c.ConnectRate, 0) {
 		errs = append(errs, fmt.Errorf("ConnectRate must be a finite non-negative number (got %v)", c.ConnectRate))
 	}

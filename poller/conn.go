@@ -41,6 +41,7 @@ type Conn struct {
 	timer    timerLink
 	src      netip.Addr // source address counted by admission (zero without)
 	remote   net.Addr   // peer address of an attached socket (Server.Attach); nil: nc's
+	tls      *tlsState  // wss (Server.ListenTLS); nil for ws
 
 	// Expiry (SetExpiry): written before the connection opens, read by
 	// the wheel goroutine after the schedule that publishes it.
@@ -197,7 +198,9 @@ const maxLowat = 16 << 10
 // setsockopt only when the mark changes, i.e. only around partial frames.
 func (c *Conn) setLowat() {
 	want := int32(min(c.parser.Need(), maxLowat))
-	if want == c.lowat || c.fd < 0 {
+	if want == c.lowat || c.fd < 0 || c.tls != nil {
+		// wss: the parser counts plaintext, the kernel ciphertext, and
+		// crypto/tls may hold part of a record: no low-water mark.
 		return
 	}
 	if unix.SetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_RCVLOWAT, int(want)) == nil {

@@ -9,6 +9,8 @@
 //     comparison and for what it does well (its mature buffers and
 //     Flush-with-timeout).
 //
+// wss (Server.ListenTLS, Config.TLS) runs on lean only: see "wss" below.
+//
 // Both run the same Conn: the same handshake, codec.Parser state machine,
 // timing wheel, close handshake, limits and write queue; every poller,
 // conformance and end-to-end test runs on both (scripts/test.sh runs the
@@ -64,8 +66,8 @@
 // Accept (its own non-blocking listener: SO_REUSEPORT, the MaxConns cap,
 // the per-source MaxConnsPerIP cap and ConnectRate token bucket — all
 // answered with 503 + Retry-After before a Conn exists — EMFILE shedding;
-// Attach takes already connected sockets, e.g. the plaintext end of
-// cmd/pushd's wss front end, through the same admission), the HTTP
+// Attach takes already connected sockets through the same admission),
+// the wss listener and its TLS record layer (tls.go), the HTTP
 // upgrade (gobwas/ws zero-copy Upgrader, Handler.Upgrade decides; a plain
 // GET goes to an optional HTTPResponder), the per-connection read state
 // machine over codec.Parser, control frames (ping → pong, the close
@@ -121,6 +123,26 @@
 // hands the rest to its output buffer and one goroutine waits in its
 // Flush (bounded by WriteTimeout), so there goroutines grow only with
 // connections that are stalled at that moment. See write.go.
+//
+// # wss
+//
+// ListenTLS opens a second listener on the lean loops. Its connections
+// get a Conn at accept (admission, MaxConns and the handshake timeout as
+// for ws) and run the TLS handshake off the loops, on a goroutine that
+// lives only for the handshake, over a dup of the socket parked in Go's
+// netpoller; Config.TLSCPU tokens bound the handshakes computing at once
+// (a handshake gives its token back while it waits for the peer). Then
+// the socket joins its loop: one descriptor, no goroutine. crypto/tls
+// runs over a loop-fed adapter: its Read serves what the loop read and
+// otherwise returns a net.Error whose Temporary() is true, which
+// crypto/tls answers by keeping the partial record (conn.go,
+// readRecordOrCCS); its Write collects ciphertext in a pooled buffer
+// written with one write(2) and released once written. The flush seals
+// every frame queued since the last flush into one record (up to 16 KiB).
+// crypto/tls's input buffers are released whenever they are empty
+// (tls_idle.go). netpoll owns its connections' reads and buffers, so it
+// would need the same adapter inside its OnRequest and its output
+// buffer; it is not done: ListenTLS refuses the netpoll backend.
 //
 // # Timers
 //

@@ -20,6 +20,10 @@ var (
 	// ErrListenerClosed is returned by the listener's Accept after Close.
 	// Its text contains "closed": netpoll stops its accept loop on that.
 	ErrListenerClosed = errors.New("poller: listener closed")
+	// ErrTLSBuffer ends a wss connection whose decrypted input did not
+	// fit the read buffer (a bug, never the peer's doing: the buffer is
+	// sized for it).
+	ErrTLSBuffer = errors.New("poller: tls plaintext exceeds the read buffer")
 )
 
 // RejectError rejects an upgrade request with an HTTP status. Handlers

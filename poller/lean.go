@@ -29,6 +29,7 @@ const (
 	kindConn int32 = iota
 	kindListener
 	kindWake
+	kindTLSListener
 )
 
 const (
@@ -116,6 +117,12 @@ func (b *leanBackend) start(ln *listener) error {
 	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(ln.fd), Pad: kindListener}
 	if err := unix.EpollCtl(b.loops[0].epfd, unix.EPOLL_CTL_ADD, ln.fd, &ev); err != nil {
 		return fmt.Errorf("poller: epoll_ctl listener: %w", err)
+	}
+	if tln := b.s.tln; tln != nil {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(tln.fd), Pad: kindTLSListener}
+		if err := unix.EpollCtl(b.loops[0].epfd, unix.EPOLL_CTL_ADD, tln.fd, &ev); err != nil {
+			return fmt.Errorf("poller: epoll_ctl wss listener: %w", err)
+		}
 	}
 	for _, l := range b.loops {
 		b.wg.Add(1)
@@ -230,6 +237,8 @@ func (l *leanLoop) handle(n int) bool {
 		switch ev.Pad {
 		case kindListener:
 			s.acceptLean()
+		case kindTLSListener:
+			s.acceptTLS()
 		case kindWake:
 			return true
 		default:

@@ -45,6 +45,17 @@ const workerBufSize = 16 << 10
 type bufPools struct {
 	classes [9]sync.Pool // 256 << i
 	reads   sync.Pool    // *[]byte of workerBufSize
+	// tlsReads: *[]byte of tlsReadBuf, a wss worker's read buffer
+	// (ciphertext and plaintext halves).
+	tlsReads sync.Pool
+}
+
+func (p *bufPools) getTLSRead() *[]byte {
+	if b, ok := p.tlsReads.Get().(*[]byte); ok {
+		return b
+	}
+	b := make([]byte, tlsReadBuf)
+	return &b
 }
 
 func (p *bufPools) get(n int) []byte {
@@ -112,6 +123,9 @@ func (c *Conn) readLoop(buf []byte, inline bool) {
 // read: more data raises a new edge). It reports true when it no longer
 // owns the read side: handed off to a worker, or the connection ended.
 func (c *Conn) readAvailable(buf []byte, hup bool) bool {
+	if c.tls != nil {
+		return c.readTLS(buf, hup)
+	}
 	for {
 		n, err := unix.Read(c.fd, buf)
 		if n > 0 {
@@ -172,6 +186,12 @@ func (c *Conn) resume(op ws.OpCode, b []byte, m int) {
 	// is waiting in the socket, so give the read side back without
 	// reading (a new edge will come with new data).
 	if c.drained && c.rd.CompareAndSwap(c.rdSeen, 0) {
+		return
+	}
+	if c.tls != nil {
+		rb := s.bufs.getTLSRead()
+		c.readLoop(*rb, false)
+		s.bufs.tlsReads.Put(rb)
 		return
 	}
 	rb := s.bufs.getRead()

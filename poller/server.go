@@ -2,6 +2,7 @@ package poller
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -44,12 +45,18 @@ type Server struct {
 	pingFrame      []byte
 
 	ln       *listener
+	tln      *listener     // wss (ListenTLS); nil without
+	tlsCfg   *tls.Config   // Config.TLS with the loops' record settings
+	tlsCPU   chan struct{} // handshake CPU tokens (Config.TLSCPU)
+	tlsWG    sync.WaitGroup
+	tlsBufs  tlsBufs           // crypto/tls.Conn's input buffers (tls_idle.go)
 	loop     netpoll.EventLoop // netpoll backend
 	lean     *leanBackend      // lean backend
 	bufs     bufPools          // lean backend: hand-off copies and worker read buffers
 	runTask  func(func())
 	nextID   atomic.Uint64
 	conns    atomic.Int64
+	tlsConns atomic.Int64 // of conns: wss
 	draining atomic.Bool
 	// acceptStopped: StopAccepting closed the listener; Run keeps serving
 	// the connections until Shutdown.
@@ -101,6 +108,11 @@ func New(cfg Config, h Handler) (*Server, error) {
 	}
 	s.adm = newAdmission(cfg)
 	s.maxConns = cfg.MaxConns
+	if cfg.TLS != nil {
+		s.tlsCfg = tlsServerConfig(cfg.TLS)
+		s.tlsCPU = make(chan struct{}, cfg.TLSCPU)
+		s.tlsBufs = findTLSBufs()
+	}
 	if s.maxConns == 0 {
 		s.maxConns = DefaultMaxConns()
 	}
@@ -269,6 +281,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		if s.ln != nil {
 			_ = s.ln.Close()
 		}
+		if s.tln != nil {
+			_ = s.tln.Close()
+		}
 		s.fds.each(func(c *Conn) bool { _ = c.Close(ws.StatusGoingAway, "server shutdown"); return true })
 		s.stopErr = s.waitConns(ctx)
 		if s.stopErr != nil {
@@ -288,6 +303,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 				s.stopErr = err
 			}
 		}
+		// Handshakes still running end with their sockets (shut down
+		// above) or at their deadline.
+		s.tlsWG.Wait()
 		if lb != nil {
 			lb.stop()
 			s.closeLeft()
@@ -316,6 +334,9 @@ func (s *Server) StopAccepting() {
 	s.acceptStopped.Store(true)
 	if s.ln != nil {
 		_ = s.ln.Close()
+	}
+	if s.tln != nil {
+		_ = s.tln.Close()
 	}
 }
 
@@ -415,6 +436,9 @@ func (s *Server) closed(c *Conn) {
 	s.wheel.cancel(c)
 	s.fds.clear(c.fd, c)
 	s.conns.Add(-1)
+	if c.tls != nil {
+		s.tlsConns.Add(-1)
+	}
 	s.releaseSrc(c.src)
 	if prev == stateHandshake || !c.opened {
 		return

@@ -23,6 +23,11 @@ type counters struct {
 	stalls            atomic.Uint64
 	writeTimeouts     atomic.Uint64
 	httpResponses     atomic.Uint64
+	tlsHandshakes     atomic.Uint64
+	tlsResumed        atomic.Uint64
+	tlsFailures       atomic.Uint64
+	tlsPlaintext      atomic.Uint64
+	tlsRecordErrors   atomic.Uint64
 
 	mu     sync.Mutex
 	closed map[ws.StatusCode]uint64
@@ -37,6 +42,7 @@ func (k *counters) closedWith(code ws.StatusCode) {
 // Stats is a snapshot of the server's gauges and counters.
 type Stats struct {
 	Conns             int64
+	TLSConns          int64 // of Conns: on the wss listener
 	MaxConns          int64
 	Accepted          uint64
 	Upgraded          uint64
@@ -52,6 +58,11 @@ type Stats struct {
 	Stalls            uint64 // times a socket's send buffer filled up
 	WriteTimeouts     uint64 // stalled connections closed after WriteTimeout
 	HTTPResponses     uint64 // plain HTTP requests answered by an HTTPResponder
+	TLSHandshakes     uint64 // wss handshakes completed
+	TLSResumed        uint64 // of TLSHandshakes: resumed from a session ticket
+	TLSFailures       uint64 // wss handshakes that failed (timeouts included)
+	TLSPlaintext      uint64 // plain HTTP sent to the wss port (answered 400)
+	TLSRecordErrors   uint64 // established wss connections ended by a TLS error (bad record, renegotiation, close_notify)
 	ClosedByCode      map[ws.StatusCode]uint64
 }
 
@@ -60,6 +71,7 @@ func (s *Server) Stats() Stats {
 	k := &s.stats
 	st := Stats{
 		Conns:             s.conns.Load(),
+		TLSConns:          s.tlsConns.Load(),
 		MaxConns:          s.maxConns,
 		Accepted:          k.accepted.Load(),
 		Upgraded:          k.upgraded.Load(),
@@ -75,6 +87,11 @@ func (s *Server) Stats() Stats {
 		Stalls:            k.stalls.Load(),
 		WriteTimeouts:     k.writeTimeouts.Load(),
 		HTTPResponses:     k.httpResponses.Load(),
+		TLSHandshakes:     k.tlsHandshakes.Load(),
+		TLSResumed:        k.tlsResumed.Load(),
+		TLSFailures:       k.tlsFailures.Load(),
+		TLSPlaintext:      k.tlsPlaintext.Load(),
+		TLSRecordErrors:   k.tlsRecordErrors.Load(),
 		ClosedByCode:      make(map[ws.StatusCode]uint64),
 	}
 	k.mu.Lock()

@@ -105,6 +105,10 @@ func (c *Conn) queueLocked(b []byte, force bool) error {
 // flushLocked writes the queue until it is empty or the socket is full.
 // Lock c.mu must be held.
 func (c *Conn) flushLocked() {
+	if c.tls != nil {
+		c.flushTLSLocked()
+		return
+	}
 	armed := false
 	for len(c.q) > 0 && !c.stalled && !c.closed {
 		offered := 0

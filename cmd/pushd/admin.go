@@ -30,7 +30,7 @@ type admin struct {
 	log *slog.Logger
 }
 
-func newAdmin(addr string, ps *poller.Server, app *pushApp, front *tlsFront, nofile uint64, m *metrics, h *health, log *slog.Logger) (*admin, error) {
+func newAdmin(addr string, ps *poller.Server, app *pushApp, front *wssCert, nofile uint64, m *metrics, h *health, log *slog.Logger) (*admin, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin listen: %w", err)

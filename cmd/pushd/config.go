@@ -88,6 +88,7 @@ type Config struct {
 	TLSListen          string
 	TLSCert            string
 	TLSKey             string
+	TLSMinVersion      string
 	AdminAPIKey        string
 
 	// Demo serves the QR-login demo and the JS client on -listen (demo.go).

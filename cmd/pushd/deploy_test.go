@@ -99,7 +99,7 @@ func TestDeployFiles(t *testing.T) {
 		}
 	}
 	if !strings.Contains(unit["RestrictAddressFamilies"], "AF_UNIX") {
-		t.Errorf("RestrictAddressFamilies %q lacks AF_UNIX (the wss front's socketpair)", unit["RestrictAddressFamilies"])
+		t.Errorf("RestrictAddressFamilies %q lacks AF_UNIX (the unit allows local sockets)", unit["RestrictAddressFamilies"])
 	}
 	verifyUnit(t, bin, cfgPath)
 

@@ -92,7 +92,7 @@ type health struct {
 type drainer struct {
 	cfg    Config
 	srv    *poller.Server
-	front  *tlsFront               // nil without -tls-listen
+	front  *wssCert                // nil without -tls-listen
 	json   func(*poller.Conn) bool // connections that take the reconnect hint; nil with -echo
 	health *health
 	log    *slog.Logger
@@ -121,10 +121,7 @@ func (d *drainer) run(again <-chan os.Signal) error {
 			return errDrainSkipped
 		}
 	}
-	d.srv.StopAccepting()
-	if d.front != nil {
-		d.front.stopAccepting()
-	}
+	d.srv.StopAccepting() // both listeners, ws and wss
 	var conns []*poller.Conn
 	d.srv.Each(func(c *poller.Conn) bool {
 		if c.Open() {

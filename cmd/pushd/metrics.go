@@ -79,8 +79,8 @@ func buildInfo() prometheus.Collector {
 // time.
 type statsCollector struct {
 	srv    *poller.Server
-	app    *pushApp  // nil with -echo
-	front  *tlsFront // nil without -tls-listen
+	app    *pushApp // nil with -echo
+	front  *wssCert // nil without -tls-listen
 	health *health
 	d      *statsDescs
 
@@ -89,7 +89,7 @@ type statsCollector struct {
 }
 
 // attach registers the scrape-time collector over the running components.
-func (m *metrics) attach(srv *poller.Server, app *pushApp, front *tlsFront, h *health) {
+func (m *metrics) attach(srv *poller.Server, app *pushApp, front *wssCert, h *health) {
 	m.reg.MustRegister(&statsCollector{srv: srv, app: app, front: front, health: h, d: newStatsDescs()})
 }
 
@@ -112,6 +112,7 @@ type statsDescs struct {
 	conns, connsMax, accepted, upgraded, closed, hsFailures              metricDesc
 	pongTimeouts, writeTimeouts, stalls, protoErrors, expired, httpResp  metricDesc
 	rateCloses, authRefusals, forbidden, wssConns                        metricDesc
+	tlsHandshakes, tlsRecordErrors                                       metricDesc
 	subs, channels, received, delivered, dropped, publishFail, fallbacks metricDesc
 	slow, brokerUp, canaryAge, brokerReconnects, ready, draining         metricDesc
 	drainHints, drainCloses                                              metricDesc
@@ -124,7 +125,7 @@ func newStatsDescs() *statsDescs {
 		accepted:         counter("pushd_connections_accepted_total", "TCP connections accepted."),
 		upgraded:         counter("pushd_connections_upgraded_total", "Connections upgraded to WebSocket."),
 		closed:           counter("pushd_connections_closed_total", "Upgraded connections closed, by close code (1006: TCP went away without one; codes outside pushd's table are counted as other).", "code"),
-		hsFailures:       counter("pushd_handshake_failures_total", "Connections that never became WebSockets, by reason: malformed (bad or oversized upgrade request), rejected (refused by the handler: path, Origin, token, channels), timeout (-handshake-timeout), refused_capacity (-max-conns, EMFILE), refused_per_ip (-max-conns-per-ip), refused_rate (-connect-rate), tls (wss handshake failed).", "reason"),
+		hsFailures:       counter("pushd_handshake_failures_total", "Connections that never became WebSockets, by reason: malformed (bad or oversized upgrade request), rejected (refused by the handler: path, Origin, token, channels), timeout (-handshake-timeout), refused_capacity (-max-conns, EMFILE), refused_per_ip (-max-conns-per-ip), refused_rate (-connect-rate), tls (wss handshake failed), tls_plaintext (plain HTTP sent to the wss port, answered 400).", "reason"),
 		pongTimeouts:     counter("pushd_pong_timeouts_total", "Connections closed because they stayed silent after a ping."),
 		writeTimeouts:    counter("pushd_write_timeouts_total", "Connections closed because their socket stayed full for -write-timeout."),
 		stalls:           counter("pushd_socket_stalls_total", "Times a connection's socket send buffer filled up."),
@@ -134,7 +135,9 @@ func newStatsDescs() *statsDescs {
 		rateCloses:       counter("pushd_rate_limit_closes_total", "Connections closed with 1008 for exceeding -max-message-rate."),
 		authRefusals:     counter("pushd_auth_refusals_total", "Upgrades refused by the token or Origin check (401/403; also counted as rejected handshakes)."),
 		forbidden:        counter("pushd_forbidden_subscribes_total", "Subscribe requests refused with 403."),
-		wssConns:         gauge("pushd_wss_connections", "Connections on the wss listener (TLS terminated by pushd)."),
+		wssConns:         gauge("pushd_wss_connections", "Connections on the wss listener (TLS terminated by pushd on its event loops)."),
+		tlsHandshakes:    counter("pushd_tls_handshakes_total", "wss TLS handshakes completed, by whether a session ticket resumed them.", "resumed"),
+		tlsRecordErrors:  counter("pushd_tls_record_errors_total", "Established wss connections ended by TLS: a record that did not decrypt, a renegotiation attempt, the peer's close_notify."),
 		subs:             gauge("pushd_subscriptions", "Live subscriptions on this node."),
 		channels:         gauge("pushd_channels", "Channels with local state on this node."),
 		received:         counter("pushd_messages_received_total", "Publications received by the hub from the broker."),
@@ -159,6 +162,7 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 		d.conns, d.connsMax, d.accepted, d.upgraded, d.closed, d.hsFailures,
 		d.pongTimeouts, d.writeTimeouts, d.stalls, d.protoErrors, d.expired, d.httpResp,
 		d.rateCloses, d.authRefusals, d.forbidden, d.wssConns,
+		d.tlsHandshakes, d.tlsRecordErrors,
 		d.subs, d.channels, d.received, d.delivered, d.dropped, d.publishFail, d.fallbacks,
 		d.slow, d.brokerUp, d.canaryAge, d.brokerReconnects, d.ready, d.draining,
 		d.drainHints, d.drainCloses,
@@ -210,8 +214,12 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	emit(d.expired, float64(st.Expired))
 	emit(d.httpResp, float64(st.HTTPResponses))
 	if c.front != nil {
-		emit(d.hsFailures, float64(c.front.hsFailures.Load()), "tls")
-		emit(d.wssConns, float64(c.front.active.Load()))
+		emit(d.hsFailures, float64(st.TLSFailures), "tls")
+		emit(d.hsFailures, float64(st.TLSPlaintext), "tls_plaintext")
+		emit(d.wssConns, float64(st.TLSConns))
+		emit(d.tlsHandshakes, float64(st.TLSHandshakes-st.TLSResumed), "false")
+		emit(d.tlsHandshakes, float64(st.TLSResumed), "true")
+		emit(d.tlsRecordErrors, float64(st.TLSRecordErrors))
 	}
 	draining := c.health.draining.Load()
 	emit(d.draining, b2f(draining))

@@ -34,7 +34,8 @@ func securityFlags(fs *flag.FlagSet, c *Config) {
 	fs.IntVar(&c.ConnectBurst, "connect-burst", 0, "connect bucket depth (0: -connect-rate rounded up)")
 	fs.Float64Var(&c.MaxMessageRate, "max-message-rate", 0, "max inbound messages per second per connection (token bucket), close 1008 above; 0: no cap")
 	fs.IntVar(&c.MaxMessageBurst, "max-message-burst", 0, "message bucket depth (0: twice -max-message-rate)")
-	fs.StringVar(&c.TLSListen, "tls-listen", "", "wss listen address (TLS 1.2+ with -tls-cert/-tls-key; certificate re-read on SIGHUP)")
+	fs.StringVar(&c.TLSListen, "tls-listen", "", "wss listen address, served on the lean event loops (with -tls-cert/-tls-key; certificate re-read on SIGHUP)")
+	fs.StringVar(&c.TLSMinVersion, "tls-min-version", "1.2", "lowest TLS version -tls-listen accepts: 1.2 or 1.3")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate chain for -tls-listen")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key for -tls-listen")
 	fs.StringVar(&c.AdminAPIKey, "admin-api-key", "", "API key POST /publish requires (Authorization: Bearer <key>); required when -admin-listen is not loopback")
@@ -81,6 +82,12 @@ func (c *Config) validateSecurity() []error {
 		if _, err := loadCert(c.TLSCert, c.TLSKey); err != nil {
 			errs = append(errs, err)
 		}
+		if c.Poller != poller.BackendLean {
+			errs = append(errs, fmt.Errorf("-tls-listen needs -poller %s (wss runs on the lean loops; got %q)", poller.BackendLean, c.Poller))
+		}
+	}
+	if _, ok := tlsVersions[c.TLSMinVersion]; !ok {
+		errs = append(errs, fmt.Errorf("-tls-min-version must be 1.2 or 1.3 (got %q)", c.TLSMinVersion))
 	}
 	if !c.Echo && c.AdminAPIKey == "" && !loopbackAddr(c.AdminListen) {
 		errs = append(errs, fmt.Errorf("-admin-listen %s is not loopback: set -admin-api-key (POST /publish)", c.AdminListen))
@@ -187,7 +194,7 @@ func requireAPIKey(key string, next http.HandlerFunc) http.HandlerFunc {
 }
 
 // securityStats adds the admission, auth and wss counters to /stats.
-func securityStats(doc map[string]any, ps *poller.Server, app *pushApp, front *tlsFront) {
+func securityStats(doc map[string]any, ps *poller.Server, app *pushApp, front *wssCert) {
 	st := ps.Stats()
 	doc["refused_per_ip"] = st.RefusedPerIP
 	doc["refused_rate"] = st.RefusedRate
@@ -199,7 +206,11 @@ func securityStats(doc map[string]any, ps *poller.Server, app *pushApp, front *t
 		doc["forbidden_subscribes"] = hs.Forbidden
 	}
 	if front != nil {
-		doc["wss_conns"] = front.active.Load()
-		doc["tls_handshake_failures"] = front.hsFailures.Load()
+		doc["wss_conns"] = st.TLSConns
+		doc["tls_handshake_failures"] = st.TLSFailures
+		doc["tls_plaintext_requests"] = st.TLSPlaintext
+		doc["tls_handshakes"] = st.TLSHandshakes
+		doc["tls_resumed"] = st.TLSResumed
+		doc["tls_record_errors"] = st.TLSRecordErrors
 	}
 }

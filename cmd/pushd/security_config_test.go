@@ -60,8 +60,10 @@ func TestParseConfigSecurityFlags(t *testing.T) {
 		{[]string{"-connect-rate", "-1"}, "-connect-rate"},
 		{[]string{"-max-conns-per-ip", "-2"}, "-max-conns-per-ip"},
 		{[]string{"-tls-listen", "127.0.0.1:0"}, "go together"},
+		{[]string{"-tls-min-version", "1.1"}, "-tls-min-version must be 1.2 or 1.3"},
 		{[]string{"-tls-listen", "127.0.0.1:0", "-tls-cert", notPEM, "-tls-key", notPEM}, "-tls-cert/-tls-key"},
 		{[]string{"-admin-listen", "0.0.0.0:9090"}, "-admin-api-key"},
+		{[]string{"-poller", "netpoll", "-tls-listen", "127.0.0.1:0", "-tls-cert", notPEM, "-tls-key", notPEM}, "-tls-listen needs -poller lean"},
 	} {
 		_, err := parseConfig(bad.args, noEnv, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), bad.want) {

@@ -95,7 +95,9 @@ func newTestPKI(t *testing.T) testPKI {
 // address.
 func startTLS(t *testing.T, pki testPKI, extra ...string) (*pushdtest.Proc, string) {
 	t.Helper()
-	args := append([]string{"-tls-listen", "127.0.0.1:0", "-tls-cert", pki.certFile, "-tls-key", pki.keyFile}, extra...)
+	// wss runs on the lean loops whatever PUSHD_POLLER says (a netpoll
+	// -tls-listen is a config error: security_config_test.go).
+	args := append([]string{"-poller", "lean", "-tls-listen", "127.0.0.1:0", "-tls-cert", pki.certFile, "-tls-key", pki.keyFile}, extra...)
 	p := pushdtest.Start(t, pushdtest.Build(t), pushdtest.Options{Args: args})
 	for _, line := range strings.Split(p.Log(), "\n") {
 		var rec struct{ Msg, Kind, Addr string }
@@ -261,7 +263,10 @@ func TestSecurityWSSBadClientHello(t *testing.T) {
 	if _, err := io.Copy(io.Discard, stalled); err != nil {
 		t.Fatalf("stalled TLS handshake not closed: %v", err)
 	}
-	waitStat(t, p, "tls_handshake_failures", func(v float64) bool { return v >= 5 })
+	// garbage, the zeroed record, TLS 1.1 and the stalled handshake; the
+	// plaintext request is counted on its own (and answered 400).
+	waitStat(t, p, "tls_handshake_failures", func(v float64) bool { return v >= 4 })
+	waitStat(t, p, "tls_plaintext_requests", func(v float64) bool { return v == 1 })
 	c2 := dialWSS(t, pki, wssAddr, "/ws?ch=steady")
 	ready(t, c2)
 	seq := mustPublish(t, p, "steady", `"end"`)
@@ -272,8 +277,9 @@ func TestSecurityWSSBadClientHello(t *testing.T) {
 // TestSecurityWSSMemory measures what one idle wss connection costs next
 // to one idle ws connection, in two pushd processes of the same build in
 // the same run: RSS and goroutines per connection. It asserts only what
-// the design promises (ws adds no goroutine; wss adds two) and logs the
-// bytes (README "Security").
+// the design promises (no goroutine per connection on ws or wss) and
+// logs the bytes (README "Security"; the 2k→12k acceptance measurement is
+// loadtest's, see README).
 func TestSecurityWSSMemory(t *testing.T) {
 	const n = 400
 	pki := newTestPKI(t)
@@ -313,7 +319,7 @@ func TestSecurityWSSMemory(t *testing.T) {
 	if wsG > 0.05 {
 		t.Errorf("ws: %.2f goroutines per idle connection, want none", wsG)
 	}
-	if wssG < 1.9 || wssG > 2.1 {
-		t.Errorf("wss: %.2f goroutines per idle connection, want 2 (handshake/reader + writer)", wssG)
+	if wssG > 0.05 {
+		t.Errorf("wss: %.2f goroutines per idle connection, want none", wssG)
 	}
 }

@@ -86,6 +86,12 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer) error {
 	handler = newObservedHandler(handler, m)
 	pcfg := cfg.pollerConfig(log)
 	pcfg.Runner = runTask
+	var front *wssCert // nil without -tls-listen
+	if cfg.TLSListen != "" {
+		if front, pcfg.TLS, err = newWSSCert(cfg); err != nil {
+			return err
+		}
+	}
 	srv, err := poller.New(pcfg, handler)
 	if err != nil {
 		return err
@@ -94,19 +100,17 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer) error {
 	if _, err := srv.Listen(cfg.Listen); err != nil {
 		return err
 	}
-	var front *tlsFront
-	if cfg.TLSListen != "" {
-		if front, err = newTLSFront(cfg, srv, log); err != nil {
-			return err
+	if front != nil {
+		addr, err := srv.ListenTLS(cfg.TLSListen)
+		if err != nil {
+			return fmt.Errorf("wss listen: %w", err)
 		}
+		log.Info("listening", "kind", "wss", "addr", addr.String())
 	}
 	hl := &health{}
 	m.attach(srv, app, front, hl)
 	admin, err := newAdmin(cfg.AdminListen, srv, app, front, soft, m, hl, log)
 	if err != nil {
-		if front != nil {
-			_ = front.shutdown(context.Background())
-		}
 		return err
 	}
 
@@ -125,15 +129,6 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer) error {
 	}()
 	if app != nil {
 		app.run(runCtx, &wg, errc)
-	}
-	if front != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := front.run(); err != nil {
-				errc <- err
-			}
-		}()
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -162,9 +157,6 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer) error {
 	// Connections first (their close hooks unsubscribe), then the hub and
 	// the broker, then the admin server.
 	shutErr := srv.Shutdown(sctx)
-	if front != nil {
-		shutErr = errors.Join(shutErr, front.shutdown(sctx))
-	}
 	if app != nil {
 		shutErr = errors.Join(shutErr, app.shutdown(sctx))
 	}
@@ -240,7 +232,7 @@ func newLogger(cfg Config, w io.Writer) *slog.Logger {
 
 // reloadOnHUP re-reads the token keys and the wss certificate on every
 // SIGHUP until ctx ends. A failed reload keeps what was loaded.
-func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, cfg *Config, app *pushApp, front *tlsFront, log *slog.Logger) {
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, cfg *Config, app *pushApp, front *wssCert, log *slog.Logger) {
 	for {
 		select {
 		case <-ctx.Done():

@@ -26,7 +26,8 @@
 #
 # Settings (environment): TARGET=1000000 PER_NODE=19500 PER_WORKER=19500
 # RAMP=2500 SRC=127.0.1.0/24 MIN_FREE_MIB=3072 BROADCASTS=3
-# RAMP_TIMEOUT=900s TIMEOUT=1500 (seconds, whole run) OUT=<dir>.
+# RAMP_TIMEOUT=900s TIMEOUT=1500 (seconds, whole run) OUT=<dir> WSS=0 (1: every
+# connection over wss, TLS on pushd's event loops, trusting a test certificate).
 set -euo pipefail
 
 TARGET=${TARGET:-1000000}
@@ -39,6 +40,7 @@ BROADCASTS=${BROADCASTS:-3}
 RAMP_TIMEOUT=${RAMP_TIMEOUT:-900s}
 TIMEOUT=${TIMEOUT:-1500}
 OUT=${OUT:-$(mktemp -d /tmp/pushd-million.XXXXXX)}
+WSS=${WSS:-0}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 NODES=$(((TARGET + PER_NODE - 1) / PER_NODE))
 WORKERS=$(((TARGET + PER_WORKER - 1) / PER_WORKER))
@@ -57,11 +59,25 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# WSS=1: every node also serves wss (-tls-listen, on the lean loops) with a
+# self-signed P-256 certificate made here, and loadtest loads the wss
+# listeners, trusting that certificate (-ca).
+wss_setup() {
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+		-subj /CN=localhost -addext subjectAltName=IP:127.0.0.1,DNS:localhost \
+		-keyout "$OUT/wss-key.pem" -out "$OUT/wss-cert.pem" 2>/dev/null
+}
+
 freeport() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 meminfo() { awk -v k="$1:" '$1==k {print $2}' /proc/meminfo; }
 
 echo "million: target $TARGET, $NODES pushd processes, $WORKERS loadtest workers, out $OUT" >&2
 (cd "$ROOT" && go build -o "$OUT/pushd" ./cmd/pushd && go build -o "$OUT/loadtest" ./loadtest)
+lt_tls=()
+if [ "$WSS" = 1 ]; then
+	wss_setup
+	lt_tls=(-ca "$OUT/wss-cert.pem")
+fi
 
 SLAB0=$(meminfo Slab)
 AVAIL0=$(meminfo MemAvailable)
@@ -78,13 +94,22 @@ pushd_pids=()
 for i in $(seq 1 "$NODES"); do
 	wp=$(freeport)
 	ap=$(freeport)
+	tls_args=()
+	if [ "$WSS" = 1 ]; then
+		tp=$(freeport)
+		tls_args=(-poller lean -tls-listen "127.0.0.1:$tp" -tls-cert "$OUT/wss-cert.pem" -tls-key "$OUT/wss-key.pem")
+	fi
 	# Pings every 10 minutes: a million connections pinged every 25 s is
 	# 40,000 pings/s on two cores, and the run is about holding sockets.
-	"$OUT/pushd" -listen "127.0.0.1:$wp" -admin-listen "127.0.0.1:$ap" -log-format json -log-level warn \
+	"$OUT/pushd" -listen "127.0.0.1:$wp" -admin-listen "127.0.0.1:$ap" -log-format json -log-level warn "${tls_args[@]}" \
 		-redis "redis://127.0.0.1:$RPORT/0" -ping-interval 10m -handshake-timeout 30s >"$OUT/pushd$i.log" 2>&1 &
 	pids+=($!)
 	pushd_pids+=($!)
-	targets+=("ws://127.0.0.1:$wp/ws")
+	if [ "$WSS" = 1 ]; then
+		targets+=("wss://127.0.0.1:$tp/ws")
+	else
+		targets+=("ws://127.0.0.1:$wp/ws")
+	fi
 	admins+=("127.0.0.1:$ap")
 done
 for a in "${admins[@]}"; do
@@ -118,7 +143,7 @@ timeout --signal=INT --kill-after=60 "$TIMEOUT" "$OUT/loadtest" \
 	-target "$(IFS=,; echo "${targets[*]}")" -redis "redis://127.0.0.1:$RPORT/0" \
 	-conns "$TARGET" -workers "$WORKERS" -src "$SRC" -ramp "$RAMP" -max-handshakes 2000 \
 	-handshake-timeout 30s -no-personal -groups 1 -rate 0 -group-rate 0.0667 -duration "$((BROADCASTS * 15 - 14))s" \
-	-min-free-mib "$MIN_FREE_MIB" -ramp-timeout "$RAMP_TIMEOUT" -drain 60s -json "$OUT/report.json" "$@" \
+	-min-free-mib "$MIN_FREE_MIB" -ramp-timeout "$RAMP_TIMEOUT" -drain 60s -json "$OUT/report.json" "${lt_tls[@]}" "$@" \
 	2>&1 | tee "$OUT/loadtest.out"
 code=${PIPESTATUS[0]}
 set -e
