@@ -27,7 +27,6 @@ type pushApp struct {
 	handler    *protocol.Handler
 	auth       *authHolder // nil without tokens and Origin policy
 	maxPublish int64
-	apiKey     string
 }
 
 // appBroker is what the process needs of a cluster broker.
@@ -150,7 +149,7 @@ func newPushApp(cfg Config, pool *ants.Pool, m *metrics, log *slog.Logger) (*pus
 	if err != nil {
 		return nil, fmt.Errorf("protocol: %w", err)
 	}
-	return &pushApp{broker: br, redis: rc, hub: hub, handler: h, auth: holder, maxPublish: cfg.MaxPublishBytes, apiKey: cfg.AdminAPIKey}, nil
+	return &pushApp{broker: br, redis: rc, hub: hub, handler: h, auth: holder, maxPublish: cfg.MaxPublishBytes}, nil
 }
 
 // run starts the hub's and the broker's sweep loops; they stop with ctx or

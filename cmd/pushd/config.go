@@ -88,6 +88,9 @@ type Config struct {
 	TLSCert            string
 	TLSKey             string
 	AdminAPIKey        string
+	AdminAPIKeyFile    string
+	AdminMetricsOpen   bool
+	AdminPprof         bool
 
 	// Demo serves the QR-login demo and the JS client on -listen (demo.go).
 	Demo bool
@@ -101,6 +104,7 @@ type Config struct {
 	policyRules    []fanout.PolicyRule
 	redisOptions   *redis.Options
 	redisCluster   []string
+	adminKey       string // AdminAPIKey, or read from AdminAPIKeyFile
 }
 
 // parseConfig builds the Config from the defaults, the -config file (or
@@ -113,7 +117,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 	c.flags = fs
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:8080", "WebSocket (public HTTP) listen address")
-	fs.StringVar(&c.AdminListen, "admin-listen", "127.0.0.1:9090", "admin HTTP listen address (/metrics, /stats, /livez, /readyz, /debug/pprof/, POST /publish)")
+	fs.StringVar(&c.AdminListen, "admin-listen", "127.0.0.1:9090", "admin HTTP listen address (/livez, /readyz, /metrics, /stats, POST /publish, the server API; /debug/pprof/ with -admin-pprof)")
 	fs.BoolVar(&c.Echo, "echo", false, "conformance mode: echo every data message back unchanged")
 	fs.BoolVar(&c.ReusePort, "reuseport", false, "set SO_REUSEPORT so several pushd processes share -listen")
 	fs.BoolVar(&c.CheckConfig, "check-config", false, "validate the configuration and exit (0 valid, 2 invalid)")

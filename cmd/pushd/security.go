@@ -2,14 +2,12 @@ package main
 
 import (
 	"crypto"
-	"crypto/subtle"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"math"
 	"net"
-	"net/http"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -37,7 +35,10 @@ func securityFlags(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.TLSListen, "tls-listen", "", "wss listen address (TLS 1.2+ with -tls-cert/-tls-key; certificate re-read on SIGHUP)")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate chain for -tls-listen")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key for -tls-listen")
-	fs.StringVar(&c.AdminAPIKey, "admin-api-key", "", "API key POST /publish requires (Authorization: Bearer <key>); required when -admin-listen is not loopback")
+	fs.StringVar(&c.AdminAPIKey, "admin-api-key", "", "API key every admin route but /livez and /readyz requires (Authorization: Bearer <key>); required when -admin-listen is not loopback; prefer -admin-api-key-file or PUSHD_ADMIN_API_KEY")
+	fs.StringVar(&c.AdminAPIKeyFile, "admin-api-key-file", "", "file holding the admin API key (trailing newline ignored)")
+	fs.BoolVar(&c.AdminMetricsOpen, "admin-metrics-open", false, "serve GET /metrics without the admin API key (for scrapers that cannot send one)")
+	fs.BoolVar(&c.AdminPprof, "admin-pprof", false, "serve /debug/pprof/ (no cmdline) and POST /debug/freeosmemory on the admin listener")
 }
 
 // jwtEnabled reports whether any token key is configured.
@@ -82,8 +83,18 @@ func (c *Config) validateSecurity() []error {
 			errs = append(errs, err)
 		}
 	}
-	if !c.Echo && c.AdminAPIKey == "" && !loopbackAddr(c.AdminListen) {
-		errs = append(errs, fmt.Errorf("-admin-listen %s is not loopback: set -admin-api-key (POST /publish)", c.AdminListen))
+	c.adminKey = c.AdminAPIKey
+	if c.AdminAPIKeyFile != "" {
+		if c.AdminAPIKey != "" {
+			errs = append(errs, errors.New("-admin-api-key and -admin-api-key-file are exclusive"))
+		} else if b, err := os.ReadFile(c.AdminAPIKeyFile); err != nil {
+			errs = append(errs, fmt.Errorf("-admin-api-key-file: %w", err))
+		} else if c.adminKey = strings.TrimRight(string(b), "\r\n"); c.adminKey == "" {
+			errs = append(errs, errors.New("-admin-api-key-file: the file is empty"))
+		}
+	}
+	if c.adminKey == "" && !loopbackAddr(c.AdminListen) {
+		errs = append(errs, fmt.Errorf("-admin-listen %s is not loopback: set -admin-api-key-file or PUSHD_ADMIN_API_KEY (every admin route but /livez and /readyz needs it)", c.AdminListen))
 	}
 	return errs
 }
@@ -167,23 +178,6 @@ func (h *authHolder) reload(cfg *Config, log *slog.Logger) {
 	}
 	h.cur.Store(a)
 	log.Info("auth reloaded")
-}
-
-// requireAPIKey wraps an admin handler: with key set, the request must
-// carry Authorization: Bearer <key> (401 otherwise).
-func requireAPIKey(key string, next http.HandlerFunc) http.HandlerFunc {
-	if key == "" {
-		return next
-	}
-	want := []byte("Bearer " + key)
-	return func(w http.ResponseWriter, r *http.Request) {
-		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
-			w.Header().Set("WWW-Authenticate", "Bearer")
-			httpError(w, http.StatusUnauthorized, "API key required")
-			return
-		}
-		next(w, r)
-	}
 }
 
 // securityStats adds the admission, auth and wss counters to /stats.
