@@ -168,6 +168,10 @@ type authHolder struct {
 
 func (h *authHolder) Check(r auth.Request) (auth.Grant, error) { return h.cur.Load().Check(r) }
 
+// Verify implements protocol.Verifier (in-band refresh) with the current
+// keys.
+func (h *authHolder) Verify(token string) (auth.Grant, error) { return h.cur.Load().Verify(token) }
+
 // reload rebuilds the Authenticator from the files; on error the old one
 // stays.
 func (h *authHolder) reload(cfg *Config, log *slog.Logger) {
