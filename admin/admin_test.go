@@ -7,11 +7,20 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/pushd/pushd/cluster"
 )
 
 const testKey = "k3y-that-must-never-echo-0123456789"
 
 type nopPublisher struct{ calls int }
+
+type recControl struct{ sent []cluster.ControlMsg }
+
+func (c *recControl) Send(_ context.Context, m cluster.ControlMsg) error {
+	c.sent = append(c.sent, m)
+	return nil
+}
 
 func (p *nopPublisher) Publish(context.Context, string, []byte) (uint64, error) {
 	p.calls++
@@ -27,6 +36,7 @@ func newTestServer(t *testing.T, cfg Config) (*Server, *nopPublisher) {
 		Route{Pattern: "GET /stats", Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "{}\n") })},
 		PublishRoute(pub, 1<<10),
 	)
+	cfg.Routes = append(cfg.Routes, ServerAPI{Control: &recControl{}, Publisher: pub, MaxBytes: 1 << 10, Node: func() any { return map[string]int{"users": 0} }}.Routes()...)
 	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -110,6 +110,8 @@ type Handler struct {
 	notReady   atomic.Uint64
 	refreshes  atomic.Uint64
 	refreshBad atomic.Uint64
+
+	users userIndex // authenticated sessions by sub (server API)
 }
 
 // Stats are the handler's security counters.
@@ -234,6 +236,10 @@ func (h *Handler) Open(c *poller.Conn) {
 		_ = c.Close(StatusInternalError, "no session")
 		return
 	}
+	if s.grant.Subject != "" {
+		s.subject, s.indexed = s.grant.Subject, true
+		h.users.add(s)
+	}
 	if pc := s.grant.PersonalChannel(); pc != "" {
 		if !s.subscribe(Request{Op: OpSub, Ch: pc}, false) {
 			return
@@ -319,6 +325,9 @@ func (h *Handler) hintAt(exp time.Time) time.Time {
 // is removed.
 func (h *Handler) Close(c *poller.Conn, _ ws.StatusCode) {
 	if s := sessionOf(c); s != nil {
+		if s.indexed {
+			h.users.remove(s)
+		}
 		s.closeAll()
 	}
 }

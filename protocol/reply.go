@@ -75,3 +75,11 @@ func unsubscribedFrame(ch, reason string) []byte {
 	b = fanout.AppendJSONString(b, reason)
 	return textFrame(append(b, '}'))
 }
+
+// reconnectFrame: {"op":"reconnect","after_ms":N}, the hint the JS client
+// honours after the close that follows.
+func reconnectFrame(afterMs int64) []byte {
+	b := append(make([]byte, 0, 40), `{"op":"reconnect","after_ms":`...)
+	b = strconv.AppendInt(b, afterMs, 10)
+	return textFrame(append(b, '}'))
+}

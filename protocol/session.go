@@ -36,6 +36,9 @@ type session struct {
 	tokens float64 // message bucket; processing goroutine only
 	last   int64   // nanos since h.start of the last refill
 
+	subject string // grant.Subject at Open (the user index key); immutable after
+	indexed bool   // in h.users; set in Open, read in Close
+
 	expires atomic.Int64 // token exp in Unix nanos (0: none); read by Expiring on the wheel
 
 	mu     sync.Mutex

@@ -30,6 +30,7 @@ func newAdmin(cfg Config, ps *poller.Server, app *pushApp, front *tlsFront, nofi
 	}
 	if app != nil {
 		routes = append(routes, admin.PublishRoute(app.broker, app.maxPublish))
+		routes = append(routes, admin.ServerAPI{Control: app.control, Publisher: app.broker, MaxBytes: app.maxPublish, Node: app.nodeInfo}.Routes()...)
 	}
 	return admin.New(admin.Config{
 		Listen:      cfg.AdminListen,

@@ -24,7 +24,8 @@ var adminProbes = []struct{ method, path string }{
 	{"GET", "/debug/pprof/"}, {"GET", "/debug/pprof/cmdline"}, {"GET", "/debug/pprof/heap"},
 	{"GET", "/debug/pprof/goroutine?debug=2"}, {"GET", "/debug/pprof/symbol"},
 	{"GET", "/debug/pprof/profile?seconds=1"}, {"GET", "/debug/pprof/trace?seconds=1"},
-	{"POST", "/debug/freeosmemory"}, {"GET", "/nope"}, {"DELETE", "/livez"}, {"POST", "/stats"},
+	{"POST", "/debug/freeosmemory"}, {"POST", "/api/publish"}, {"POST", "/api/disconnect"},
+	{"POST", "/api/subscribe"}, {"POST", "/api/unsubscribe"}, {"GET", "/api/node"}, {"GET", "/nope"}, {"DELETE", "/livez"}, {"POST", "/stats"},
 }
 
 func adminGet(t *testing.T, method, url, authz string) (int, string) {

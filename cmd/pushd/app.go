@@ -27,6 +27,8 @@ type pushApp struct {
 	handler    *protocol.Handler
 	auth       *authHolder // nil without tokens and Origin policy
 	maxPublish int64
+	control    appControl // server API calls to every node (control.go)
+	log        *slog.Logger
 }
 
 // appBroker is what the process needs of a cluster broker.
@@ -149,12 +151,17 @@ func newPushApp(cfg Config, pool *ants.Pool, m *metrics, log *slog.Logger) (*pus
 	if err != nil {
 		return nil, fmt.Errorf("protocol: %w", err)
 	}
-	return &pushApp{broker: br, redis: rc, hub: hub, handler: h, auth: holder, maxPublish: cfg.MaxPublishBytes}, nil
+	app := &pushApp{broker: br, redis: rc, hub: hub, handler: h, auth: holder, maxPublish: cfg.MaxPublishBytes, log: log}
+	if app.control, err = app.newControl(log); err != nil {
+		return nil, fmt.Errorf("control channel: %w", err)
+	}
+	return app, nil
 }
 
 // run starts the hub's and the broker's sweep loops; they stop with ctx or
 // shutdown.
 func (a *pushApp) run(ctx context.Context, wg *sync.WaitGroup, errc chan<- error) {
+	a.runControl(ctx, wg, errc)
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
@@ -171,7 +178,7 @@ func (a *pushApp) run(ctx context.Context, wg *sync.WaitGroup, errc chan<- error
 }
 
 func (a *pushApp) shutdown(ctx context.Context) error {
-	err := errors.Join(a.hub.Shutdown(ctx), a.broker.Shutdown(ctx))
+	err := errors.Join(a.control.Shutdown(ctx), a.hub.Shutdown(ctx), a.broker.Shutdown(ctx))
 	if a.redis != nil {
 		err = errors.Join(err, a.redis.Close())
 	}
