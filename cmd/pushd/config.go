@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/pushd/pushd/auth"
 	"github.com/pushd/pushd/cluster"
 	"github.com/pushd/pushd/fanout"
 	"github.com/pushd/pushd/poller"
@@ -87,6 +88,8 @@ type Config struct {
 	TLSListen          string
 	TLSCert            string
 	TLSKey             string
+	JWTJWKSURL         string
+	JWTJWKSRefresh     time.Duration
 	AdminAPIKey        string
 	AdminAPIKeyFile    string
 	AdminMetricsOpen   bool
@@ -104,7 +107,8 @@ type Config struct {
 	policyRules    []fanout.PolicyRule
 	redisOptions   *redis.Options
 	redisCluster   []string
-	adminKey       string // AdminAPIKey, or read from AdminAPIKeyFile
+	adminKey       string     // AdminAPIKey, or read from AdminAPIKeyFile
+	jwks           *auth.JWKS // the running -jwt-jwks-url source (newPushApp); nil in validation
 }
 
 // parseConfig builds the Config from the defaults, the -config file (or

@@ -21,6 +21,8 @@ func securityFlags(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.JWTHS256Secret, "jwt-hs256-secret", "", "HS256 shared secret for client tokens (at least 32 bytes); prefer -jwt-hs256-secret-file or PUSHD_JWT_HS256_SECRET")
 	fs.StringVar(&c.JWTHS256SecretFile, "jwt-hs256-secret-file", "", "file holding the HS256 secret (trailing newline ignored); re-read on SIGHUP")
 	fs.StringVar(&c.JWTPublicKey, "jwt-public-key", "", "PEM file of token verification public keys: RSA (RS256), ECDSA P-256 (ES256), Ed25519 (EdDSA); re-read on SIGHUP")
+	fs.StringVar(&c.JWTJWKSURL, "jwt-jwks-url", "", "JWK Set URL of token verification keys (RS256, ES256, EdDSA by kid; OIDC providers' jwks_uri); cached, refreshed periodically and on an unknown kid")
+	fs.DurationVar(&c.JWTJWKSRefresh, "jwt-jwks-refresh", auth.DefaultJWKSRefresh, "periodic refresh of -jwt-jwks-url (a failed refresh keeps the cached keys)")
 	fs.StringVar(&c.JWTAud, "jwt-aud", "", "required token audience (aud); empty: not checked")
 	fs.StringVar(&c.JWTIss, "jwt-iss", "", "required token issuer (iss); empty: not checked")
 	fs.DurationVar(&c.JWTLeeway, "jwt-leeway", 0, "clock skew tolerated on exp/nbf/iat")
@@ -43,7 +45,7 @@ func securityFlags(fs *flag.FlagSet, c *Config) {
 
 // jwtEnabled reports whether any token key is configured.
 func (c *Config) jwtEnabled() bool {
-	return c.JWTHS256Secret != "" || c.JWTHS256SecretFile != "" || c.JWTPublicKey != ""
+	return c.JWTHS256Secret != "" || c.JWTHS256SecretFile != "" || c.JWTPublicKey != "" || c.JWTJWKSURL != ""
 }
 
 // validateSecurity checks the security flags and loads the key files once
@@ -59,6 +61,14 @@ func (c *Config) validateSecurity() []error {
 	}
 	if c.AuthRequired && !c.jwtEnabled() {
 		errs = append(errs, errors.New("-auth-required needs a JWT key (-jwt-hs256-secret[-file] or -jwt-public-key)"))
+	}
+	if c.JWTJWKSURL != "" {
+		if err := auth.ValidJWKSURL(c.JWTJWKSURL); err != nil {
+			errs = append(errs, fmt.Errorf("-jwt-jwks-url: %w", err))
+		}
+		if c.JWTJWKSRefresh <= 0 {
+			errs = append(errs, fmt.Errorf("-jwt-jwks-refresh must be positive (got %v)", c.JWTJWKSRefresh))
+		}
 	}
 	if c.JWTLeeway < 0 {
 		errs = append(errs, fmt.Errorf("-jwt-leeway must not be negative (got %v)", c.JWTLeeway))
@@ -120,7 +130,7 @@ func (c *Config) authenticator() (*auth.Authenticator, error) {
 		return nil, nil
 	}
 	ac := auth.Config{Required: c.AuthRequired}
-	ac.Keys = auth.KeyConfig{Audience: c.JWTAud, Issuer: c.JWTIss, Leeway: c.JWTLeeway}
+	ac.Keys = auth.KeyConfig{Audience: c.JWTAud, Issuer: c.JWTIss, Leeway: c.JWTLeeway, JWKS: c.jwks}
 	var errs []error
 	switch {
 	case c.JWTHS256Secret != "":
@@ -163,7 +173,8 @@ func (c *Config) authenticator() (*auth.Authenticator, error) {
 // authHolder is the protocol's Authenticator: it delegates to the current
 // auth.Authenticator, which SIGHUP replaces atomically.
 type authHolder struct {
-	cur atomic.Pointer[auth.Authenticator]
+	cur  atomic.Pointer[auth.Authenticator]
+	jwks *auth.JWKS // kept across reloads (the JWKS refreshes itself)
 }
 
 func (h *authHolder) Check(r auth.Request) (auth.Grant, error) { return h.cur.Load().Check(r) }
@@ -175,7 +186,9 @@ func (h *authHolder) Verify(token string) (auth.Grant, error) { return h.cur.Loa
 // reload rebuilds the Authenticator from the files; on error the old one
 // stays.
 func (h *authHolder) reload(cfg *Config, log *slog.Logger) {
-	a, err := cfg.authenticator()
+	c := *cfg
+	c.jwks = h.jwks
+	a, err := c.authenticator()
 	if err != nil || a == nil {
 		log.Error("auth reload failed; keeping the previous keys", "err", err)
 		return

@@ -65,6 +65,8 @@ func TestParseConfigSecurityFlags(t *testing.T) {
 		// -echo has no /publish, but /stats, /metrics and pprof need the key too.
 		{[]string{"-admin-listen", "0.0.0.0:9090", "-echo"}, "-admin-api-key"},
 		{[]string{"-admin-api-key", "k", "-admin-api-key-file", notPEM}, "exclusive"},
+		{[]string{"-jwt-jwks-url", "ftp://idp/jwks"}, "-jwt-jwks-url"},
+		{[]string{"-jwt-jwks-url", "https://idp/jwks", "-jwt-jwks-refresh", "0s"}, "-jwt-jwks-refresh"},
 		{[]string{"-admin-api-key-file", filepath.Join(dir, "missing-key")}, "-admin-api-key-file"},
 	} {
 		_, err := parseConfig(bad.args, noEnv, io.Discard)
