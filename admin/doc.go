@@ -14,6 +14,12 @@
 // command line or the environment (/debug/pprof/cmdline is not
 // registered), so a key given as a flag is never echoed.
 //
+// # Server API
+//
+// ServerAPI adds POST /api/publish (many channels), /api/disconnect,
+// /api/subscribe, /api/unsubscribe (a user, on every node, through the
+// broker's control channel) and GET /api/node, behind the same key.
+//
 // # Errors
 //
 // Errors are JSON, {"error":"<message>","code":"<code>"}, where code is
