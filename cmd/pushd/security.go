@@ -208,6 +208,13 @@ func securityStats(doc map[string]any, ps *poller.Server, app *pushApp, front *t
 		doc["rate_limit_closes"] = hs.RateLimitCloses
 		doc["auth_refusals"] = hs.AuthRefusals
 		doc["forbidden_subscribes"] = hs.Forbidden
+		doc["token_refreshes"] = hs.Refreshes
+		doc["token_refresh_refused"] = hs.RefreshRefused
+		doc["users"] = app.handler.Users()
+		if app.auth != nil && app.auth.jwks != nil {
+			doc["jwks_refresh_errors"] = app.auth.jwks.RefreshErrors()
+			doc["jwks_skipped_keys"] = app.auth.jwks.SkippedKeys()
+		}
 	}
 	if front != nil {
 		doc["wss_conns"] = front.active.Load()

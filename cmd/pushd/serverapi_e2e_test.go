@@ -179,6 +179,20 @@ func TestServerAPITwoNodes(t *testing.T) {
 	if m := wsJSON(t, other, `{"op":"ping"}`); m["op"] != "pong" {
 		t.Fatalf("alice after all that: %v", m)
 	}
+	for _, path := range []string{"/api/node", "/stats"} {
+		req, _ := http.NewRequest("GET", b.AdminURL(path), nil)
+		req.Header.Set("Authorization", "Bearer "+apiKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&doc)
+		resp.Body.Close()
+		if doc["users"] != float64(1) {
+			t.Errorf("%s users on node B = %v, want 1 (alice)", path, doc["users"])
+		}
+	}
 	resp, err := http.Get(b.AdminURL("/api/node"))
 	if err != nil {
 		t.Fatal(err)
