@@ -5,6 +5,11 @@
 // Authorization: Bearer, or the bearer.<token> subprotocol entry), the
 // Origin allowlist, and what a connection may subscribe to (Grant: the
 // token's channel patterns and its personal channel user:<sub>).
+// Verify checks a bare token for the in-band refresh op. JWKS (jwks.go,
+// MicahParks/keyfunc) supplies RS256/ES256/EdDSA keys by kid from a JWK
+// Set URL: it is the one type here that does I/O, on its own refresh
+// goroutine (ended by the ctx given to NewJWKS) and, rate-limited, on a
+// token with an unknown kid; malformed keys are skipped with a log line.
 //
 // # Concurrency and hot path
 //

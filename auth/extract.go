@@ -22,6 +22,7 @@ const (
 	SourceQuery              // ?token=
 	SourceHeader             // Authorization: Bearer
 	SourceSubprotocol        // Sec-WebSocket-Protocol: bearer.<token>
+	SourceRefresh            // the in-band refresh op (Authenticator.Verify)
 )
 
 // String names the source.
@@ -33,6 +34,8 @@ func (s Source) String() string {
 		return "header"
 	case SourceSubprotocol:
 		return "subprotocol"
+	case SourceRefresh:
+		return "refresh"
 	}
 	return "none"
 }

@@ -31,10 +31,15 @@ type KeyConfig struct {
 	Leeway time.Duration
 	// Now replaces the clock (tests); nil is time.Now.
 	Now func() time.Time
+	// JWKS, when set, supplies RS256, ES256 and EdDSA keys by kid (next to
+	// PublicKeys, which are tried when the JWKS has no key for a token).
+	JWKS *JWKS
 }
 
 // Enabled reports whether any key is configured.
-func (k *KeyConfig) Enabled() bool { return len(k.HS256Secret) > 0 || len(k.PublicKeys) > 0 }
+func (k *KeyConfig) Enabled() bool {
+	return len(k.HS256Secret) > 0 || len(k.PublicKeys) > 0 || k.JWKS != nil
+}
 
 // Claims are the verified claims pushd uses.
 type Claims struct {
@@ -53,6 +58,7 @@ type tokenClaims struct {
 type verifier struct {
 	parser *jwt.Parser
 	keys   map[string]jwt.VerificationKeySet // by alg
+	jwks   *JWKS                             // nil: none
 }
 
 // newVerifier builds the verifier. The parser accepts only the algorithms
@@ -94,9 +100,17 @@ func newVerifier(k KeyConfig) (*verifier, error) {
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))
 	}
-	methods := make([]string, 0, len(v.keys))
+	methods := make([]string, 0, len(v.keys)+3)
 	for alg := range v.keys {
 		methods = append(methods, alg)
+	}
+	if k.JWKS != nil {
+		v.jwks = k.JWKS
+		for _, alg := range jwksAlgs {
+			if _, ok := v.keys[alg]; !ok {
+				methods = append(methods, alg)
+			}
+		}
 	}
 	slices.Sort(methods)
 	opts := []jwt.ParserOption{
@@ -117,11 +131,24 @@ func newVerifier(k KeyConfig) (*verifier, error) {
 	return v, nil
 }
 
+// jwksAlgs are the algorithms a JWKS key may verify (never HS256: a
+// public JWK used as an HMAC secret is the algorithm-confusion attack).
+var jwksAlgs = []string{"RS256", "ES256", "EdDSA"}
+
 // verify checks tok and returns its claims, or an *Error (401) saying why
 // not in a few words.
 func (v *verifier) verify(tok string) (Claims, error) {
 	var tc tokenClaims
 	_, err := v.parser.ParseWithClaims(tok, &tc, func(t *jwt.Token) (any, error) {
+		if v.jwks != nil && slices.Contains(jwksAlgs, t.Method.Alg()) {
+			k, err := v.jwks.key(t)
+			if err == nil {
+				return k, nil
+			}
+			if _, ok := v.keys[t.Method.Alg()]; !ok {
+				return nil, err
+			}
+		}
 		set, ok := v.keys[t.Method.Alg()]
 		if !ok {
 			return nil, jwt.ErrTokenSignatureInvalid

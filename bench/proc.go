@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -77,7 +78,13 @@ type serverProc struct {
 // startServer starts spec on 127.0.0.1:0 and waits until both listeners are
 // logged. The process gets SIGKILL if bench dies.
 func startServer(ctx context.Context, spec serverSpec, timeout time.Duration) (*serverProc, error) {
-	p, err := pushdtest.Launch(ctx, spec.argv, timeout)
+	argv := spec.argv
+	if strings.HasPrefix(spec.name, "pushd") && !slices.Contains(argv, "-admin-pprof") {
+		// bench reads profiles and releases memory through the admin
+		// listener's debug routes, which pushd serves only when asked.
+		argv = append(argv[:len(argv):len(argv)], "-admin-pprof")
+	}
+	p, err := pushdtest.Launch(ctx, argv, timeout)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", spec.name, err)
 	}

@@ -108,4 +108,10 @@
 // forgotten by Run's sweep; Redis keeps only a counter per subscribed
 // channel and a bounded pending list while recovering); subscribe to a
 // pattern.
+//
+// The control channel (control.go) carries the server API's calls
+// (disconnect, subscribe, unsubscribe a user) to every node: a versioned,
+// validated ControlMsg on the Redis pub/sub channel pushd:control
+// (RedisControl: one goroutine, Run/Shutdown; at most once), or a direct
+// call with the memory broker (LocalControl).
 package cluster

@@ -48,6 +48,7 @@ type Conn struct {
 	expireTick   atomic.Int64 // 0: none
 	expireCode   ws.StatusCode
 	expireReason string
+	hintTick     atomic.Int64 // Expirer hint (SetExpiryHint); 0: none
 
 	// Read side: processing goroutine only.
 	parser codec.Parser
@@ -131,11 +132,51 @@ func (c *Conn) SetExpiry(t time.Time, code ws.StatusCode, reason string) {
 	c.expireTick.Store(due)
 }
 
-// capDue returns due, or the expiry tick or the write deadline of a
-// stalled socket when that comes first.
+// ExtendExpiry moves the deadline SetExpiry set to t, keeping its close
+// code and reason (an in-band token refresh). Safe from any goroutine at
+// any time; it never clears a deadline (a zero t is ignored).
+func (c *Conn) ExtendExpiry(t time.Time) {
+	if t.IsZero() || c.expireTick.Load() == 0 {
+		return
+	}
+	c.expireTick.Store(c.tickAt(t))
+}
+
+// SetExpiryHint makes the wheel call the Handler's Expirer.Expiring once
+// at t (a zero t clears it), so the handler can ask the client for fresh
+// credentials before SetExpiry's deadline. Like ExtendExpiry it costs no
+// timer and is safe from any goroutine at any time.
+func (c *Conn) SetExpiryHint(t time.Time) {
+	if t.IsZero() {
+		c.hintTick.Store(0)
+		return
+	}
+	due := c.tickAt(t)
+	c.hintTick.Store(due)
+	if c.state.Load() == stateOpen {
+		// Open: the connection is linked for its ping or an older
+		// deadline; pull it forward when the hint comes first.
+		c.srv.wheel.scheduleBefore(c, due)
+	}
+}
+
+// tickAt is the wheel tick at or after t (at least the next one).
+func (c *Conn) tickAt(t time.Time) int64 {
+	w := c.srv.wheel
+	if d := time.Until(t); d > 0 {
+		return w.now.Load() + w.ticks(d)
+	}
+	return w.now.Load() + 1
+}
+
+// capDue returns due, or the expiry or hint tick or the write deadline of
+// a stalled socket when that comes first.
 func (c *Conn) capDue(due int64) int64 {
 	if e := c.expireTick.Load(); e != 0 && e < due {
 		due = e
+	}
+	if h := c.hintTick.Load(); h != 0 && h < due {
+		due = h
 	}
 	if st := c.stallTick.Load(); st != 0 && st+c.srv.writeTicks < due {
 		due = st + c.srv.writeTicks
@@ -405,6 +446,11 @@ func (c *Conn) onTimer(now int64) {
 			s.stats.expired.Add(1)
 			_ = c.Close(c.expireCode, c.expireReason)
 			return
+		}
+		if h := c.hintTick.Load(); h != 0 && now >= h && c.hintTick.CompareAndSwap(h, 0) {
+			if x, ok := s.h.(Expirer); ok {
+				x.Expiring(c)
+			}
 		}
 		last := c.lastRead.Load()
 		idle := now - last

@@ -150,7 +150,9 @@
 // goroutine) holds each connection's single next deadline: handshake
 // timeout, next ping, pong timeout or close timeout, capped by the
 // connection's expiry (Conn.SetExpiry: e.g. a token's exp, closed with the
-// Handler's code). Reads only store the
+// Handler's code; Conn.ExtendExpiry moves it after a refresh) and by its
+// expiry hint (Conn.SetExpiryHint: the Handler's Expirer is called once
+// then). Reads only store the
 // current tick in an atomic; deadlines are recomputed lazily when due. The
 // first ping of connections accepted in a burst is spread over a quarter
 // of PingInterval.

@@ -40,6 +40,15 @@ type Drainer interface {
 	Drained(c *Conn)
 }
 
+// Expirer is an optional Handler capability: Expiring is called once when
+// the time set with Conn.SetExpiryHint comes, on the timing wheel's
+// goroutine, so it must not block (queue a frame with Send and return).
+// pushd.v1 uses it to ask the client for a fresh token before the
+// connection's SetExpiry deadline.
+type Expirer interface {
+	Expiring(c *Conn)
+}
+
 // HTTPResponder is an optional Handler capability: a plain HTTP GET (a
 // request without "Upgrade: websocket") to the WebSocket listener is
 // passed to Respond instead of being refused with 400, so the public port

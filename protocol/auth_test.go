@@ -142,8 +142,14 @@ func TestAuthTokenExpiresMidConnection(t *testing.T) {
 	if m := readOp(t, c); m["op"] != "pong" {
 		t.Fatalf("%v", m)
 	}
+	// The expiring hint comes first; a client that does not refresh is
+	// closed at exp all the same.
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	_, _, err := c.ReadMessage()
+	_, b, err := c.ReadMessage()
+	if err != nil || !strings.Contains(string(b), `"op":"expiring"`) {
+		t.Fatalf("want the expiring hint, got %s %v", b, err)
+	}
+	_, _, err = c.ReadMessage()
 	var ce *websocket.CloseError
 	if !errorsAs(err, &ce) || ce.Code != 4003 {
 		t.Fatalf("want close 4003, got %v", err)

@@ -12,6 +12,9 @@
 //	{"op":"sub","ch":"room:1","since":123}  {"op":"subok","ch":"room:1","seq":130,"recovered":true}
 //	{"op":"unsub","ch":"room:1"}            {"op":"unsubok","ch":"room:1"}
 //	{"op":"ping"}                           {"op":"pong"}
+//	{"op":"refresh","token":".."}           {"op":"refreshok","exp":<unix s>}
+//	                                        {"op":"expiring","in_ms":N}  (before exp, once per token)
+//	                                        {"op":"unsubscribed","ch":..,"reason":".."}  (server ended it)
 //	anything refused                        {"op":"err","ch":"room:1","code":400|403|404|429|500,"reason":".."}
 //
 //	pushes: {"ch":"room:1","seq":131,"data":<payload>}   (format=raw: the payload alone,
@@ -35,12 +38,23 @@
 // once (without subok) to its personal channel user:<sub>. The token's exp
 // is put on the poller's timing wheel (Conn.SetExpiry): the connection is
 // closed with 4003 then. Anything else gets err 403; other subscriptions
-// are unaffected. Config.MaxMessageRate closes a connection that sends
+// are unaffected.
+//
+// In-band refresh: when Config.Auth can verify bare tokens (Verifier), the
+// wheel also carries a hint (Conn.SetExpiryHint, poller.Expirer) at
+// exp - min(RefreshLead, half the remaining life): the server sends
+// {"op":"expiring"} and the client answers {"op":"refresh","token":..}.
+// The new token must verify with the same keys and carry the same sub
+// (err 401 / 403 otherwise, and nothing changes); then the expiry moves to
+// its exp (Conn.ExtendExpiry), the next hint is scheduled, and every
+// subscription the new token no longer allows ends with
+// {"op":"unsubscribed"} after its last push. Refresh ops count against
+// MaxMessageRate and MaxErrors like any op. Config.MaxMessageRate closes a connection that sends
 // faster with 1008.
 //
 // Refusals: malformed JSON, unknown ops, missing fields, invalid channel
 // names (1-255 printable ASCII bytes, no comma), since outside uint64,
-// requests over 4 KiB and binary messages get an err reply with code 400;
+// requests over 5 KiB and binary messages get an err reply with code 400;
 // not public 403; unsub of an unknown channel 404; more than
 // MaxSubscriptions 429. After MaxErrors refusals the connection is closed
 // with 1008. A client that does not read its replies is closed with 4001.

@@ -16,6 +16,7 @@ var (
 // Reply codes of {"op":"err"} (HTTP-like, DESIGN §3).
 const (
 	CodeBadRequest      = 400
+	CodeUnauthorized    = 401 // refresh: the token failed verification
 	CodeForbidden       = 403
 	CodeNotFound        = 404
 	CodeTooManyRequests = 429

@@ -41,6 +41,18 @@ type Authenticator interface {
 	Check(r auth.Request) (auth.Grant, error)
 }
 
+// Verifier is an optional Authenticator capability: it verifies a bare
+// token (*auth.Authenticator.Verify). With it, connections whose token
+// expires are sent {"op":"expiring"} before exp and may answer with
+// {"op":"refresh","token":..}; without it they are closed at exp.
+type Verifier interface {
+	Verify(token string) (auth.Grant, error)
+}
+
+// DefaultRefreshLead is how long before a token's exp the expiring hint
+// is sent (at most half the token's remaining life).
+const DefaultRefreshLead = 30 * time.Second
+
 // Config configures a Handler.
 type Config struct {
 	// Hub is the node's fan-out. Required.
@@ -69,6 +81,9 @@ type Config struct {
 	// MaxMessageBurst is the message bucket's depth (zero: twice the
 	// rate, at least 1).
 	MaxMessageBurst int
+	// RefreshLead is how long before exp the expiring hint goes out (zero:
+	// DefaultRefreshLead; capped at half the token's remaining life).
+	RefreshLead time.Duration
 	// Ready, when set, gates new connections on the broker path: while it
 	// reports false (Redis not reached yet, or lost), upgrades are refused
 	// with 503 and Retry-After, before any subscription is attempted, so a
@@ -93,6 +108,10 @@ type Handler struct {
 	authFails  atomic.Uint64
 	forbidden  atomic.Uint64
 	notReady   atomic.Uint64
+	refreshes  atomic.Uint64
+	refreshBad atomic.Uint64
+
+	users userIndex // authenticated sessions by sub (server API)
 }
 
 // Stats are the handler's security counters.
@@ -101,16 +120,19 @@ type Stats struct {
 	AuthRefusals    uint64 // upgrades refused by Auth (401/403)
 	Forbidden       uint64 // subscribe requests refused with 403
 	NotReady        uint64 // upgrades refused with 503 while Config.Ready was false
+	Refreshes       uint64 // in-band token refreshes accepted
+	RefreshRefused  uint64 // refresh ops refused (bad token, other sub)
 }
 
 // Stats returns a snapshot of the counters.
 func (h *Handler) Stats() Stats {
-	return Stats{RateLimitCloses: h.rateCloses.Load(), AuthRefusals: h.authFails.Load(), Forbidden: h.forbidden.Load(), NotReady: h.notReady.Load()}
+	return Stats{RateLimitCloses: h.rateCloses.Load(), AuthRefusals: h.authFails.Load(), Forbidden: h.forbidden.Load(), NotReady: h.notReady.Load(), Refreshes: h.refreshes.Load(), RefreshRefused: h.refreshBad.Load()}
 }
 
 var (
 	_ poller.Handler = (*Handler)(nil)
 	_ poller.Drainer = (*Handler)(nil)
+	_ poller.Expirer = (*Handler)(nil)
 )
 
 // New validates cfg and builds a Handler.
@@ -118,7 +140,7 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Hub == nil {
 		return nil, fmt.Errorf("%w: Hub is required", ErrConfig)
 	}
-	if cfg.MaxSubscriptions < 0 || cfg.MaxErrors < 0 || cfg.SubscribeTimeout < 0 || cfg.MaxMessageRate < 0 || cfg.MaxMessageBurst < 0 {
+	if cfg.MaxSubscriptions < 0 || cfg.MaxErrors < 0 || cfg.SubscribeTimeout < 0 || cfg.MaxMessageRate < 0 || cfg.MaxMessageBurst < 0 || cfg.RefreshLead < 0 {
 		return nil, fmt.Errorf("%w: limits must not be negative", ErrConfig)
 	}
 	if cfg.Public == nil {
@@ -132,6 +154,9 @@ func New(cfg Config) (*Handler, error) {
 	}
 	if cfg.SubscribeTimeout == 0 {
 		cfg.SubscribeTimeout = DefaultSubscribeTimeout
+	}
+	if cfg.RefreshLead == 0 {
+		cfg.RefreshLead = DefaultRefreshLead
 	}
 	h := &Handler{cfg: cfg, hub: cfg.Hub, log: cfg.Logger, pong: textFrame([]byte(`{"op":"pong"}`)), start: time.Now()}
 	h.burst = float64(cfg.MaxMessageBurst)
@@ -189,6 +214,7 @@ func (h *Handler) Upgrade(c *poller.Conn, r *poller.Request) (string, error) {
 	}
 	if !g.Expires.IsZero() {
 		c.SetExpiry(g.Expires, StatusTokenExpired, "token expired")
+		s.setExpires(c, g.Expires)
 	}
 	c.SetValue(s)
 	if offered {
@@ -209,6 +235,10 @@ func (h *Handler) Open(c *poller.Conn) {
 	if s == nil {
 		_ = c.Close(StatusInternalError, "no session")
 		return
+	}
+	if s.grant.Subject != "" {
+		s.subject, s.indexed = s.grant.Subject, true
+		h.users.add(s)
 	}
 	if pc := s.grant.PersonalChannel(); pc != "" {
 		if !s.subscribe(Request{Op: OpSub, Ch: pc}, false) {
@@ -266,13 +296,38 @@ func (h *Handler) handle(s *session, op ws.OpCode, data []byte) {
 		s.subscribe(req, true)
 	case OpUnsub:
 		s.unsubscribe(req.Ch)
+	case OpRefresh:
+		s.refresh(req.Token)
 	}
+}
+
+// Expiring implements poller.Expirer: the connection's token expires
+// soon; ask the client for a new one ({"op":"expiring","in_ms":N}).
+func (h *Handler) Expiring(c *poller.Conn) {
+	if s := sessionOf(c); s != nil && s.format != fanout.FormatRaw {
+		s.send(expiringFrame(time.Until(time.Unix(0, s.expires.Load()))))
+	}
+}
+
+// verifier returns the Authenticator's Verifier, nil without one.
+func (h *Handler) verifier() Verifier {
+	v, _ := h.cfg.Auth.(Verifier)
+	return v
+}
+
+// hintAt is when the expiring hint for a token expiring at exp goes out.
+func (h *Handler) hintAt(exp time.Time) time.Time {
+	lead := min(h.cfg.RefreshLead, time.Until(exp)/2)
+	return exp.Add(-lead)
 }
 
 // Close implements poller.Handler: every subscription of the connection
 // is removed.
 func (h *Handler) Close(c *poller.Conn, _ ws.StatusCode) {
 	if s := sessionOf(c); s != nil {
+		if s.indexed {
+			h.users.remove(s)
+		}
 		s.closeAll()
 	}
 }

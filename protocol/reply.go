@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/gobwas/ws"
 
@@ -48,5 +49,37 @@ func errFrame(e *RequestError) []byte {
 	b = strconv.AppendInt(b, int64(e.Code), 10)
 	b = append(b, `,"reason":`...)
 	b = fanout.AppendJSONString(b, e.Reason)
+	return textFrame(append(b, '}'))
+}
+
+// expiringFrame: {"op":"expiring","in_ms":N}, the token expires in N ms.
+func expiringFrame(in time.Duration) []byte {
+	b := append(make([]byte, 0, 48), `{"op":"expiring","in_ms":`...)
+	b = strconv.AppendInt(b, max(in.Milliseconds(), 0), 10)
+	return textFrame(append(b, '}'))
+}
+
+// refreshokFrame: {"op":"refreshok","exp":<unix seconds>}.
+func refreshokFrame(exp time.Time) []byte {
+	b := append(make([]byte, 0, 48), `{"op":"refreshok","exp":`...)
+	b = strconv.AppendInt(b, exp.Unix(), 10)
+	return textFrame(append(b, '}'))
+}
+
+// unsubscribedFrame: {"op":"unsubscribed","ch":..,"reason":".."}, a
+// subscription the server ended (after its last push).
+func unsubscribedFrame(ch, reason string) []byte {
+	b := append(make([]byte, 0, 48+len(ch)+len(reason)), `{"op":"unsubscribed","ch":`...)
+	b = fanout.AppendJSONString(b, ch)
+	b = append(b, `,"reason":`...)
+	b = fanout.AppendJSONString(b, reason)
+	return textFrame(append(b, '}'))
+}
+
+// reconnectFrame: {"op":"reconnect","after_ms":N}, the hint the JS client
+// honours after the close that follows.
+func reconnectFrame(afterMs int64) []byte {
+	b := append(make([]byte, 0, 40), `{"op":"reconnect","after_ms":`...)
+	b = strconv.AppendInt(b, afterMs, 10)
 	return textFrame(append(b, '}'))
 }

@@ -8,14 +8,16 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/pushd/pushd/auth"
 	"github.com/pushd/pushd/fanout"
 )
 
 // MaxChannelLen bounds a channel name in bytes.
 const MaxChannelLen = 255
 
-// MaxRequestSize bounds one client request (a JSON op) in bytes.
-const MaxRequestSize = 4096
+// MaxRequestSize bounds one client request (a JSON op) in bytes: room for
+// a refresh op carrying a token of auth.MaxTokenLen.
+const MaxRequestSize = auth.MaxTokenLen + 1024
 
 // Op is a client request kind.
 type Op uint8
@@ -24,6 +26,7 @@ const (
 	OpSub Op = iota + 1
 	OpUnsub
 	OpPing
+	OpRefresh // {"op":"refresh","token":".."}: in-band token refresh
 )
 
 // String returns the wire name.
@@ -35,6 +38,8 @@ func (o Op) String() string {
 		return "unsub"
 	case OpPing:
 		return "ping"
+	case OpRefresh:
+		return "refresh"
 	}
 	return "Op(" + strconv.Itoa(int(o)) + ")"
 }
@@ -44,6 +49,7 @@ type Request struct {
 	Op    Op
 	Ch    string
 	Since *uint64
+	Token string // refresh only
 }
 
 // wireRequest is the JSON shape of a request. Unknown fields are ignored
@@ -52,6 +58,7 @@ type wireRequest struct {
 	Op    *string         `json:"op"`
 	Ch    *string         `json:"ch"`
 	Since json.RawMessage `json:"since"`
+	Token *string         `json:"token"`
 }
 
 // ParseRequest parses one text message from a client. It never panics; a
@@ -79,6 +86,16 @@ func ParseRequest(data []byte) (Request, error) {
 		r.Op = OpUnsub
 	case "ping":
 		r.Op = OpPing
+		return r, nil
+	case "refresh":
+		r.Op = OpRefresh
+		if w.Token == nil || *w.Token == "" {
+			return r, &RequestError{Code: CodeBadRequest, Reason: `refresh needs a non-empty "token"`}
+		}
+		if len(*w.Token) > auth.MaxTokenLen {
+			return r, &RequestError{Code: CodeBadRequest, Reason: "token too long"}
+		}
+		r.Token = *w.Token
 		return r, nil
 	default:
 		return r, &RequestError{Code: CodeBadRequest, Ch: safeCh(r.Ch), Reason: "unknown op " + quoteShort(*w.Op)}

@@ -3,6 +3,7 @@ package protocol
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -34,6 +35,11 @@ type session struct {
 	grant  auth.Grant
 	tokens float64 // message bucket; processing goroutine only
 	last   int64   // nanos since h.start of the last refill
+
+	subject string // grant.Subject at Open (the user index key); immutable after
+	indexed bool   // in h.users; set in Open, read in Close
+
+	expires atomic.Int64 // token exp in Unix nanos (0: none); read by Expiring on the wheel
 
 	mu     sync.Mutex
 	subs   []*fanout.Subscription
@@ -95,6 +101,82 @@ func (s *session) allowed(ch string) bool {
 		return false
 	}
 	return ch == s.grant.PersonalChannel() || fanout.MatchAny(s.grant.Channels, ch)
+}
+
+// expiryWire is what a refresh needs of the connection (*poller.Conn).
+type expiryWire interface {
+	ExtendExpiry(t time.Time)
+	SetExpiryHint(t time.Time)
+}
+
+// setExpires records the token's exp and, when tokens can be refreshed
+// in band, schedules the expiring hint on w.
+func (s *session) setExpires(w expiryWire, exp time.Time) {
+	s.expires.Store(exp.UnixNano())
+	if s.h.verifier() != nil && s.format != fanout.FormatRaw {
+		w.SetExpiryHint(s.h.hintAt(exp))
+	}
+}
+
+// refresh runs a refresh op: the new token must verify with the same keys
+// and carry the same sub; then the expiry moves to its exp and every
+// subscription it no longer allows ends with {"op":"unsubscribed"}. A
+// refused refresh changes nothing. Processing goroutine only.
+func (s *session) refresh(token string) {
+	v := s.h.verifier()
+	if v == nil || s.grant.Subject == "" {
+		s.h.refreshBad.Add(1)
+		s.refuse(&RequestError{Code: CodeBadRequest, Reason: "refresh needs a connection opened with a token"})
+		return
+	}
+	g, err := v.Verify(token)
+	if err != nil {
+		s.h.refreshBad.Add(1)
+		reason := "invalid token"
+		var ae *auth.Error
+		if errors.As(err, &ae) {
+			reason = ae.Reason
+		}
+		s.refuse(&RequestError{Code: CodeUnauthorized, Reason: reason})
+		return
+	}
+	if g.Subject != s.grant.Subject {
+		s.h.refreshBad.Add(1)
+		s.refuse(&RequestError{Code: CodeForbidden, Reason: "token sub differs from the connection's"})
+		return
+	}
+	g.Source = s.grant.Source
+	s.grant = g
+	if w, ok := s.w.(expiryWire); ok && !g.Expires.IsZero() {
+		w.ExtendExpiry(g.Expires)
+		s.setExpires(w, g.Expires)
+	}
+	s.h.refreshes.Add(1)
+	s.send(refreshokFrame(g.Expires))
+	s.dropDisallowed("not allowed by the refreshed token")
+}
+
+// dropDisallowed ends every subscription the grant no longer allows, each
+// with {"op":"unsubscribed","ch":..,"reason":..} after its last push.
+func (s *session) dropDisallowed(reason string) {
+	s.mu.Lock()
+	var gone []*fanout.Subscription
+	keep := make([]*fanout.Subscription, 0, len(s.subs))
+	for _, sub := range s.subs {
+		if s.allowed(sub.Channel()) {
+			keep = append(keep, sub)
+		} else {
+			gone = append(gone, sub)
+		}
+	}
+	if len(gone) > 0 {
+		s.subs = keep
+	}
+	s.mu.Unlock()
+	for _, sub := range gone {
+		s.h.hub.Unsubscribe(sub)
+		s.send(unsubscribedFrame(sub.Channel(), reason))
+	}
 }
 
 // take spends one token of the message bucket; false when it is empty.

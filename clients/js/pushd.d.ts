@@ -20,8 +20,14 @@ export interface ClientOptions {
   WebSocket?: WebSocketConstructor;
   /** Subprotocols offered; default ["pushd.v1"]. */
   protocols?: string[];
-  /** JWT offered as the subprotocol entry bearer.<token>; a function is called on every connect (refresh it there). */
-  token?: string | (() => string);
+  /**
+   * JWT offered as the subprotocol entry bearer.<token>. A function (which
+   * may return a Promise) is called on every connect and, when the server
+   * sends {"op":"expiring"}, again after a jittered delay; that token is
+   * sent in band ({"op":"refresh"}) and the connection stays up. Failures
+   * emit "tokenError".
+   */
+  token?: string | (() => string | Promise<string>);
   /** First retry window in ms (full jitter: a delay drawn in [0, window)); doubles per failed attempt. Default 500. */
   baseDelay?: number;
   /** Largest retry window in ms. Default 30000. */
@@ -70,7 +76,14 @@ export interface ClientEvents {
   message: Message;
   /** subok: recovered false means publications after since were no longer in the server's history. */
   subscribed: { ch: string; seq: number; recovered: boolean };
-  unsubscribed: { ch: string };
+  /** unsubok, or (server: true) the server ended the subscription, e.g. a refreshed token no longer allows it. */
+  unsubscribed: { ch: string; reason?: string; server?: boolean };
+  /** The server's hint that the token expires in inMs ms; a refresh follows when token is a function. */
+  expiring: { inMs: number };
+  /** The server accepted an in-band refresh; exp is the new token's exp (Unix seconds). */
+  refreshed: { exp: number };
+  /** options.token threw, rejected, timed out or returned no token (phase connect: a reconnect follows), or the server refused a refresh (code 401/403). */
+  tokenError: { error: Error; phase: "connect" | "refresh"; code?: number };
   /** Server err replies carry ch/code/reason; transport and handler errors carry error. */
   error: { ch?: string; code?: number; reason?: string; error?: unknown; status?: number };
   close: CloseEvent;
@@ -91,7 +104,7 @@ export declare class PushdClient {
   constructor(url: string, options?: ClientOptions);
   readonly url: string;
   readonly state: ClientState;
-  readonly stats: { connects: number; reconnects: number; duplicates: number; messages: number; deadConnections: number };
+  readonly stats: { connects: number; reconnects: number; duplicates: number; messages: number; deadConnections: number; refreshes: number };
   /** Starts connecting; a no-op unless idle. */
   open(): this;
   /** Subscribes; since delivers the retained publications after it first (0: all). Survives reconnects. */

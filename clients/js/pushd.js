@@ -21,6 +21,14 @@
 // - sends a subscription again, on the same connection, when the server
 //   answers it with err 5xx (a 4xx refusal drops it: it would be refused
 //   again);
+// - takes its JWT from options.token: a string, or a function returning
+//   a string or a Promise of one, called on every connect and, when the
+//   server hints {"op":"expiring","in_ms":N}, again after a random delay
+//   in [0, N/4] (jitter: a fleet does not hit the token endpoint at once);
+//   the new token goes back in band ({"op":"refresh"}), the connection
+//   stays up. A token function that throws, rejects or returns nothing
+//   emits "tokenError" ({error, phase: "connect" | "refresh"}); on connect
+//   the client then backs off and retries;
 // - detects dead connections: when nothing arrived for pingInterval it
 //   sends {"op":"ping"}; when nothing (pong or push) arrives pongTimeout
 //   later, it drops the socket and reconnects.
@@ -68,12 +76,13 @@ export class PushdClient {
     this._attempts = 0; // connection attempts ever made
     this._hint = -1; // pending reconnect hint in ms, -1 none
     this._retryAfter = -1; // Retry-After seen on a refused handshake, ms
-    this._timers = { retry: null, connect: null, heartbeat: null };
+    this._timers = { retry: null, connect: null, heartbeat: null, refresh: null };
+    this._tokenGen = 0; // bumps on every token fetch; stale results are ignored
     this._openedAt = 0;
     this._lastRx = 0;
     this._pingSentAt = 0;
     /** Counters, for tests and dashboards. */
-    this.stats = { connects: 0, reconnects: 0, duplicates: 0, messages: 0, deadConnections: 0 };
+    this.stats = { connects: 0, reconnects: 0, duplicates: 0, messages: 0, deadConnections: 0, refreshes: 0 };
   }
 
   /** The client's state: idle, connecting, open, waiting (to reconnect) or closed. */
@@ -156,9 +165,77 @@ export class PushdClient {
     this._hint = -1;
     this._retryAfter = -1;
     this._emit("connecting", { attempt: this._attempt, url: this.url, at: monotonic() });
+    if (typeof this.options.token !== "function") {
+      this._dial(this.options.token);
+      return;
+    }
+    this._fetchToken("connect", (token) => {
+      if (this._state === "connecting" && this._sock === null) this._dial(token);
+    });
+  }
+
+  // _fetchToken calls options.token() (sync or async), bounded by
+  // connectTimeout, and hands a non-empty string to done; a failure emits
+  // tokenError and, on connect, schedules a reconnect. Results of an older
+  // fetch (superseded, or the client closed) are dropped.
+  _fetchToken(phase, done) {
+    const gen = ++this._tokenGen;
+    let settled = false;
+    const fail = (error) => {
+      if (settled || gen !== this._tokenGen || this._state === "closed") return;
+      settled = true;
+      clearTimeout(timer);
+      const err = error instanceof Error ? error : new Error(`pushd: token: ${String(error)}`);
+      this._emit("tokenError", { error: err, phase });
+      if (phase === "connect" && this._state === "connecting" && this._sock === null) {
+        this._scheduleReconnect({ code: 1006, reason: `token: ${err.message}`, wasClean: false });
+      }
+    };
+    const ok = (token) => {
+      if (settled || gen !== this._tokenGen || this._state === "closed") return;
+      if (typeof token !== "string" || token === "") {
+        fail(new Error("pushd: token() returned no token"));
+        return;
+      }
+      settled = true;
+      clearTimeout(timer);
+      done(token);
+    };
+    const limit = this.options.connectTimeout;
+    const timer = limit > 0 ? setTimeout(() => fail(new Error(`pushd: token() took longer than ${limit} ms`)), limit) : null;
+    let v;
+    try {
+      v = this.options.token();
+    } catch (error) {
+      fail(error);
+      return;
+    }
+    if (v !== null && typeof v === "object" && typeof v.then === "function") v.then(ok, fail);
+    else ok(v);
+  }
+
+  // _onExpiring answers the server's expiring hint: after a jittered
+  // delay, fetch a token and send it in band.
+  _onExpiring(inMs) {
+    if (typeof this.options.token !== "function") {
+      this._emit("tokenError", { error: new Error("pushd: token expiring and options.token is not a function"), phase: "refresh" });
+      return;
+    }
+    clearTimeout(this._timers.refresh);
+    const window = Number.isFinite(inMs) && inMs > 0 ? inMs / 4 : 0;
+    const s = this._sock;
+    this._timers.refresh = setTimeout(() => {
+      this._timers.refresh = null;
+      if (s !== this._sock || !this._isOpen()) return;
+      this._fetchToken("refresh", (token) => {
+        if (s === this._sock && this._isOpen()) this._send({ op: "refresh", token });
+      });
+    }, this._random() * window);
+  }
+
+  _dial(token) {
     let s;
     try {
-      const token = typeof this.options.token === "function" ? this.options.token() : this.options.token;
       const protocols = token ? [...this.options.protocols, `bearer.${token}`] : this.options.protocols;
       s = new this._WS(this.url, protocols);
     } catch (error) {
@@ -256,6 +333,23 @@ export class PushdClient {
       case "unsubok":
         this._emit("unsubscribed", { ch: m.ch });
         return;
+      case "unsubscribed":
+        // The server ended it (e.g. a refreshed token no longer allows
+        // it): not resubscribed after a reconnect.
+        if (this._subs.has(m.ch)) {
+          clearTimeout(this._subs.get(m.ch).timer);
+          this._subs.delete(m.ch);
+        }
+        this._emit("unsubscribed", { ch: m.ch, reason: m.reason, server: true });
+        return;
+      case "expiring":
+        this._emit("expiring", { inMs: m.in_ms });
+        this._onExpiring(Number(m.in_ms));
+        return;
+      case "refreshok":
+        this.stats.refreshes++;
+        this._emit("refreshed", { exp: m.exp });
+        return;
       case "pong":
         this._emit("pong", {});
         return;
@@ -272,6 +366,10 @@ export class PushdClient {
         // A refused subscription is dropped (403, 404, 429 would be
         // refused again); a failed one (500: e.g. the node's broker is not
         // ready yet) is retried on this connection after a jittered delay.
+        if (m.ch === undefined && (m.code === 401 || m.code === 403)) {
+          // Only a refresh is refused without a channel and with 401/403.
+          this._emit("tokenError", { error: new Error(`pushd: refresh refused: ${m.code} ${m.reason}`), phase: "refresh", code: m.code });
+        }
         const sub = m.ch === undefined ? undefined : this._subs.get(m.ch);
         if (sub && !sub.live) {
           if (m.code >= 400 && m.code < 500) this._subs.delete(m.ch);
@@ -316,6 +414,7 @@ export class PushdClient {
     s.onerror = () => {};
     clearTimeout(this._timers.connect);
     clearTimeout(this._timers.heartbeat);
+    clearTimeout(this._timers.refresh);
     for (const sub of this._subs.values()) {
       clearTimeout(sub.timer); // the next connection resubscribes everything
       sub.timer = null;

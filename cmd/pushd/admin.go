@@ -1,94 +1,55 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
-	"net/http/pprof"
 	"os"
 	"runtime"
-	"runtime/debug"
 	"strconv"
 	"strings"
-	"time"
 
+	"github.com/pushd/pushd/admin"
 	"github.com/pushd/pushd/cluster"
 	"github.com/pushd/pushd/poller"
 )
 
-// admin is the loopback-by-default HTTP server for operators: /metrics
-// (Prometheus), /stats (JSON), /livez, /readyz (503 while draining or
-// while the broker path is broken), pprof and a memory-release hook for
-// measurements.
-type admin struct {
-	srv *http.Server
-	ln  net.Listener
-	log *slog.Logger
-}
-
-func newAdmin(addr string, ps *poller.Server, app *pushApp, front *wssCert, nofile uint64, m *metrics, h *health, log *slog.Logger) (*admin, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("admin listen: %w", err)
+// newAdmin builds the admin server (package admin) over this process's
+// routes: /stats, /metrics, and with pushd.v1 POST /publish. /livez,
+// /readyz and the opt-in pprof routes are admin's own.
+func newAdmin(cfg Config, ps *poller.Server, app *pushApp, front *wssCert, nofile uint64, m *metrics, h *health, log *slog.Logger) (*admin.Server, error) {
+	routes := []admin.Route{
+		{Pattern: "GET /metrics", Handler: m.handler()},
+		{Pattern: "GET /stats", Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			doc := statsDoc(ps, app, nofile)
+			securityStats(doc, ps, app, front)
+			doc["draining"] = h.draining.Load()
+			_ = json.NewEncoder(w).Encode(doc)
+		})},
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if h.draining.Load() {
-			http.Error(w, "draining", http.StatusServiceUnavailable)
-			return
-		}
-		if app != nil && !app.ready() {
-			http.Error(w, "broker unavailable", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.Handle("GET /metrics", m.handler())
-	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		doc := statsDoc(ps, app, nofile)
-		securityStats(doc, ps, app, front)
-		doc["draining"] = h.draining.Load()
-		_ = json.NewEncoder(w).Encode(doc)
-	})
 	if app != nil {
-		mux.HandleFunc("POST /publish", requireAPIKey(app.apiKey, app.publish))
+		routes = append(routes, admin.PublishRoute(app.broker, app.maxPublish))
+		routes = append(routes, admin.ServerAPI{Control: app.control, Publisher: app.broker, MaxBytes: app.maxPublish, Node: app.nodeInfo}.Routes()...)
 	}
-	mux.HandleFunc("POST /debug/freeosmemory", func(w http.ResponseWriter, _ *http.Request) {
-		debug.FreeOSMemory()
-		_, _ = w.Write([]byte("ok\n"))
+	return admin.New(admin.Config{
+		Listen:      cfg.AdminListen,
+		APIKey:      cfg.adminKey,
+		OpenMetrics: cfg.AdminMetricsOpen,
+		Pprof:       cfg.AdminPprof,
+		Ready: func() string {
+			if h.draining.Load() {
+				return "draining"
+			}
+			if app != nil && !app.ready() {
+				return "broker unavailable"
+			}
+			return ""
+		},
+		Routes: routes,
+		Logger: log,
 	})
-	// pprof is registered explicitly on this mux only, never on
-	// http.DefaultServeMux.
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	a := &admin{
-		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second},
-		ln:  ln,
-		log: log,
-	}
-	log.Info("listening", "kind", "admin", "addr", ln.Addr().String())
-	return a, nil
 }
-
-func (a *admin) run() error {
-	if err := a.srv.Serve(a.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("admin: %w", err)
-	}
-	return nil
-}
-
-func (a *admin) shutdown(ctx context.Context) error { return a.srv.Shutdown(ctx) }
 
 // statsDoc is the /stats document (see internal/pushdtest.Stats).
 func statsDoc(ps *poller.Server, app *pushApp, nofile uint64) map[string]any {

@@ -11,6 +11,7 @@ import (
 	"github.com/panjf2000/ants/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/pushd/pushd/auth"
 	"github.com/pushd/pushd/cluster"
 	"github.com/pushd/pushd/fanout"
 	"github.com/pushd/pushd/protocol"
@@ -27,7 +28,9 @@ type pushApp struct {
 	handler    *protocol.Handler
 	auth       *authHolder // nil without tokens and Origin policy
 	maxPublish int64
-	apiKey     string
+	control    appControl // server API calls to every node (control.go)
+	jwksCancel func()     // stops the -jwt-jwks-url refresh goroutine
+	log        *slog.Logger
 }
 
 // appBroker is what the process needs of a cluster broker.
@@ -137,25 +140,41 @@ func newPushApp(cfg Config, pool *ants.Pool, m *metrics, log *slog.Logger) (*pus
 		Logger: log,
 	}
 	var holder *authHolder
+	jwksCtx, jwksCancel := context.WithCancel(context.Background())
+	if cfg.JWTJWKSURL != "" {
+		// The JWKS refresh goroutine lives until shutdown (jwksCancel).
+		if cfg.jwks, err = auth.NewJWKS(jwksCtx, auth.JWKSConfig{URL: cfg.JWTJWKSURL, Refresh: cfg.JWTJWKSRefresh, Logger: log}); err != nil {
+			jwksCancel()
+			return nil, fmt.Errorf("auth: %w", err)
+		}
+		m.attachJWKS(cfg.jwks)
+	}
 	a, err := cfg.authenticator()
 	if err != nil {
+		jwksCancel()
 		return nil, fmt.Errorf("auth: %w", err)
 	}
 	if a != nil {
-		holder = &authHolder{}
+		holder = &authHolder{jwks: cfg.jwks}
 		holder.cur.Store(a)
 		pcfg.Auth = holder
 	}
 	h, err := protocol.New(pcfg)
 	if err != nil {
+		jwksCancel()
 		return nil, fmt.Errorf("protocol: %w", err)
 	}
-	return &pushApp{broker: br, redis: rc, hub: hub, handler: h, auth: holder, maxPublish: cfg.MaxPublishBytes, apiKey: cfg.AdminAPIKey}, nil
+	app := &pushApp{broker: br, redis: rc, hub: hub, handler: h, auth: holder, maxPublish: cfg.MaxPublishBytes, log: log, jwksCancel: jwksCancel}
+	if app.control, err = app.newControl(log); err != nil {
+		return nil, fmt.Errorf("control channel: %w", err)
+	}
+	return app, nil
 }
 
 // run starts the hub's and the broker's sweep loops; they stop with ctx or
 // shutdown.
 func (a *pushApp) run(ctx context.Context, wg *sync.WaitGroup, errc chan<- error) {
+	a.runControl(ctx, wg, errc)
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
@@ -172,7 +191,8 @@ func (a *pushApp) run(ctx context.Context, wg *sync.WaitGroup, errc chan<- error
 }
 
 func (a *pushApp) shutdown(ctx context.Context) error {
-	err := errors.Join(a.hub.Shutdown(ctx), a.broker.Shutdown(ctx))
+	a.jwksCancel()
+	err := errors.Join(a.control.Shutdown(ctx), a.hub.Shutdown(ctx), a.broker.Shutdown(ctx))
 	if a.redis != nil {
 		err = errors.Join(err, a.redis.Close())
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/pushd/pushd/auth"
 	"github.com/pushd/pushd/cluster"
 	"github.com/pushd/pushd/fanout"
 	"github.com/pushd/pushd/poller"
@@ -89,7 +90,12 @@ type Config struct {
 	TLSCert            string
 	TLSKey             string
 	TLSMinVersion      string
+	JWTJWKSURL         string
+	JWTJWKSRefresh     time.Duration
 	AdminAPIKey        string
+	AdminAPIKeyFile    string
+	AdminMetricsOpen   bool
+	AdminPprof         bool
 
 	// Demo serves the QR-login demo and the JS client on -listen (demo.go).
 	Demo bool
@@ -103,6 +109,8 @@ type Config struct {
 	policyRules    []fanout.PolicyRule
 	redisOptions   *redis.Options
 	redisCluster   []string
+	adminKey       string     // AdminAPIKey, or read from AdminAPIKeyFile
+	jwks           *auth.JWKS // the running -jwt-jwks-url source (newPushApp); nil in validation
 }
 
 // parseConfig builds the Config from the defaults, the -config file (or
@@ -115,7 +123,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 	c.flags = fs
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:8080", "WebSocket (public HTTP) listen address")
-	fs.StringVar(&c.AdminListen, "admin-listen", "127.0.0.1:9090", "admin HTTP listen address (/metrics, /stats, /livez, /readyz, /debug/pprof/, POST /publish)")
+	fs.StringVar(&c.AdminListen, "admin-listen", "127.0.0.1:9090", "admin HTTP listen address (/livez, /readyz, /metrics, /stats, POST /publish, the server API; /debug/pprof/ with -admin-pprof)")
 	fs.BoolVar(&c.Echo, "echo", false, "conformance mode: echo every data message back unchanged")
 	fs.BoolVar(&c.ReusePort, "reuseport", false, "set SO_REUSEPORT so several pushd processes share -listen")
 	fs.BoolVar(&c.CheckConfig, "check-config", false, "validate the configuration and exit (0 valid, 2 invalid)")

@@ -85,7 +85,7 @@ func demoFiles(cfg Config) (map[string]demoFile, error) {
 	}
 	// json.Marshal escapes <, > and &, so the value cannot end the
 	// <script> element it is placed in.
-	pc, err := json.Marshal(demoPageConfig{Admin: demoAdminAddr(cfg.AdminListen), NeedsAPIKey: cfg.AdminAPIKey != ""})
+	pc, err := json.Marshal(demoPageConfig{Admin: demoAdminAddr(cfg.AdminListen), NeedsAPIKey: cfg.AdminAPIKey != "" || cfg.AdminAPIKeyFile != ""})
 	if err != nil {
 		return nil, fmt.Errorf("demo config: %w", err)
 	}

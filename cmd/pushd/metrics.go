@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/pushd/pushd/auth"
 	"github.com/pushd/pushd/cluster"
 	"github.com/pushd/pushd/poller"
 )
@@ -91,6 +92,16 @@ type statsCollector struct {
 // attach registers the scrape-time collector over the running components.
 func (m *metrics) attach(srv *poller.Server, app *pushApp, front *wssCert, h *health) {
 	m.reg.MustRegister(&statsCollector{srv: srv, app: app, front: front, health: h, d: newStatsDescs()})
+}
+
+// attachJWKS exports the -jwt-jwks-url source's counters.
+func (m *metrics) attachJWKS(j *auth.JWKS) {
+	m.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pushd_jwks_refresh_errors_total", Help: "Failed JWKS refreshes (the cached keys stay in use)."},
+			func() float64 { return float64(j.RefreshErrors()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pushd_jwks_skipped_keys_total", Help: "Keys of fetched JWK Sets skipped because they did not parse."},
+			func() float64 { return float64(j.SkippedKeys()) }),
+	)
 }
 
 type metricDesc struct {

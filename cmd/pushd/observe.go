@@ -78,6 +78,15 @@ func (o *observedHandler) Close(c *poller.Conn, code ws.StatusCode) {
 	o.inner.Close(c, code)
 }
 
+// Expiring forwards poller.Expirer. Every shape offers it: the wheel calls
+// it only for a connection whose handler set an expiry hint, which only
+// an Expirer does.
+func (o *observedHandler) Expiring(c *poller.Conn) {
+	if x, ok := o.inner.(poller.Expirer); ok {
+		x.Expiring(c)
+	}
+}
+
 func (o observedDrainer) Drained(c *poller.Conn) { o.inner.(poller.Drainer).Drained(c) }
 
 func (o observedResponder) Respond(r *poller.Request) (int, string, []byte, bool) {

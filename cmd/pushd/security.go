@@ -2,14 +2,12 @@ package main
 
 import (
 	"crypto"
-	"crypto/subtle"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"math"
 	"net"
-	"net/http"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -23,6 +21,8 @@ func securityFlags(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.JWTHS256Secret, "jwt-hs256-secret", "", "HS256 shared secret for client tokens (at least 32 bytes); prefer -jwt-hs256-secret-file or PUSHD_JWT_HS256_SECRET")
 	fs.StringVar(&c.JWTHS256SecretFile, "jwt-hs256-secret-file", "", "file holding the HS256 secret (trailing newline ignored); re-read on SIGHUP")
 	fs.StringVar(&c.JWTPublicKey, "jwt-public-key", "", "PEM file of token verification public keys: RSA (RS256), ECDSA P-256 (ES256), Ed25519 (EdDSA); re-read on SIGHUP")
+	fs.StringVar(&c.JWTJWKSURL, "jwt-jwks-url", "", "JWK Set URL of token verification keys (RS256, ES256, EdDSA by kid; OIDC providers' jwks_uri); cached, refreshed periodically and on an unknown kid")
+	fs.DurationVar(&c.JWTJWKSRefresh, "jwt-jwks-refresh", auth.DefaultJWKSRefresh, "periodic refresh of -jwt-jwks-url (a failed refresh keeps the cached keys)")
 	fs.StringVar(&c.JWTAud, "jwt-aud", "", "required token audience (aud); empty: not checked")
 	fs.StringVar(&c.JWTIss, "jwt-iss", "", "required token issuer (iss); empty: not checked")
 	fs.DurationVar(&c.JWTLeeway, "jwt-leeway", 0, "clock skew tolerated on exp/nbf/iat")
@@ -38,12 +38,15 @@ func securityFlags(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.TLSMinVersion, "tls-min-version", "1.2", "lowest TLS version -tls-listen accepts: 1.2 or 1.3")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate chain for -tls-listen")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key for -tls-listen")
-	fs.StringVar(&c.AdminAPIKey, "admin-api-key", "", "API key POST /publish requires (Authorization: Bearer <key>); required when -admin-listen is not loopback")
+	fs.StringVar(&c.AdminAPIKey, "admin-api-key", "", "API key every admin route but /livez and /readyz requires (Authorization: Bearer <key>); required when -admin-listen is not loopback; prefer -admin-api-key-file or PUSHD_ADMIN_API_KEY")
+	fs.StringVar(&c.AdminAPIKeyFile, "admin-api-key-file", "", "file holding the admin API key (trailing newline ignored)")
+	fs.BoolVar(&c.AdminMetricsOpen, "admin-metrics-open", false, "serve GET /metrics without the admin API key (for scrapers that cannot send one)")
+	fs.BoolVar(&c.AdminPprof, "admin-pprof", false, "serve /debug/pprof/ (no cmdline) and POST /debug/freeosmemory on the admin listener")
 }
 
 // jwtEnabled reports whether any token key is configured.
 func (c *Config) jwtEnabled() bool {
-	return c.JWTHS256Secret != "" || c.JWTHS256SecretFile != "" || c.JWTPublicKey != ""
+	return c.JWTHS256Secret != "" || c.JWTHS256SecretFile != "" || c.JWTPublicKey != "" || c.JWTJWKSURL != ""
 }
 
 // validateSecurity checks the security flags and loads the key files once
@@ -59,6 +62,14 @@ func (c *Config) validateSecurity() []error {
 	}
 	if c.AuthRequired && !c.jwtEnabled() {
 		errs = append(errs, errors.New("-auth-required needs a JWT key (-jwt-hs256-secret[-file] or -jwt-public-key)"))
+	}
+	if c.JWTJWKSURL != "" {
+		if err := auth.ValidJWKSURL(c.JWTJWKSURL); err != nil {
+			errs = append(errs, fmt.Errorf("-jwt-jwks-url: %w", err))
+		}
+		if c.JWTJWKSRefresh <= 0 {
+			errs = append(errs, fmt.Errorf("-jwt-jwks-refresh must be positive (got %v)", c.JWTJWKSRefresh))
+		}
 	}
 	if c.JWTLeeway < 0 {
 		errs = append(errs, fmt.Errorf("-jwt-leeway must not be negative (got %v)", c.JWTLeeway))
@@ -89,8 +100,18 @@ func (c *Config) validateSecurity() []error {
 	if _, ok := tlsVersions[c.TLSMinVersion]; !ok {
 		errs = append(errs, fmt.Errorf("-tls-min-version must be 1.2 or 1.3 (got %q)", c.TLSMinVersion))
 	}
-	if !c.Echo && c.AdminAPIKey == "" && !loopbackAddr(c.AdminListen) {
-		errs = append(errs, fmt.Errorf("-admin-listen %s is not loopback: set -admin-api-key (POST /publish)", c.AdminListen))
+	c.adminKey = c.AdminAPIKey
+	if c.AdminAPIKeyFile != "" {
+		if c.AdminAPIKey != "" {
+			errs = append(errs, errors.New("-admin-api-key and -admin-api-key-file are exclusive"))
+		} else if b, err := os.ReadFile(c.AdminAPIKeyFile); err != nil {
+			errs = append(errs, fmt.Errorf("-admin-api-key-file: %w", err))
+		} else if c.adminKey = strings.TrimRight(string(b), "\r\n"); c.adminKey == "" {
+			errs = append(errs, errors.New("-admin-api-key-file: the file is empty"))
+		}
+	}
+	if c.adminKey == "" && !loopbackAddr(c.AdminListen) {
+		errs = append(errs, fmt.Errorf("-admin-listen %s is not loopback: set -admin-api-key-file or PUSHD_ADMIN_API_KEY (every admin route but /livez and /readyz needs it)", c.AdminListen))
 	}
 	return errs
 }
@@ -116,7 +137,7 @@ func (c *Config) authenticator() (*auth.Authenticator, error) {
 		return nil, nil
 	}
 	ac := auth.Config{Required: c.AuthRequired}
-	ac.Keys = auth.KeyConfig{Audience: c.JWTAud, Issuer: c.JWTIss, Leeway: c.JWTLeeway}
+	ac.Keys = auth.KeyConfig{Audience: c.JWTAud, Issuer: c.JWTIss, Leeway: c.JWTLeeway, JWKS: c.jwks}
 	var errs []error
 	switch {
 	case c.JWTHS256Secret != "":
@@ -159,38 +180,28 @@ func (c *Config) authenticator() (*auth.Authenticator, error) {
 // authHolder is the protocol's Authenticator: it delegates to the current
 // auth.Authenticator, which SIGHUP replaces atomically.
 type authHolder struct {
-	cur atomic.Pointer[auth.Authenticator]
+	cur  atomic.Pointer[auth.Authenticator]
+	jwks *auth.JWKS // kept across reloads (the JWKS refreshes itself)
 }
 
 func (h *authHolder) Check(r auth.Request) (auth.Grant, error) { return h.cur.Load().Check(r) }
 
+// Verify implements protocol.Verifier (in-band refresh) with the current
+// keys.
+func (h *authHolder) Verify(token string) (auth.Grant, error) { return h.cur.Load().Verify(token) }
+
 // reload rebuilds the Authenticator from the files; on error the old one
 // stays.
 func (h *authHolder) reload(cfg *Config, log *slog.Logger) {
-	a, err := cfg.authenticator()
+	c := *cfg
+	c.jwks = h.jwks
+	a, err := c.authenticator()
 	if err != nil || a == nil {
 		log.Error("auth reload failed; keeping the previous keys", "err", err)
 		return
 	}
 	h.cur.Store(a)
 	log.Info("auth reloaded")
-}
-
-// requireAPIKey wraps an admin handler: with key set, the request must
-// carry Authorization: Bearer <key> (401 otherwise).
-func requireAPIKey(key string, next http.HandlerFunc) http.HandlerFunc {
-	if key == "" {
-		return next
-	}
-	want := []byte("Bearer " + key)
-	return func(w http.ResponseWriter, r *http.Request) {
-		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
-			w.Header().Set("WWW-Authenticate", "Bearer")
-			httpError(w, http.StatusUnauthorized, "API key required")
-			return
-		}
-		next(w, r)
-	}
 }
 
 // securityStats adds the admission, auth and wss counters to /stats.
@@ -204,6 +215,13 @@ func securityStats(doc map[string]any, ps *poller.Server, app *pushApp, front *w
 		doc["rate_limit_closes"] = hs.RateLimitCloses
 		doc["auth_refusals"] = hs.AuthRefusals
 		doc["forbidden_subscribes"] = hs.Forbidden
+		doc["token_refreshes"] = hs.Refreshes
+		doc["token_refresh_refused"] = hs.RefreshRefused
+		doc["users"] = app.handler.Users()
+		if app.auth != nil && app.auth.jwks != nil {
+			doc["jwks_refresh_errors"] = app.auth.jwks.RefreshErrors()
+			doc["jwks_skipped_keys"] = app.auth.jwks.SkippedKeys()
+		}
 	}
 	if front != nil {
 		doc["wss_conns"] = st.TLSConns

@@ -292,7 +292,18 @@ func TestSecurityTokenExpiresMidConnection(t *testing.T) {
 	c := dial(t, e.p, "/ws?token="+signTok(t, jwt.SigningMethodHS256, []byte(secHS256), with(claims("bob", time.Hour), "exp", exp.Unix())))
 	ready(t, c)
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	_, _, err := c.ReadMessage()
+	// The in-band refresh hint ({"op":"expiring"}) comes first; this
+	// client ignores it and is closed at exp.
+	var err error
+	for {
+		var b []byte
+		if _, b, err = c.ReadMessage(); err != nil {
+			break
+		}
+		if !strings.Contains(string(b), `"op":"expiring"`) {
+			t.Fatalf("unexpected frame before the close: %s", b)
+		}
+	}
 	late := time.Since(exp)
 	var ce *websocket.CloseError
 	if !errors.As(err, &ce) || ce.Code != 4003 {

@@ -64,6 +64,12 @@ func TestParseConfigSecurityFlags(t *testing.T) {
 		{[]string{"-tls-listen", "127.0.0.1:0", "-tls-cert", notPEM, "-tls-key", notPEM}, "-tls-cert/-tls-key"},
 		{[]string{"-admin-listen", "0.0.0.0:9090"}, "-admin-api-key"},
 		{[]string{"-poller", "netpoll", "-tls-listen", "127.0.0.1:0", "-tls-cert", notPEM, "-tls-key", notPEM}, "-tls-listen needs -poller lean"},
+		// -echo has no /publish, but /stats, /metrics and pprof need the key too.
+		{[]string{"-admin-listen", "0.0.0.0:9090", "-echo"}, "-admin-api-key"},
+		{[]string{"-admin-api-key", "k", "-admin-api-key-file", notPEM}, "exclusive"},
+		{[]string{"-jwt-jwks-url", "ftp://idp/jwks"}, "-jwt-jwks-url"},
+		{[]string{"-jwt-jwks-url", "https://idp/jwks", "-jwt-jwks-refresh", "0s"}, "-jwt-jwks-refresh"},
+		{[]string{"-admin-api-key-file", filepath.Join(dir, "missing-key")}, "-admin-api-key-file"},
 	} {
 		_, err := parseConfig(bad.args, noEnv, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), bad.want) {
@@ -73,7 +79,7 @@ func TestParseConfigSecurityFlags(t *testing.T) {
 	if _, err := parseConfig([]string{"-admin-listen", "0.0.0.0:9090", "-admin-api-key", "k"}, noEnv, io.Discard); err != nil {
 		t.Errorf("non-loopback admin with a key: %v", err)
 	}
-	if _, err := parseConfig([]string{"-admin-listen", "0.0.0.0:9090", "-echo"}, noEnv, io.Discard); err != nil {
-		t.Errorf("non-loopback admin in -echo mode (no /publish): %v", err)
+	if _, err := parseConfig([]string{"-admin-listen", "0.0.0.0:9090", "-admin-api-key-file", notPEM}, noEnv, io.Discard); err != nil {
+		t.Errorf("non-loopback admin with a key file: %v", err)
 	}
 }

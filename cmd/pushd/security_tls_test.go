@@ -150,7 +150,7 @@ ws.on('error', (e) => { console.error(String(e)); process.exit(1); });
 // TestSecurityWSSPeers: python3-websockets and npm ws over TLS.
 func TestSecurityWSSPeers(t *testing.T) {
 	pki := newTestPKI(t)
-	p, wssAddr := startTLS(t, pki)
+	p, wssAddr := startTLS(t, pki, "-admin-pprof")
 	node, modules := nodeWS(t)
 	if out, err := exec.Command("/usr/bin/python3", "-c", "import websockets").CombinedOutput(); err != nil {
 		t.Fatalf("Debian python3-websockets is required (apt-get install python3-websockets): %v %s", err, out)
@@ -284,7 +284,7 @@ func TestSecurityWSSMemory(t *testing.T) {
 	const n = 400
 	pki := newTestPKI(t)
 	measure := func(wss bool) (rssPer, gorPer float64) {
-		p, wssAddr := startTLS(t, pki)
+		p, wssAddr := startTLS(t, pki, "-admin-pprof")
 		free := func() pushdtest.Stats {
 			resp, err := http.Post(p.AdminURL("/debug/freeosmemory"), "text/plain", nil)
 			if err != nil {

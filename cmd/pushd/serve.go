@@ -109,7 +109,7 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer) error {
 	}
 	hl := &health{}
 	m.attach(srv, app, front, hl)
-	admin, err := newAdmin(cfg.AdminListen, srv, app, front, soft, m, hl, log)
+	adm, err := newAdmin(cfg, srv, app, front, soft, m, hl, log)
 	if err != nil {
 		return err
 	}
@@ -125,7 +125,7 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer) error {
 	}()
 	go func() {
 		defer wg.Done()
-		errc <- admin.run()
+		errc <- adm.Run(runCtx)
 	}()
 	if app != nil {
 		app.run(runCtx, &wg, errc)
@@ -160,7 +160,7 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer) error {
 	if app != nil {
 		shutErr = errors.Join(shutErr, app.shutdown(sctx))
 	}
-	shutErr = errors.Join(shutErr, admin.shutdown(sctx))
+	shutErr = errors.Join(shutErr, adm.Shutdown(sctx))
 	cancel()
 	wg.Wait()
 	if err := pool.ReleaseTimeout(time.Second); err != nil {
