@@ -262,7 +262,9 @@ func (c *channel) releaseLocked() {
 // its top) is read, the reply and the history after Since are queued, and
 // the subscription is linked with minSeq = top; then deliveries resume.
 // Every publication after top is then either in the mailbox or not yet
-// handled, and the live path skips those at or below minSeq.
+// handled, and the live path skips those at or below minSeq of the same
+// epoch (a publication of another epoch belongs to a recreated stream and
+// is always delivered).
 func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, name string, opts SubscribeOptions) (*Subscription, SubscribeResult, error) {
 	if h.closed.Load() {
 		return nil, SubscribeResult{}, ErrHubClosed

@@ -5,8 +5,9 @@
 //
 // The Go tests in this folder build the real pushd binary and run the
 // client's Node tests (node --test test/) against it: reconnect with full
-// jitter after kill -9, resume with no loss, and the server's reconnect
-// hint.
+// jitter after kill -9, resume by (epoch, seq) with no loss, the server's
+// reconnect hint, and the README's delivery guarantees rows
+// (test/faults.test.mjs).
 //
 // It must never hold logic of its own: the bytes are the file's.
 package jsclient
