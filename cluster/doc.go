@@ -7,6 +7,9 @@
 //
 // Memory assigns per-channel sequence numbers, keeps a bounded history per
 // channel (size and TTL) for since-recovery and publish-before-subscribe,
+// gives each channel an epoch (NewEpoch, or MemoryConfig.NewEpoch) when it
+// first appears in the process (first publish or subscribe; anew after the
+// sweep forgot it, and in every new process),
 // and hands each publication to the node's hub synchronously, in sequence
 // order. Publish holds the channel's lock while it assigns the sequence
 // number, appends to the history and calls HandlePublication, which never
@@ -21,6 +24,7 @@
 //	pushd:{<ch>}       pub/sub: raw, at-most-once publications (PUBLISH/SPUBLISH, any bytes)
 //	pushd:{<ch>}:d     pub/sub: durable envelopes, published only by pushd_publish
 //	pushd:{<ch>}:seq   string: the channel's sequence counter
+//	pushd:{<ch>}:e     string: the channel's epoch, made anew with the counter
 //	pushd:{<ch>}:s     stream: the history; entry ID <seq>-0, field d = payload
 //
 // Raw and durable publications are told apart by the pub/sub channel they
@@ -28,8 +32,11 @@
 // even a valid envelope, and is delivered as raw (Seq 0). The names cannot
 // collide: a raw name ends in '}', a durable one in ":d"; parseName maps a
 // name back to (<ch>, durable) and every name pushd builds round-trips. A
-// durable envelope is "p1:" <seq in decimal> ":" <payload>; "p1:" is the
-// format version. DecodeEnvelope is its parser (fuzzed by FuzzEnvelope).
+// durable envelope is "p2:" <epoch> ":" <seq in decimal> ":" <payload>;
+// "p2:" is the format version (version 1, "p1:" <seq> ":" <payload> from an
+// older library, is still read, with epoch ""). DecodeEnvelope is its
+// parser (fuzzed by FuzzEnvelope); parseHistory, the parser of
+// pushd_history's reply, is fuzzed by FuzzParseHistory.
 // In Redis Cluster mode a channel name starting with '}' is refused
 // (ErrChannel): pushd:{}... has no hash tag.
 //
@@ -39,11 +46,18 @@
 // primary (idempotent; again after every reconnect, so a Redis restarted
 // without persistence gets it back; Publish also reloads it on "Function
 // not found"). FCALL pushd_publish 1 pushd:{<ch>} <payload> [ttl_s]
-// [history] atomically INCRs the counter, XADDs the payload under ID
-// <seq>-0 with MAXLEN ~ history (0 keeps none), sets both keys' TTL (the
-// counter's never shrinks), publishes the envelope on pushd:{<ch>}:d
-// (SPUBLISH in cluster mode) and returns seq. FCALL_RO pushd_history
-// returns the top and the stream entries after a since. Defaults when a
+// [history] atomically INCRs the counter; when that created it (seq 1) or
+// the epoch key is missing, it makes a new epoch from the server's TIME
+// (and deletes a stream left from an older epoch); it XADDs the payload
+// under ID <seq>-0 with MAXLEN ~ history (0 keeps none), sets the keys'
+// TTL (the counter's and the epoch's never shrink), publishes the envelope
+// on pushd:{<ch>}:d (SPUBLISH in cluster mode) and returns seq. The epoch
+// follows the counter, not the stream: a stream trimmed or expired under a
+// live counter keeps its epoch, and its loss shows as a seq gap
+// (recovered:false), while a counter that is gone (FLUSHALL, expiry, a
+// restart without persistence, a failover to a replica without it)
+// restarts at 1 in a new epoch. FCALL_RO pushd_history returns the top,
+// the epoch and the stream entries after a since, atomically. Defaults when a
 // backend omits ttl_s/history: DefaultHistoryTTL, DefaultHistorySize. A
 // node keeps the counters of channels it has subscribers for alive
 // (EXPIRE ... GT every HistoryTTL/3), so such a channel never restarts at
@@ -62,7 +76,12 @@
 // SUNSUBSCRIBE (resharding) moves channels to their new owner and
 // recovers what was published meanwhile.
 //
-// Per channel the broker remembers the last durable seq handed to the hub.
+// Per channel the broker remembers the epoch and the last durable seq
+// handed to the hub. A durable envelope of another epoch means the stream
+// was recreated: the channel follows the new epoch from seq 0 (recovering
+// the new stream from its start if the envelope is not seq 1); the hub's
+// subscribers see the epoch change in the next push and are told
+// recovered:false by their client.
 // A durable envelope at or below it is a duplicate and dropped; one above
 // last+1 is a gap: the channel turns "recovering", later messages wait in
 // a bounded pending list, a recovery goroutine (at most 32 at a time) reads
@@ -80,11 +99,22 @@
 // starts after a capped, jittered exponential backoff (BackoffMin to
 // BackoffMax; almost at once after a long-lived session) that stops with
 // ctx. After a reconnect, before the reader takes the session's first live
-// message, the counters of every subscribed channel are read (pipelined)
-// and channels that moved are recovered from their streams (busy channels
-// are also caught by the gap check); a counter that went backwards (Redis
-// lost its data: no persistence) is followed from its new value and
-// counted in RedisStats.Resets. Every CanaryInterval the
+// message, the counter and epoch of every subscribed channel are read
+// (pipelined) and channels that moved are recovered from their streams
+// (busy channels are also caught by the gap check); a channel whose epoch
+// changed or whose counter went backwards (Redis lost its data) follows
+// the new epoch from seq 0 and is counted in RedisStats.Resets.
+//
+// The single entry point for "these channels' subscription broke and is
+// confirmed again: recover them" is Redis.resync(ctx, names): it compares
+// each channel's (epoch, top) in Redis with what was handed to the hub and
+// recovers the missed publications from the stream, or follows a new
+// epoch; it never leaves a silent hole. Whatever breaks a subscription (a
+// reconnect, a moved slot, a shed pub/sub connection) calls it once the
+// subscription is confirmed and before that connection's next live
+// message is dispatched.
+//
+// Every CanaryInterval the
 // connection publishes its canary; the broker is Ready while every
 // connection is subscribed and its last canary is younger than
 // CanaryTimeout (cmd/pushd serves it as /readyz); a connection whose

@@ -28,16 +28,20 @@ type MemoryConfig struct {
 	HistoryTTL time.Duration
 	// Now returns the current time (nil: time.Now). Tests inject a clock.
 	Now func() time.Time
+	// NewEpoch makes a channel's epoch (nil: NewEpoch, random). Tests
+	// inject fixed ones.
+	NewEpoch func() string
 }
 
 // Memory is the embedded single-node broker. Create it with NewMemory,
 // attach the hub with Attach before the first Publish, run Run for the
 // history sweep.
 type Memory struct {
-	size int
-	ttl  time.Duration
-	now  func() time.Time
-	seed maphash.Seed
+	size  int
+	ttl   time.Duration
+	now   func() time.Time
+	epoch func() string
+	seed  maphash.Seed
 
 	handler atomic.Pointer[handlerBox]
 	closed  atomic.Bool
@@ -56,14 +60,15 @@ type memShard struct {
 
 // memChannel is one channel's sequence counter and history ring.
 type memChannel struct {
-	mu   sync.Mutex
-	top  uint64
-	ring []entry // ring[(head+i)%len(ring)] for i < n, oldest first; grows up to size
-	head int
-	n    int
-	last time.Time // time of the last publish
-	subs bool      // a hub subscribed: never forget the counter
-	gone bool      // removed from its shard by the sweep
+	mu    sync.Mutex
+	epoch string // made when the channel is created in this process
+	top   uint64
+	ring  []entry // ring[(head+i)%len(ring)] for i < n, oldest first; grows up to size
+	head  int
+	n     int
+	last  time.Time // time of the last publish
+	subs  bool      // a hub subscribed: never forget the counter
+	gone  bool      // removed from its shard by the sweep
 }
 
 type entry struct {
@@ -77,11 +82,12 @@ func NewMemory(cfg MemoryConfig) (*Memory, error) {
 		return nil, fmt.Errorf("%w: HistoryTTL must not be negative", ErrConfig)
 	}
 	m := &Memory{
-		size: cfg.HistorySize,
-		ttl:  cfg.HistoryTTL,
-		now:  cfg.Now,
-		seed: maphash.MakeSeed(),
-		stop: make(chan struct{}),
+		size:  cfg.HistorySize,
+		ttl:   cfg.HistoryTTL,
+		now:   cfg.Now,
+		epoch: cfg.NewEpoch,
+		seed:  maphash.MakeSeed(),
+		stop:  make(chan struct{}),
 	}
 	if m.size == 0 {
 		m.size = DefaultHistorySize
@@ -94,6 +100,9 @@ func NewMemory(cfg MemoryConfig) (*Memory, error) {
 	}
 	if m.now == nil {
 		m.now = time.Now
+	}
+	if m.epoch == nil {
+		m.epoch = NewEpoch
 	}
 	for i := range m.shards {
 		m.shards[i].channels = make(map[string]*memChannel)
@@ -114,7 +123,7 @@ func (m *Memory) channel(name string, create bool) *memChannel {
 	defer sh.mu.Unlock()
 	c := sh.channels[name]
 	if c == nil && create {
-		c = &memChannel{last: m.now()}
+		c = &memChannel{epoch: m.epoch(), last: m.now()}
 		sh.channels[name] = c
 	}
 	return c
@@ -145,7 +154,7 @@ func (m *Memory) Publish(_ context.Context, channel string, data []byte) (uint64
 	}
 	defer c.mu.Unlock()
 	c.top++
-	pub := fanout.Publication{Channel: channel, Seq: c.top, Data: data}
+	pub := fanout.Publication{Channel: channel, Epoch: c.epoch, Seq: c.top, Data: data}
 	c.last = now
 	if m.size > 0 {
 		c.pruneLocked(now, m.ttl)
@@ -221,7 +230,9 @@ func (m *Memory) setSubscribed(channel string, on bool) {
 }
 
 // History implements fanout.Broker: the retained publications after
-// *since (oldest first) and the channel's top sequence. Recovered is true
+// *since (oldest first), the channel's top sequence and its epoch (made
+// when this process first published to or subscribed the channel, and
+// anew after the sweep forgot it). Recovered is true
 // when nothing after *since was lost to the size or TTL bounds; a since
 // beyond the top (the channel was forgotten, or the client came from
 // another server) is not recovered.
@@ -233,7 +244,7 @@ func (m *Memory) History(_ context.Context, channel string, since *uint64) (fano
 	now := m.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	res := fanout.HistoryResult{Top: c.top}
+	res := fanout.HistoryResult{Top: c.top, Epoch: c.epoch}
 	if since == nil {
 		res.Recovered = true
 		return res, nil

@@ -104,6 +104,7 @@ type rchan struct {
 	mu         sync.Mutex
 	conn       *psConn // the connection that carries it (changes on resharding)
 	last       uint64  // last durable seq handed to the hub (or the baseline)
+	epoch      string  // the epoch last counts in ("": unknown or none yet)
 	recovering bool
 	pending    []fanout.Publication
 	overflow   bool // pending was full: durable ones were dropped (they are in the stream)
@@ -351,6 +352,7 @@ func (b *Redis) keepAlive(ctx context.Context) {
 			pipe := b.client.Pipeline()
 			for _, ch := range names[:n] {
 				pipe.ExpireGT(ctx, keyPrefix+ch+seqSuffix, time.Duration(b.ttlSec)*time.Second)
+				pipe.ExpireGT(ctx, keyPrefix+ch+epochSuffix, time.Duration(b.ttlSec)*time.Second)
 			}
 			_, _ = pipe.Exec(ctx)
 			names = names[n:]
@@ -500,11 +502,11 @@ func (b *Redis) Subscribe(ctx context.Context, channel string) error {
 	if err != nil {
 		return err
 	}
-	top, err := b.top(ctx, channel)
+	st, err := b.readStream(ctx, channel, nil, 0)
 	if err != nil {
 		return err
 	}
-	rc := &rchan{name: channel, conn: pc, last: top}
+	rc := &rchan{name: channel, conn: pc, last: st.top, epoch: st.epoch}
 	sh := b.shard(channel)
 	sh.mu.Lock()
 	if old := sh.channels[channel]; old != nil {
@@ -521,18 +523,6 @@ func (b *Redis) Subscribe(ctx context.Context, channel string) error {
 	}
 	b.drop(rc)
 	return fmt.Errorf("%w: subscribe %q: %w", ErrUnavailable, channel, ctx.Err())
-}
-
-// top reads the channel's sequence counter.
-func (b *Redis) top(ctx context.Context, channel string) (uint64, error) {
-	v, err := b.client.Get(ctx, keyPrefix+channel+seqSuffix).Uint64()
-	if errors.Is(err, redis.Nil) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("%w: seq of %q: %w", ErrUnavailable, channel, err)
-	}
-	return v, nil
 }
 
 // Unsubscribe implements fanout.Broker: the channel's messages stop being
@@ -572,34 +562,40 @@ func (b *Redis) forget(rc *rchan) {
 }
 
 // History implements fanout.Broker through FCALL_RO pushd_history: the
-// channel's top sequence and, with since, the stream entries after it.
+// channel's top sequence and epoch and, with since, the stream entries
+// after it, read atomically.
 func (b *Redis) History(ctx context.Context, channel string, since *uint64) (fanout.HistoryResult, error) {
 	if err := b.checkName(channel); err != nil {
 		return fanout.HistoryResult{}, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.PublishTimeout)
 	defer cancel()
+	st, err := b.readStream(ctx, channel, since, b.cfg.RecoverPage)
+	if err != nil {
+		return fanout.HistoryResult{}, err
+	}
 	if since == nil {
-		top, err := b.top(ctx, channel)
-		return fanout.HistoryResult{Top: top, Recovered: true}, err
+		return fanout.HistoryResult{Top: st.top, Epoch: st.epoch, Recovered: true}, nil
 	}
 	s := *since
 	// The stream keeps what the publisher asked for (pushd_publish's
 	// history argument), which may exceed this node's HistorySize: read it
-	// page by page up to the top, bounded by maxHistoryRead.
-	top, pubs, err := b.readStream(ctx, channel, s, b.cfg.RecoverPage)
-	for err == nil && len(pubs) > 0 && len(pubs) < maxHistoryRead && pubs[len(pubs)-1].Seq < top {
-		var more []fanout.Publication
-		_, more, err = b.readStream(ctx, channel, pubs[len(pubs)-1].Seq, min(b.cfg.RecoverPage, maxHistoryRead-len(pubs)))
-		if len(more) == 0 {
+	// page by page up to the top, bounded by maxHistoryRead. A later page
+	// of another epoch (the stream was recreated meanwhile) ends the read.
+	pubs := st.pubs
+	for len(pubs) > 0 && len(pubs) < maxHistoryRead && pubs[len(pubs)-1].Seq < st.top {
+		last := pubs[len(pubs)-1].Seq
+		more, err := b.readStream(ctx, channel, &last, min(b.cfg.RecoverPage, maxHistoryRead-len(pubs)))
+		if err != nil {
+			return fanout.HistoryResult{}, err
+		}
+		if len(more.pubs) == 0 || more.epoch != st.epoch {
 			break
 		}
-		pubs = append(pubs, more...)
+		pubs = append(pubs, more.pubs...)
 	}
-	if err != nil {
-		return fanout.HistoryResult{}, err
-	}
-	res := fanout.HistoryResult{Top: top, Pubs: pubs}
+	top := st.top
+	res := fanout.HistoryResult{Top: top, Epoch: st.epoch, Pubs: pubs}
 	switch {
 	case s > top:
 		// The counter expired (or the client came from elsewhere).
@@ -611,40 +607,58 @@ func (b *Redis) History(ctx context.Context, channel string, since *uint64) (fan
 	return res, nil
 }
 
-// readStream returns the channel's top and up to count stream entries
-// with seq > since, oldest first.
-func (b *Redis) readStream(ctx context.Context, channel string, since uint64, count int) (uint64, []fanout.Publication, error) {
-	v, err := b.client.FCallRO(ctx, "pushd_history", []string{rawName(channel)}, since, count).Slice()
+// streamRead is one pushd_history reply.
+type streamRead struct {
+	top   uint64
+	epoch string
+	pubs  []fanout.Publication
+}
+
+// readStream returns the channel's top and epoch and, with since, up to
+// count stream entries with seq > *since, oldest first, read atomically.
+func (b *Redis) readStream(ctx context.Context, channel string, since *uint64, count int) (streamRead, error) {
+	args := []any{}
+	if since != nil {
+		args = append(args, *since, count)
+	}
+	v, err := b.client.FCallRO(ctx, "pushd_history", []string{rawName(channel)}, args...).Slice()
 	if err != nil {
-		return 0, nil, fmt.Errorf("%w: history of %q: %w", ErrUnavailable, channel, err)
+		return streamRead{}, fmt.Errorf("%w: history of %q: %w", ErrUnavailable, channel, err)
 	}
 	return parseHistory(channel, v)
 }
 
-// parseHistory decodes pushd_history's reply {top, id1, payload1, ...}.
-func parseHistory(channel string, v []any) (uint64, []fanout.Publication, error) {
-	if len(v) == 0 || len(v)%2 != 1 {
-		return 0, nil, fmt.Errorf("cluster: history of %q: malformed reply of %d items", channel, len(v))
+// parseHistory decodes pushd_history's reply {top, epoch, id1, payload1,
+// ...}. It is a parser of what Redis returns: it refuses a malformed reply
+// with an error and never panics (FuzzParseHistory).
+func parseHistory(channel string, v []any) (streamRead, error) {
+	var st streamRead
+	if len(v) < 2 || len(v)%2 != 0 {
+		return st, fmt.Errorf("cluster: history of %q: malformed reply of %d items", channel, len(v))
 	}
 	top, ok := v[0].(int64)
 	if !ok || top < 0 {
-		return 0, nil, fmt.Errorf("cluster: history of %q: malformed top %v", channel, v[0])
+		return st, fmt.Errorf("cluster: history of %q: malformed top %v", channel, v[0])
 	}
-	var pubs []fanout.Publication
-	if len(v) > 1 {
-		pubs = make([]fanout.Publication, 0, len(v)/2)
+	epoch, ok := v[1].(string)
+	if !ok || epoch != "" && !fanout.ValidEpoch(epoch) {
+		return st, fmt.Errorf("cluster: history of %q: malformed epoch %v", channel, v[1])
 	}
-	for i := 1; i+1 < len(v); i += 2 {
+	st.top, st.epoch = uint64(top), epoch
+	if len(v) > 2 {
+		st.pubs = make([]fanout.Publication, 0, len(v)/2-1)
+	}
+	for i := 2; i+1 < len(v); i += 2 {
 		id, _ := v[i].(string)
 		data, _ := v[i+1].(string)
 		ms, _, _ := strings.Cut(id, "-")
 		seq, err := strconv.ParseUint(ms, 10, 64)
 		if err != nil || seq == 0 {
-			return 0, nil, fmt.Errorf("cluster: history of %q: malformed stream ID %q", channel, id)
+			return streamRead{}, fmt.Errorf("cluster: history of %q: malformed stream ID %q", channel, id)
 		}
-		pubs = append(pubs, fanout.Publication{Channel: channel, Seq: seq, Data: []byte(data)})
+		st.pubs = append(st.pubs, fanout.Publication{Channel: channel, Epoch: epoch, Seq: seq, Data: []byte(data)})
 	}
-	return uint64(top), pubs, nil
+	return st, nil
 }
 
 // Shutdown stops Run, every connection and recovery, and makes Publish and

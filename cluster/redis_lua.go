@@ -14,15 +14,22 @@ const libraryName = "pushd"
 // command (PUBLISH, or SPUBLISH for Redis Cluster sharded pub/sub).
 //
 // pushd_publish KEYS[1]=pushd:{<ch>} ARGV: payload [ttl_s] [history]
-// atomically increments pushd:{<ch>}:seq, appends the payload to the stream
-// pushd:{<ch>}:s under the ID <seq>-0 (MAXLEN ~ history; history 0 keeps
-// none), sets both keys' TTL, publishes the envelope "p1:<seq>:<payload>"
-// on pushd:{<ch>}:d and returns seq. Every key shares the {<ch>} hash tag,
-// so the function touches one slot.
+// atomically increments pushd:{<ch>}:seq; when that created the counter
+// (seq 1: first publish, or the counter was lost to FLUSHALL, expiry, a
+// restart without persistence or a failover) or the epoch key is missing,
+// it makes a new epoch in pushd:{<ch>}:e from the server's TIME (hex
+// seconds and microseconds: never repeats for one channel); it appends the
+// payload to the stream pushd:{<ch>}:s under the ID <seq>-0 (MAXLEN ~
+// history; history 0 keeps none) after deleting a stream of an older
+// epoch, sets the keys' TTL (the counter's and the epoch's never shrink),
+// publishes the envelope "p2:<epoch>:<seq>:<payload>" on pushd:{<ch>}:d
+// and returns seq. Every key shares the {<ch>} hash tag, so the function
+// touches one slot.
 //
 // pushd_history KEYS[1]=pushd:{<ch>} ARGV: [since] [count] (read-only)
-// returns {top} without since, else {top, id1, payload1, ...}: up to count
-// stream entries with seq > since, oldest first.
+// returns {top, epoch} without since, else {top, epoch, id1, payload1,
+// ...}: up to count stream entries with seq > since, oldest first (epoch
+// "" when the channel has none).
 const librarySource = `#!lua name=pushd
 
 local DEFAULT_TTL = %d
@@ -46,26 +53,39 @@ local function publish(keys, args)
     return redis.error_reply('ERR pushd_publish: history must be a non-negative integer')
   end
   local seqkey = base .. ':seq'
+  local epochkey = base .. ':e'
+  local stream = base .. ':s'
   local seq = redis.call('INCR', seqkey)
   local id = string.format('%%d', seq)
-  redis.call('EXPIRE', seqkey, ttl, 'GT')
-  if redis.call('TTL', seqkey) < 0 then redis.call('EXPIRE', seqkey, ttl) end
+  local epoch = redis.call('GET', epochkey)
+  if seq == 1 or not epoch then
+    local t = redis.call('TIME')
+    epoch = string.format('%%x%%05x', tonumber(t[1]), tonumber(t[2]))
+    redis.call('SET', epochkey, epoch)
+    -- A stream left from an older epoch would mix two numberings.
+    if seq == 1 then redis.call('DEL', stream) end
+  end
+  for _, k in ipairs({seqkey, epochkey}) do
+    redis.call('EXPIRE', k, ttl, 'GT')
+    if redis.call('TTL', k) < 0 then redis.call('EXPIRE', k, ttl) end
+  end
   if hist > 0 then
-    local stream = base .. ':s'
     redis.call('XADD', stream, 'MAXLEN', '~', hist, id .. '-0', 'd', payload)
     redis.call('EXPIRE', stream, ttl)
   end
-  redis.call(PUBLISH, base .. ':d', 'p1:' .. id .. ':' .. payload)
+  redis.call(PUBLISH, base .. ':d', 'p2:' .. epoch .. ':' .. id .. ':' .. payload)
   return seq
 end
 
 local function history(keys, args)
   local base = keys[1]
   local top = tonumber(redis.call('GET', base .. ':seq') or '0')
-  if args[1] == nil then return {top} end
+  local epoch = redis.call('GET', base .. ':e') or ''
+  if top == 0 then epoch = '' end
+  if args[1] == nil then return {top, epoch} end
   local since = tonumber(args[1])
   local count = tonumber(args[2] or '1000')
-  local out = {top}
+  local out = {top, epoch}
   if since == nil or count == nil or since >= top then return out end
   local entries = redis.call('XRANGE', base .. ':s', string.format('%%d-0', since + 1), '+', 'COUNT', count)
   for _, e in ipairs(entries) do

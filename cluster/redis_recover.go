@@ -2,7 +2,7 @@ package cluster
 
 import (
 	"context"
-	"errors"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -29,12 +29,13 @@ func (b *Redis) dispatch(pc *psConn, name, payload string) {
 	pub := fanout.Publication{Channel: ch}
 	if durable {
 		b.stats.durableIn.Add(1)
-		seq, data, err := DecodeEnvelope([]byte(payload))
+		epoch, seq, data, err := DecodeEnvelope([]byte(payload))
 		if err != nil {
 			b.stats.malformed.Add(1)
 			return
 		}
 		pub.Seq, pub.Data = seq, data
+		pub.Epoch = rc.epochOf(epoch)
 	} else {
 		b.stats.rawIn.Add(1)
 		pub.Data = []byte(payload)
@@ -57,15 +58,50 @@ func (b *Redis) dispatch(pc *psConn, name, payload string) {
 		rc.pending = append(rc.pending, pub)
 	case pub.Seq == 0:
 		b.deliverLocked(rc, pub)
-	case pub.Seq <= rc.last:
-		b.stats.duplicates.Add(1)
-	case pub.Seq == rc.last+1:
-		b.deliverLocked(rc, pub)
 	default:
-		rc.recovering = true
-		rc.pending = append(rc.pending, pub)
-		b.startRecovery(rc)
+		b.followLocked(rc, pub)
+		switch {
+		case pub.Seq <= rc.last:
+			b.stats.duplicates.Add(1)
+		case pub.Seq == rc.last+1:
+			b.deliverLocked(rc, pub)
+		default:
+			rc.recovering = true
+			rc.pending = append(rc.pending, pub)
+			b.startRecovery(rc)
+		}
 	}
+}
+
+// epochOf returns e as a string, rc.epoch itself when equal (the common
+// case: no allocation per message).
+func (rc *rchan) epochOf(e []byte) string {
+	if string(e) == rc.epoch {
+		return rc.epoch
+	}
+	return string(e)
+}
+
+// followLocked switches rc to pub's epoch when the channel's stream was
+// recreated (FLUSHALL, expiry, a restart without persistence, a failover
+// to a replica without it): the new epoch counts from 1, so the gap check
+// starts again from 0 and a recovery, if needed, reads the new stream from
+// its start. An unknown epoch ("": a counter from before epochs, or none
+// yet) is adopted without a reset unless the counter went backwards.
+// Publications of the old epoch that were never delivered are lost; the
+// hub's subscribers learn it from the epoch change in the next push.
+// Lock rc.mu must be held.
+func (b *Redis) followLocked(rc *rchan, pub fanout.Publication) {
+	if pub.Epoch == rc.epoch || pub.Epoch == "" {
+		return
+	}
+	if rc.epoch != "" || pub.Seq <= rc.last {
+		if rc.last > 0 {
+			b.stats.resets.Add(1)
+		}
+		rc.last = 0
+	}
+	rc.epoch = pub.Epoch
 }
 
 // deliverLocked hands pub to the hub. Lock rc.mu must be held: it
@@ -73,6 +109,9 @@ func (b *Redis) dispatch(pc *psConn, name, payload string) {
 func (b *Redis) deliverLocked(rc *rchan, pub fanout.Publication) {
 	if pub.Seq > rc.last {
 		rc.last = pub.Seq
+	}
+	if pub.Epoch == "" && pub.Seq != 0 {
+		pub.Epoch = rc.epoch // a version-1 envelope: the epoch we follow
 	}
 	if hb := b.handler.Load(); hb != nil {
 		hb.h.HandlePublication(pub)
@@ -96,9 +135,14 @@ func (b *Redis) startRecovery(rc *rchan) {
 }
 
 // recoverChannel reads the stream after rc.last and delivers it, then the
-// pending messages, then clears rc.recovering. Failed reads are retried
-// with backoff until they succeed, the channel is unsubscribed or ctx
-// ends. rc.recovering must be set by the caller.
+// pending messages, then clears rc.recovering. When the stream's epoch is
+// not rc's, the stream was recreated: rc follows it from seq 0 and the
+// read starts over. A pending message of another epoch than the stream's
+// is skipped and the stream read once more: it was either of an older
+// epoch (lost with its stream: counted in Lost) or of a newer one (then
+// the next read finds it). Failed reads are retried with backoff until
+// they succeed, the channel is unsubscribed or ctx ends. rc.recovering
+// must be set by the caller.
 func (b *Redis) recoverChannel(ctx context.Context, rc *rchan) {
 	b.stats.recoveries.Add(1)
 	backoff := b.cfg.BackoffMin
@@ -110,7 +154,7 @@ func (b *Redis) recoverChannel(ctx context.Context, rc *rchan) {
 			return
 		}
 		rctx, cancel := context.WithTimeout(ctx, b.cfg.PublishTimeout)
-		_, pubs, err := b.readStream(rctx, rc.name, from, b.cfg.RecoverPage)
+		st, err := b.readStream(rctx, rc.name, &from, b.cfg.RecoverPage)
 		cancel()
 		if err != nil {
 			b.log.Debug("redis: recovery read failed", "channel", rc.name, "err", err)
@@ -125,7 +169,20 @@ func (b *Redis) recoverChannel(ctx context.Context, rc *rchan) {
 			rc.mu.Unlock()
 			return
 		}
-		for _, p := range pubs {
+		if st.epoch != rc.epoch && st.epoch != "" {
+			if rc.epoch != "" || st.top < rc.last {
+				if rc.last > 0 {
+					b.stats.resets.Add(1)
+				}
+				rc.last = 0
+			}
+			rc.epoch = st.epoch
+			if from != rc.last {
+				rc.mu.Unlock()
+				continue // read the new stream from its start
+			}
+		}
+		for _, p := range st.pubs {
 			if p.Seq > rc.last {
 				if p.Seq > rc.last+1 {
 					b.stats.lost.Add(p.Seq - rc.last - 1)
@@ -134,28 +191,12 @@ func (b *Redis) recoverChannel(ctx context.Context, rc *rchan) {
 				b.deliverLocked(rc, p)
 			}
 		}
-		if len(pubs) == b.cfg.RecoverPage {
+		if len(st.pubs) == b.cfg.RecoverPage {
 			rc.mu.Unlock()
 			continue // more pages
 		}
-		for _, p := range rc.pending {
-			switch {
-			case p.Seq == 0:
-				b.deliverLocked(rc, p)
-			case p.Seq <= rc.last:
-				b.stats.duplicates.Add(1)
-			default:
-				if p.Seq > rc.last+1 {
-					// Published before the read above but not in the
-					// stream: trimmed or expired.
-					b.stats.lost.Add(p.Seq - rc.last - 1)
-				}
-				b.deliverLocked(rc, p)
-			}
-		}
-		clear(rc.pending)
-		rc.pending = rc.pending[:0]
-		if rc.overflow {
+		again := b.deliverPendingLocked(rc)
+		if rc.overflow || again {
 			rc.overflow = false
 			rc.mu.Unlock()
 			continue
@@ -166,10 +207,44 @@ func (b *Redis) recoverChannel(ctx context.Context, rc *rchan) {
 	}
 }
 
-// resync checks, after a reconnect, which channels published while the
-// connection was down (their counter is past the last delivered seq) and
-// recovers them. Channels that publish again are caught by dispatch's gap
-// check as well; this catches the quiet ones.
+// deliverPendingLocked hands the messages that waited during a recovery to
+// the hub, in order, and empties the list. It reports whether one of
+// another epoch was skipped (the stream must be read again). Lock rc.mu
+// must be held.
+func (b *Redis) deliverPendingLocked(rc *rchan) (again bool) {
+	for _, p := range rc.pending {
+		switch {
+		case p.Seq == 0:
+			b.deliverLocked(rc, p)
+		case p.Epoch != rc.epoch && p.Epoch != "":
+			b.stats.lost.Add(1) // unless a newer epoch's stream has it (read again)
+			again = true
+		case p.Seq <= rc.last:
+			b.stats.duplicates.Add(1)
+		default:
+			if p.Seq > rc.last+1 {
+				// Published before the read above but not in the
+				// stream: trimmed or expired.
+				b.stats.lost.Add(p.Seq - rc.last - 1)
+			}
+			b.deliverLocked(rc, p)
+		}
+	}
+	clear(rc.pending)
+	rc.pending = rc.pending[:0]
+	return again
+}
+
+// resync is the entry point for "these channels' subscription broke and
+// is confirmed again; recover them" (cluster/doc.go). It reads each
+// channel's (top, epoch) and compares it with what was handed to the hub:
+// a channel whose counter moved past the last delivered seq is recovered
+// from its stream; one whose epoch changed (its stream was recreated) or
+// whose counter went backwards follows the new epoch from seq 0 and
+// recovers the new stream; every other channel is left alone. Channels
+// that publish again are caught by dispatch's gap and epoch checks as
+// well; this catches the quiet ones. Call it after the subscription is
+// confirmed and before the connection's next live message is dispatched.
 func (b *Redis) resync(ctx context.Context, names []string) {
 	for len(names) > 0 && ctx.Err() == nil {
 		n := min(len(names), 500)
@@ -180,11 +255,12 @@ func (b *Redis) resync(ctx context.Context, names []string) {
 			// A pooled connection may have died with the server: retry.
 			pipe := b.client.Pipeline()
 			for _, ch := range batch {
-				pipe.Get(ctx, keyPrefix+ch+seqSuffix)
+				// One slot: both keys carry the {ch} hash tag.
+				pipe.MGet(ctx, keyPrefix+ch+seqSuffix, keyPrefix+ch+epochSuffix)
 			}
 			var err error
 			cmds, err = pipe.Exec(ctx)
-			if err == nil || errors.Is(err, redis.Nil) {
+			if err == nil {
 				break
 			}
 			b.log.Debug("redis: resync read failed", "err", err)
@@ -193,35 +269,62 @@ func (b *Redis) resync(ctx context.Context, names []string) {
 			if i >= len(cmds) {
 				break
 			}
-			top, err := cmds[i].(interface{ Uint64() (uint64, error) }).Uint64()
-			if errors.Is(err, redis.Nil) {
-				top, err = 0, nil
-			}
-			if err != nil {
+			top, epoch, ok := parseTopEpoch(cmds[i])
+			if !ok {
 				continue // live gaps still recover
 			}
-			rc := b.lookup(ch)
-			if rc == nil {
-				continue
-			}
-			rc.mu.Lock()
-			if top < rc.last && !rc.recovering {
-				// The counter went backwards: Redis lost its data (a
-				// restart without persistence). Follow the new counter
-				// instead of dropping everything up to the old one.
-				b.stats.resets.Add(1)
-				b.log.Warn("redis: channel sequence went backwards; following the new counter", "channel", ch, "was", rc.last, "now", top)
-				rc.last = top
-			}
-			start := !rc.recovering && !rc.gone && top > rc.last
-			if start {
-				rc.recovering = true
-			}
-			rc.mu.Unlock()
-			if start {
-				b.startRecovery(rc)
+			if rc := b.lookup(ch); rc != nil {
+				b.resyncOne(rc, top, epoch)
 			}
 		}
+	}
+}
+
+// parseTopEpoch reads an MGET seq epoch reply.
+func parseTopEpoch(c redis.Cmder) (top uint64, epoch string, ok bool) {
+	mc, isMGet := c.(*redis.SliceCmd)
+	if !isMGet || mc.Err() != nil || len(mc.Val()) != 2 {
+		return 0, "", false
+	}
+	v := mc.Val()
+	if v[0] != nil {
+		s, _ := v[0].(string)
+		t, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return 0, "", false
+		}
+		top = t
+	}
+	if s, _ := v[1].(string); top > 0 && fanout.ValidEpoch(s) {
+		epoch = s
+	}
+	return top, epoch, true
+}
+
+// resyncOne applies resync's decision to one channel.
+func (b *Redis) resyncOne(rc *rchan, top uint64, epoch string) {
+	rc.mu.Lock()
+	if rc.recovering || rc.gone {
+		rc.mu.Unlock()
+		return // the running recovery reads the stream anyway
+	}
+	changed := epoch != rc.epoch && (rc.epoch != "" || epoch == "" && top < rc.last)
+	if changed || top < rc.last {
+		// Redis lost the channel's data (FLUSHALL, a restart without
+		// persistence, expiry, a failover): follow the new stream from
+		// its start instead of dropping everything up to the old seq.
+		b.stats.resets.Add(1)
+		b.log.Warn("redis: channel stream was recreated; following the new epoch", "channel", rc.name, "was", rc.epoch+":"+strconv.FormatUint(rc.last, 10), "now", epoch+":"+strconv.FormatUint(top, 10))
+		rc.last = 0
+		rc.epoch = epoch
+	} else if epoch != "" {
+		rc.epoch = epoch
+	}
+	start := top > rc.last
+	rc.recovering = start
+	rc.mu.Unlock()
+	if start {
+		b.startRecovery(rc)
 	}
 }
 

@@ -31,7 +31,8 @@ type channel struct {
 	spare     []Publication   // the previous batch's array, reused
 	running   bool            // a delivery task owns the channel
 	paused    int             // joining subscribers fetching history: hold deliveries
-	lastSeq   uint64          // highest Seq handled
+	lastSeq   uint64          // highest Seq handled in epoch
+	epoch     string          // the epoch of lastSeq
 	idle      time.Time       // when refs dropped to 0 (for the debounced unsubscribe)
 
 	// brokerMu serialises broker.Subscribe for this channel; subscribed
@@ -66,8 +67,13 @@ func newChannel(h *Hub, name string) *channel {
 // enqueueLocked appends pub and reports whether the caller must start a
 // delivery task. Lock c.mu must be held.
 func (c *channel) enqueueLocked(pub Publication) (start bool) {
-	if pub.Seq > c.lastSeq {
-		c.lastSeq = pub.Seq
+	if pub.Seq != 0 {
+		if pub.Epoch != c.epoch {
+			// The stream was recreated: it counts from 1 again.
+			c.epoch, c.lastSeq = pub.Epoch, pub.Seq
+		} else if pub.Seq > c.lastSeq {
+			c.lastSeq = pub.Seq
+		}
 	}
 	if len(c.subs) == 0 && c.paused == 0 {
 		return false // nobody to deliver to, nobody joining
@@ -248,17 +254,17 @@ func (c *channel) deliverTo(subs []*Subscription) uint64 {
 		queued := false
 		s.mu.Lock()
 		for i := range c.batch {
-			seq := c.batch[i].Seq
-			if seq != 0 && seq <= s.minSeq {
-				continue
+			pub := &c.batch[i]
+			if pub.Seq != 0 && pub.Seq <= s.minSeq && pub.Epoch == s.epoch {
+				continue // recovered or predates the subscription
 			}
 			fr := frames[i]
 			if fr == nil {
 				// The format appeared after the counts were read: encode
 				// for this subscriber only (rare, correct).
-				fr = encodePush(s.format, &c.batch[i], payloadIsJSON(c.batch[i].Data))
+				fr = encodePush(s.format, pub, payloadIsJSON(pub.Data))
 			}
-			if s.deliverLocked(fr, seq, &unflushed) {
+			if s.deliverLocked(fr, pub, &unflushed) {
 				queued = true
 				n++
 			}

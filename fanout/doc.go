@@ -17,6 +17,14 @@
 // subscriber. Frames are plain Go slices: "reference counting" is the
 // garbage collector's, and nobody writes to a frame after it is built.
 //
+// Epochs: a Publication's Seq counts within its Epoch (the broker's id of
+// the channel's stream). Each channel's window holds the top (epoch, seq);
+// a subscription filters live publications at or below its join point
+// only within its epoch, so a recreated stream's seq 1.. is never dropped
+// as a duplicate; a Subscribe whose SubscribeOptions.Epoch is not the
+// channel's is answered Recovered false and gets the current epoch's
+// history from its start; a gap notice names its epoch.
+//
 // Subscribe links a subscriber so that its reply (SubscribeOptions.Ack) and
 // any recovered history are queued before the first push of the channel;
 // see Hub.Subscribe for how nothing is lost or duplicated while it joins.

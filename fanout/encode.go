@@ -106,10 +106,14 @@ func newFrame(op ws.OpCode, bodyLen int) []byte {
 // "data" value. Checked once per publication, not per subscriber.
 func payloadIsJSON(data []byte) bool { return len(data) > 0 && json.Valid(data) }
 
-// encodeJSONPush builds {"ch":<ch>,"seq":N,"data":<data>}: data verbatim
-// when isJSON, else as a JSON string.
-func encodeJSONPush(ch string, seq uint64, data []byte, isJSON bool) []byte {
+// encodeJSONPush builds {"ch":<ch>,"epoch":<epoch>,"seq":N,"data":<data>}
+// ("epoch" only when not empty): data verbatim when isJSON, else as a JSON
+// string.
+func encodeJSONPush(ch, epoch string, seq uint64, data []byte, isJSON bool) []byte {
 	n := len(`{"ch":,"seq":,"data":}`) + jsonStringLen(ch) + uintLen(seq)
+	if epoch != "" {
+		n += len(`,"epoch":`) + jsonStringLen(epoch)
+	}
 	if isJSON {
 		n += len(data)
 	} else {
@@ -118,6 +122,10 @@ func encodeJSONPush(ch string, seq uint64, data []byte, isJSON bool) []byte {
 	b := newFrame(ws.OpText, n)
 	b = append(b, `{"ch":`...)
 	b = appendJSONString(b, ch)
+	if epoch != "" {
+		b = append(b, `,"epoch":`...)
+		b = appendJSONString(b, epoch)
+	}
 	b = append(b, `,"seq":`...)
 	b = strconv.AppendUint(b, seq, 10)
 	b = append(b, `,"data":`...)
@@ -144,15 +152,23 @@ func encodePush(f Format, pub *Publication, isJSON bool) []byte {
 	if f == FormatRaw {
 		return encodeRawPush(pub.Data)
 	}
-	return encodeJSONPush(pub.Channel, pub.Seq, pub.Data, isJSON)
+	return encodeJSONPush(pub.Channel, pub.Epoch, pub.Seq, pub.Data, isJSON)
 }
 
-// encodeGap builds {"op":"gap","ch":<ch>,"from":A,"to":B}.
-func encodeGap(ch string, from, to uint64) []byte {
+// encodeGap builds {"op":"gap","ch":<ch>,"epoch":<epoch>,"from":A,"to":B}
+// ("epoch" only when not empty).
+func encodeGap(ch, epoch string, from, to uint64) []byte {
 	n := len(`{"op":"gap","ch":,"from":,"to":}`) + jsonStringLen(ch) + uintLen(from) + uintLen(to)
+	if epoch != "" {
+		n += len(`,"epoch":`) + jsonStringLen(epoch)
+	}
 	b := newFrame(ws.OpText, n)
 	b = append(b, `{"op":"gap","ch":`...)
 	b = appendJSONString(b, ch)
+	if epoch != "" {
+		b = append(b, `,"epoch":`...)
+		b = appendJSONString(b, epoch)
+	}
 	b = append(b, `,"from":`...)
 	b = strconv.AppendUint(b, from, 10)
 	b = append(b, `,"to":`...)

@@ -23,9 +23,10 @@ func (printSub) Flush()                                   {}
 func (printSub) Close(code ws.StatusCode, _ string) error { return nil }
 
 // Example wires the memory broker and a hub, subscribes after a first
-// publication (recovered with since=0) and publishes live.
+// publication (recovered with since=0) and publishes live. The epoch is
+// fixed here; by default each channel gets a random one.
 func Example() {
-	mem, _ := cluster.NewMemory(cluster.MemoryConfig{})
+	mem, _ := cluster.NewMemory(cluster.MemoryConfig{NewEpoch: func() string { return "7f3ac1d2e4" }})
 	hub, _ := fanout.New(fanout.Config{Broker: mem})
 	mem.Attach(hub)
 	ctx := context.Background()
@@ -35,14 +36,14 @@ func Example() {
 	_, res, _ := hub.Subscribe(ctx, printSub{}, "login:7f3a", fanout.SubscribeOptions{
 		Since: &since,
 		Ack: func(r fanout.SubscribeResult) []byte {
-			return codec.CompileFrame(ws.OpText, fmt.Appendf(nil, "subok seq=%d recovered=%v", r.Seq, r.Recovered))
+			return codec.CompileFrame(ws.OpText, fmt.Appendf(nil, "subok epoch=%s seq=%d recovered=%v", r.Epoch, r.Seq, r.Recovered))
 		},
 	})
 	_, _ = mem.Publish(ctx, "login:7f3a", []byte(`done`))
-	fmt.Println("resume point:", res.Seq)
+	fmt.Println("resume point:", res.Epoch, res.Seq)
 	// Output:
-	// subok seq=1 recovered=true
-	// {"ch":"login:7f3a","seq":1,"data":{"user":42}}
-	// {"ch":"login:7f3a","seq":2,"data":"done"}
-	// resume point: 1
+	// subok epoch=7f3ac1d2e4 seq=1 recovered=true
+	// {"ch":"login:7f3a","epoch":"7f3ac1d2e4","seq":1,"data":{"user":42}}
+	// {"ch":"login:7f3a","epoch":"7f3ac1d2e4","seq":2,"data":"done"}
+	// resume point: 7f3ac1d2e4 1
 }

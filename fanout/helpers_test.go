@@ -129,9 +129,13 @@ func frameSeq(b []byte) uint64 {
 	return v
 }
 
-// newHub builds a memory broker and a hub attached to it.
+// newHub builds a memory broker and a hub attached to it. Unless mcfg
+// says otherwise, every channel's epoch is "e1".
 func newHub(t testing.TB, cfg fanout.Config, mcfg cluster.MemoryConfig) (*fanout.Hub, *cluster.Memory) {
 	t.Helper()
+	if mcfg.NewEpoch == nil {
+		mcfg.NewEpoch = func() string { return "e1" }
+	}
 	m, err := cluster.NewMemory(mcfg)
 	if err != nil {
 		t.Fatal(err)

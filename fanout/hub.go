@@ -262,7 +262,9 @@ func (c *channel) releaseLocked() {
 // its top) is read, the reply and the history after Since are queued, and
 // the subscription is linked with minSeq = top; then deliveries resume.
 // Every publication after top is then either in the mailbox or not yet
-// handled, and the live path skips those at or below minSeq.
+// handled, and the live path skips those at or below minSeq of the same
+// epoch (a publication of another epoch belongs to a recreated stream and
+// is always delivered).
 func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, name string, opts SubscribeOptions) (*Subscription, SubscribeResult, error) {
 	if h.closed.Load() {
 		return nil, SubscribeResult{}, ErrHubClosed
@@ -282,11 +284,14 @@ func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, name string, opts S
 	c.mu.Lock()
 	if opts.Since == nil && c.lastSeq > 0 {
 		// Fast path: no broker round trip.
-		res := SubscribeResult{Seq: c.lastSeq, Recovered: true}
-		if len(c.mailbox) > 0 && c.mailbox[0].Seq > 0 {
-			res.Seq = c.mailbox[0].Seq - 1
+		res := SubscribeResult{Seq: c.lastSeq, Epoch: c.epoch, Recovered: true}
+		for i := range c.mailbox {
+			if m := &c.mailbox[i]; m.Seq > 0 {
+				res.Seq, res.Epoch = m.Seq-1, m.Epoch
+				break
+			}
 		}
-		s.minSeq = res.Seq
+		s.minSeq, s.epoch = res.Seq, res.Epoch
 		err := h.ackLocked(s, opts, res)
 		if err == nil {
 			c.linkLocked(s)
@@ -332,13 +337,28 @@ func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, name string, opts S
 
 // recover reads the broker's history (or top) while the channel's
 // deliveries are paused and queues the reply and the recovered frames.
+// When the client's epoch is not the channel's, its since means nothing
+// here: the reply says recovered:false and the history of the current
+// epoch follows from its start.
 func (h *Hub) recover(ctx context.Context, s *Subscription, opts SubscribeOptions) (SubscribeResult, error) {
-	hr, err := h.cfg.Broker.History(ctx, s.ch.name, opts.Since)
+	since := opts.Since
+	hr, err := h.cfg.Broker.History(ctx, s.ch.name, since)
 	if err != nil {
 		return SubscribeResult{}, fmt.Errorf("fanout: history of %q: %w", s.ch.name, err)
 	}
-	res := SubscribeResult{Seq: hr.Top, Recovered: opts.Since == nil || hr.Recovered}
-	s.minSeq = hr.Top
+	recovered := since == nil || hr.Recovered
+	if since != nil && opts.Epoch != "" && opts.Epoch != hr.Epoch {
+		recovered = false
+		if *since != 0 {
+			zero := uint64(0)
+			since = &zero
+			if hr, err = h.cfg.Broker.History(ctx, s.ch.name, since); err != nil {
+				return SubscribeResult{}, fmt.Errorf("fanout: history of %q: %w", s.ch.name, err)
+			}
+		}
+	}
+	res := SubscribeResult{Seq: hr.Top, Epoch: hr.Epoch, Recovered: recovered}
+	s.minSeq, s.epoch = hr.Top, hr.Epoch
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := h.ackLocked(s, opts, res); err != nil {
@@ -348,10 +368,10 @@ func (h *Hub) recover(ctx context.Context, s *Subscription, opts SubscribeOption
 	unflushed := 1 // the reply
 	for i := range hr.Pubs {
 		pub := &hr.Pubs[i]
-		if opts.Since != nil && pub.Seq <= *opts.Since || pub.Seq > hr.Top {
+		if since != nil && pub.Seq <= *since || pub.Seq > hr.Top {
 			continue
 		}
-		if s.deliverLocked(encodePush(s.format, pub, payloadIsJSON(pub.Data)), pub.Seq, &unflushed) {
+		if s.deliverLocked(encodePush(s.format, pub, payloadIsJSON(pub.Data)), pub, &unflushed) {
 			n++
 		}
 	}

@@ -62,7 +62,7 @@ func TestEncoding(t *testing.T) {
 			t.Errorf("frame %d = %+v, want seq %d data %v", i, push, i+1, wantData[i])
 		}
 	}
-	if got[0] != `{"ch":"we\"ird\\ch","seq":1,"data":{"hi":1}}` {
+	if got[0] != `{"ch":"we\"ird\\ch","epoch":"e1","seq":1,"data":{"hi":1}}` {
 		t.Errorf("verbatim JSON embedding: %s", got[0])
 	}
 	raw.mu.Lock()
@@ -189,7 +189,7 @@ func TestPolicies(t *testing.T) {
 		}
 		f.Flush()
 		publish(t, m, "feed:1", pad(6))
-		want := []string{pad(1), pad(2), `{"op":"gap","ch":"feed:1","from":3,"to":5}`, pad(6)}
+		want := []string{pad(1), pad(2), `{"op":"gap","ch":"feed:1","epoch":"e1","from":3,"to":5}`, pad(6)}
 		if got := f.payloads(t); !slices.Equal(got, want) {
 			t.Errorf("frames %q, want %q", got, want)
 		}
@@ -206,7 +206,7 @@ func TestPolicies(t *testing.T) {
 		}
 		f.drain() // no Resume: the next publication sends the gap first
 		publish(t, m, "feed:2", pad(4))
-		want := []string{pad(1), pad(2), `{"op":"gap","ch":"feed:2","from":3,"to":3}`, pad(4)}
+		want := []string{pad(1), pad(2), `{"op":"gap","ch":"feed:2","epoch":"e1","from":3,"to":3}`, pad(4)}
 		if got := f.payloads(t); !slices.Equal(got, want) {
 			t.Errorf("frames %q, want %q", got, want)
 		}
@@ -267,7 +267,7 @@ func TestChunkedFanoutOrder(t *testing.T) {
 		for j, p := range got {
 			want := fmt.Sprintf(`{"n":%d}`, j+1)
 			if i%3 != 0 {
-				want = fmt.Sprintf(`{"ch":"big","seq":%d,"data":{"n":%d}}`, j+1, j+1)
+				want = fmt.Sprintf(`{"ch":"big","epoch":"e1","seq":%d,"data":{"n":%d}}`, j+1, j+1)
 			}
 			if p != want {
 				t.Fatalf("sub %d frame %d = %s, want %s", i, j, p, want)

@@ -16,20 +16,24 @@ type Subscription struct {
 	sub    Subscriber
 	format Format
 
-	// minSeq filters the live path: publications with 0 < Seq <= minSeq
-	// were recovered from history or predate the subscription. Written
-	// before the Subscription is linked, read-only afterwards.
+	// minSeq filters the live path: publications of epoch with 0 < Seq <=
+	// minSeq were recovered from history or predate the subscription. A
+	// publication of another epoch is never filtered: its stream was
+	// recreated and counts from 1 again. Written before the Subscription
+	// is linked, read-only afterwards.
 	minSeq uint64
+	epoch  string
 	idx    int // position in ch.subs; guarded by ch.mu (-1: not linked)
 
-	mu      sync.Mutex
-	removed bool   // unsubscribed: queue nothing more
-	dead    bool   // the subscriber closed or was disconnected
-	held    bool   // a gap notice or a conflated frame waits
-	gapFrom uint64 // PolicyDrop: first missing seq (held)
-	gapTo   uint64 // PolicyDrop: last missing seq (held)
-	latest  []byte // PolicyConflate: the newest frame not yet queued (held)
-	kick    bool   // PolicyDisconnect fired: close the subscriber once s.mu is released
+	mu       sync.Mutex
+	removed  bool   // unsubscribed: queue nothing more
+	dead     bool   // the subscriber closed or was disconnected
+	held     bool   // a gap notice or a conflated frame waits
+	gapEpoch string // PolicyDrop: the epoch of gapFrom..gapTo (held)
+	gapFrom  uint64 // PolicyDrop: first missing seq (held)
+	gapTo    uint64 // PolicyDrop: last missing seq (held)
+	latest   []byte // PolicyConflate: the newest frame not yet queued (held)
+	kick     bool   // PolicyDisconnect fired: close the subscriber once s.mu is released
 }
 
 // Channel returns the channel name.
@@ -45,7 +49,7 @@ func (s *Subscription) Subscriber() Subscriber { return s.sub }
 // very burst, not by a slow reader, so deliverLocked releases s.mu,
 // flushes, retakes s.mu and tries once more before applying the policy.
 // Lock s.mu must be held (it may be released and retaken).
-func (s *Subscription) deliverLocked(frame []byte, seq uint64, unflushed *int) bool {
+func (s *Subscription) deliverLocked(frame []byte, pub *Publication, unflushed *int) bool {
 	r := s.tryLocked(frame, unflushed)
 	if r == resultFull && *unflushed > 0 {
 		// Flush may close the connection, whose close hook unsubscribes
@@ -60,7 +64,7 @@ func (s *Subscription) deliverLocked(frame []byte, seq uint64, unflushed *int) b
 	case resultQueued:
 		return true
 	case resultFull:
-		s.overflowLocked(frame, seq)
+		s.overflowLocked(frame, pub)
 	}
 	return false
 }
@@ -103,7 +107,7 @@ func (s *Subscription) tryLocked(frame []byte, unflushed *int) queueResult {
 
 // overflowLocked applies the channel's policy to a frame the subscriber's
 // queue refused. Lock s.mu must be held.
-func (s *Subscription) overflowLocked(frame []byte, seq uint64) {
+func (s *Subscription) overflowLocked(frame []byte, pub *Publication) {
 	switch s.ch.policy {
 	case PolicyDisconnect:
 		// Closing may run the connection's close hook synchronously, which
@@ -111,13 +115,16 @@ func (s *Subscription) overflowLocked(frame []byte, seq uint64) {
 		s.dead = true
 		s.kick = true
 	default:
-		s.holdLocked(frame, seq)
+		s.holdLocked(frame, pub)
 	}
 }
 
 // holdLocked records a frame the subscriber could not take under PolicyDrop
-// or PolicyConflate. Lock s.mu must be held.
-func (s *Subscription) holdLocked(frame []byte, seq uint64) {
+// or PolicyConflate. A gap names one epoch's range: when the epoch
+// changes while a gap is held, the range restarts in the new epoch (the
+// client learns of the old epoch's loss from the epoch change itself).
+// Lock s.mu must be held.
+func (s *Subscription) holdLocked(frame []byte, pub *Publication) {
 	st := &s.ch.hub.stats
 	if s.ch.policy == PolicyConflate {
 		s.latest = frame
@@ -126,13 +133,13 @@ func (s *Subscription) holdLocked(frame []byte, seq uint64) {
 		return
 	}
 	st.dropped.Add(1)
-	if seq == 0 {
+	if pub.Seq == 0 {
 		return // unsequenced: nothing a gap notice could name
 	}
-	if s.gapFrom == 0 {
-		s.gapFrom = seq
+	if s.gapFrom == 0 || s.gapEpoch != pub.Epoch {
+		s.gapFrom, s.gapEpoch = pub.Seq, pub.Epoch
 	}
-	s.gapTo = seq
+	s.gapTo = pub.Seq
 	s.held = true
 }
 
@@ -144,7 +151,7 @@ func (s *Subscription) flushHeldLocked() bool {
 	if s.ch.policy == PolicyConflate {
 		frame = s.latest
 	} else {
-		frame = encodeGap(s.ch.name, s.gapFrom, s.gapTo)
+		frame = encodeGap(s.ch.name, s.gapEpoch, s.gapFrom, s.gapTo)
 	}
 	switch err := s.sub.Queue(frame); err {
 	case nil:
@@ -159,7 +166,7 @@ func (s *Subscription) flushHeldLocked() bool {
 	} else {
 		s.ch.hub.stats.gapNotices.Add(1)
 	}
-	s.held, s.latest, s.gapFrom, s.gapTo = false, nil, 0, 0
+	s.held, s.latest, s.gapFrom, s.gapTo, s.gapEpoch = false, nil, 0, 0, ""
 	return true
 }
 

@@ -27,9 +27,16 @@ type Subscriber interface {
 // Publication is one message of a channel. Data is immutable once
 // published: the hub and brokers keep references to it. Seq is the
 // channel's sequence number assigned by the broker (1, 2, ...); 0 means
-// unsequenced (at-most-once publishing without history).
+// unsequenced (at-most-once publishing without history). Epoch names the
+// channel's stream that Seq counts in: a short id the broker makes when it
+// (re)creates the stream (a memory broker's first publication of the
+// channel in this process, a Redis counter that was absent: first publish,
+// FLUSHALL, expiry, a restart without persistence). Sequence numbers
+// compare only within one epoch: after an epoch change the channel counts
+// from 1 again. Unsequenced publications have no epoch ("").
 type Publication struct {
 	Channel string
+	Epoch   string
 	Seq     uint64
 	Data    []byte
 }
@@ -41,6 +48,9 @@ type HistoryResult struct {
 	Pubs []Publication
 	// Top is the channel's latest assigned sequence number (0: none yet).
 	Top uint64
+	// Epoch is the epoch of Top and Pubs ("": the channel has no stream:
+	// never published, or its counter is gone).
+	Epoch string
 	// Recovered reports that Pubs holds every publication after since:
 	// nothing was lost to the history's size or TTL bounds.
 	Recovered bool
@@ -53,7 +63,8 @@ type HistoryResult struct {
 // The hub calls Subscribe when a channel gets its first local subscriber
 // and Unsubscribe (debounced) when it has had none for a while. History
 // returns the retained publications after *since, or only the channel's
-// top sequence when since is nil.
+// top sequence when since is nil, together with the epoch they belong to,
+// read atomically.
 type Broker interface {
 	Publish(ctx context.Context, channel string, data []byte) (seq uint64, err error)
 	Subscribe(ctx context.Context, channel string) error
@@ -81,8 +92,10 @@ type Admitter interface {
 type Format uint8
 
 const (
-	// FormatJSON pushes {"ch":"<channel>","seq":N,"data":<payload>} text
-	// frames; a payload that is not valid JSON is embedded as a JSON string.
+	// FormatJSON pushes {"ch":"<channel>","epoch":"<epoch>","seq":N,
+	// "data":<payload>} text frames ("epoch" only on sequenced
+	// publications); a payload that is not valid JSON is embedded as a
+	// JSON string.
 	FormatJSON Format = iota
 	// FormatRaw pushes the payload bytes alone: a text frame when they are
 	// valid UTF-8, else a binary frame.
@@ -108,8 +121,8 @@ const (
 	// PolicyDisconnect closes the subscriber with 4001 (the default).
 	PolicyDisconnect Policy = iota
 	// PolicyDrop drops the message for that subscriber and, once it accepts
-	// again, sends {"op":"gap","ch":..,"from":A,"to":B} naming the missing
-	// sequence range before the next push.
+	// again, sends {"op":"gap","ch":..,"epoch":..,"from":A,"to":B} naming
+	// the missing sequence range (of that epoch) before the next push.
 	PolicyDrop
 	// PolicyConflate keeps only the latest message of the channel for that
 	// subscriber and sends it once the subscriber accepts again.
@@ -158,6 +171,12 @@ type SubscribeOptions struct {
 	// sequence number before the live ones (recovery, publish-before-
 	// subscribe with since=0).
 	Since *uint64
+	// Epoch is the epoch Since counts in, as the client last saw it ("":
+	// unknown; Since is then taken in the current epoch). When it differs
+	// from the channel's current epoch the publications after Since are
+	// unknowable: the subscription is not recovered, and every retained
+	// publication of the current epoch is queued instead (as Since 0).
+	Epoch string
 	// Ack, when set, builds the subscribe reply frame from the result. The
 	// hub queues it before any push of the channel reaches the subscriber.
 	Ack func(SubscribeResult) []byte
@@ -169,8 +188,11 @@ type SubscribeResult struct {
 	// has been given (by recovery) or skipped (live-only): the position to
 	// resume from with since.
 	Seq uint64
-	// Recovered reports that no publication after Since was lost (always
-	// true without Since).
+	// Epoch is the epoch Seq counts in: resume with (Epoch, Seq).
+	Epoch string
+	// Recovered reports that no publication after (Epoch, Since) was lost
+	// (always true without Since; false when SubscribeOptions.Epoch named
+	// another epoch).
 	Recovered bool
 }
 
@@ -187,4 +209,24 @@ type Stats struct {
 	Overflowed      uint64 // publications dropped because a channel's mailbox was full
 	Refused         uint64 // publications refused by Admit (mailbox over MaxMailboxBytes)
 	PoolFallbacks   uint64 // fan-out tasks run inline because the pool refused them
+}
+
+// MaxEpochLen bounds an epoch id in bytes.
+const MaxEpochLen = 32
+
+// ValidEpoch reports whether e can be an epoch: 1 to MaxEpochLen bytes of
+// [0-9A-Za-z_-]. Epochs travel unescaped in JSON strings, URL queries and
+// Redis envelopes, so nothing else is allowed. Brokers make them (package
+// cluster); clients only echo them back.
+func ValidEpoch(e string) bool {
+	if e == "" || len(e) > MaxEpochLen {
+		return false
+	}
+	for i := 0; i < len(e); i++ {
+		c := e[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }

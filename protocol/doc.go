@@ -6,10 +6,11 @@
 //
 //	GET /ws                                 (other paths: 404)
 //	Sec-WebSocket-Protocol: pushd.v1        (selected when offered)
-//	/ws?ch=a,b&since=N&format=raw           URL subscriptions (checked before the 101)
+//	/ws?ch=a,b&since=N&epoch=E&format=raw   URL subscriptions (checked before the 101)
 //
 //	client → server (JSON text)             server → client
-//	{"op":"sub","ch":"room:1","since":123}  {"op":"subok","ch":"room:1","seq":130,"recovered":true}
+//	{"op":"sub","ch":"room:1","since":123,"epoch":"6752a3b1e0c2f"}
+//	                                        {"op":"subok","ch":"room:1","epoch":"6752a3b1e0c2f","seq":130,"recovered":true}
 //	{"op":"unsub","ch":"room:1"}            {"op":"unsubok","ch":"room:1"}
 //	{"op":"ping"}                           {"op":"pong"}
 //	{"op":"refresh","token":".."}           {"op":"refreshok","exp":<unix s>}
@@ -17,9 +18,25 @@
 //	                                        {"op":"unsubscribed","ch":..,"reason":".."}  (server ended it)
 //	anything refused                        {"op":"err","ch":"room:1","code":400|403|404|429|500,"reason":".."}
 //
-//	pushes: {"ch":"room:1","seq":131,"data":<payload>}   (format=raw: the payload alone,
-//	        text if UTF-8, else binary)
-//	gap notice (policy drop): {"op":"gap","ch":"feed:1","from":A,"to":B}
+//	pushes: {"ch":"room:1","epoch":"6752a3b1e0c2f","seq":131,"data":<payload>}
+//	        ("epoch" only when seq > 0; format=raw: the payload alone, text if
+//	        UTF-8, else binary)
+//	gap notice (policy drop): {"op":"gap","ch":"feed:1","epoch":"..","from":A,"to":B}
+//
+// # Epochs and resume
+//
+// A channel's seqs count within an epoch: a short id ([0-9A-Za-z_-], at
+// most fanout.MaxEpochLen bytes) the broker makes when it (re)creates the
+// channel's stream (package cluster). Every sequenced push, subok and gap
+// notice names it. A resume is (since, epoch): with the channel's epoch
+// and the history still reaching back, subok says recovered:true and
+// exactly the missed pushes follow; with another epoch, or when the
+// history no longer reaches back, subok says recovered:false with the
+// current epoch and top seq, and (for another epoch) the current epoch's
+// retained history follows from seq 1. Without epoch, since is taken in
+// the current epoch (clients from before epochs). epoch without since, or
+// a malformed one, is refused with 400 (FuzzRequest, FuzzParseURL). A
+// client never drops a push of another epoch as a duplicate.
 //
 // The subok reply is queued by the hub before the subscription is linked,
 // so it reaches the client before any push of the channel; recovered
@@ -53,7 +70,8 @@
 // faster with 1008.
 //
 // Refusals: malformed JSON, unknown ops, missing fields, invalid channel
-// names (1-255 printable ASCII bytes, no comma), since outside uint64,
+// names (1-255 printable ASCII bytes, no comma), since outside uint64, a
+// malformed epoch or one without since,
 // requests over 5 KiB and binary messages get an err reply with code 400;
 // not public 403; unsub of an unknown channel 404; more than
 // MaxSubscriptions 429. After MaxErrors refusals the connection is closed

@@ -254,7 +254,7 @@ func (h *Handler) Open(c *poller.Conn) {
 		if ch == s.grant.PersonalChannel() {
 			continue
 		}
-		if !s.subscribe(Request{Op: OpSub, Ch: ch, Since: u.since}, false) {
+		if !s.subscribe(Request{Op: OpSub, Ch: ch, Since: u.since, Epoch: u.epoch}, false) {
 			return
 		}
 	}

@@ -15,11 +15,14 @@ import (
 
 func textFrame(body []byte) []byte { return codec.CompileFrame(ws.OpText, body) }
 
-// subokFrame: {"op":"subok","ch":..,"seq":N,"recovered":bool}.
+// subokFrame: {"op":"subok","ch":..,"epoch":"..","seq":N,"recovered":bool}
+// (epoch "" when the channel has no stream yet).
 func subokFrame(ch string, res fanout.SubscribeResult) []byte {
-	b := make([]byte, 0, 64+len(ch))
+	b := make([]byte, 0, 96+len(ch))
 	b = append(b, `{"op":"subok","ch":`...)
 	b = fanout.AppendJSONString(b, ch)
+	b = append(b, `,"epoch":`...)
+	b = fanout.AppendJSONString(b, res.Epoch)
 	b = append(b, `,"seq":`...)
 	b = strconv.AppendUint(b, res.Seq, 10)
 	b = append(b, `,"recovered":`...)

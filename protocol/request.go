@@ -50,6 +50,9 @@ type Request struct {
 	Ch    string
 	Since *uint64
 	Token string // refresh only
+	// Epoch is the epoch Since counts in, as the client last saw it in a
+	// push or a subok ("": unknown). Only with Since.
+	Epoch string
 }
 
 // wireRequest is the JSON shape of a request. Unknown fields are ignored
@@ -59,7 +62,11 @@ type wireRequest struct {
 	Ch    *string         `json:"ch"`
 	Since json.RawMessage `json:"since"`
 	Token *string         `json:"token"`
+	Epoch *string         `json:"epoch"`
 }
+
+// epochReason is the refusal of a malformed epoch.
+const epochReason = `"epoch" must be 1 to 32 characters of 0-9, A-Z, a-z, '_' and '-'`
 
 // ParseRequest parses one text message from a client. It never panics; a
 // refused request comes back as a *RequestError with code 400 naming what
@@ -112,6 +119,15 @@ func ParseRequest(data []byte) (Request, error) {
 			return r, &RequestError{Code: CodeBadRequest, Ch: r.Ch, Reason: `"since" must be an integer from 0 to 18446744073709551615`}
 		}
 		r.Since = &v
+	}
+	if r.Op == OpSub && w.Epoch != nil && *w.Epoch != "" {
+		if !fanout.ValidEpoch(*w.Epoch) {
+			return r, &RequestError{Code: CodeBadRequest, Ch: r.Ch, Reason: epochReason}
+		}
+		if r.Since == nil {
+			return r, &RequestError{Code: CodeBadRequest, Ch: r.Ch, Reason: `"epoch" needs "since"`}
+		}
+		r.Epoch = *w.Epoch
 	}
 	return r, nil
 }
@@ -171,10 +187,11 @@ func ValidChannel(ch string) error {
 type urlRequest struct {
 	channels []string
 	since    *uint64
+	epoch    string
 	format   fanout.Format
 }
 
-// parseURL reads /ws?ch=a,b&since=N&format=raw. The path must be exactly
+// parseURL reads /ws?ch=a,b&since=N&epoch=E&format=raw. The path must be exactly
 // /ws. A refusal carries the HTTP status.
 func parseURL(uri string, maxSubs int) (urlRequest, int, error) {
 	var u urlRequest
@@ -199,6 +216,15 @@ func parseURL(uri string, maxSubs int) (urlRequest, int, error) {
 			return u, 400, errors.New("since must be an integer from 0 to 18446744073709551615")
 		}
 		u.since = &v
+	}
+	if e := q.Get("epoch"); e != "" {
+		if !fanout.ValidEpoch(e) {
+			return u, 400, errors.New("epoch must be 1 to 32 characters of 0-9, A-Z, a-z, '_' and '-'")
+		}
+		if u.since == nil {
+			return u, 400, errors.New("epoch needs since")
+		}
+		u.epoch = e
 	}
 	for _, list := range q["ch"] {
 		for ch := range strings.SplitSeq(list, ",") {

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/pushd/pushd/fanout"
 )
 
 func TestParseRequest(t *testing.T) {
@@ -101,4 +103,82 @@ func TestParseURL(t *testing.T) {
 			t.Errorf("parseURL(%q).since = %v", tc.uri, u.since)
 		}
 	}
+}
+
+// TestParseEpoch covers the resume request's epoch, in the op and in the
+// URL: valid with since, refused with a clear reason otherwise.
+func TestParseEpoch(t *testing.T) {
+	for _, tc := range []struct {
+		in, epoch, reason string
+	}{
+		{`{"op":"sub","ch":"a","since":5,"epoch":"6752a3b10f4240"}`, "6752a3b10f4240", ""},
+		{`{"op":"sub","ch":"a","since":0,"epoch":"A-_z9"}`, "A-_z9", ""},
+		{`{"op":"sub","ch":"a","since":5,"epoch":""}`, "", ""},
+		{`{"op":"sub","ch":"a","since":5,"epoch":null}`, "", ""},
+		{`{"op":"unsub","ch":"a","epoch":"zz"}`, "", ""},
+		{`{"op":"sub","ch":"a","epoch":"abc"}`, "", `"epoch" needs "since"`},
+		{`{"op":"sub","ch":"a","since":5,"epoch":"a b"}`, "", `"epoch" must be`},
+		{`{"op":"sub","ch":"a","since":5,"epoch":"a\"b"}`, "", `"epoch" must be`},
+		{`{"op":"sub","ch":"a","since":5,"epoch":"é"}`, "", `"epoch" must be`},
+		{`{"op":"sub","ch":"a","since":5,"epoch":"` + strings.Repeat("a", 33) + `"}`, "", `"epoch" must be`},
+		{`{"op":"sub","ch":"a","since":5,"epoch":7}`, "", `"epoch" must be a string`},
+	} {
+		r, err := ParseRequest([]byte(tc.in))
+		if tc.reason != "" {
+			var re *RequestError
+			if !errors.As(err, &re) || re.Code != CodeBadRequest || !strings.Contains(re.Reason, tc.reason) {
+				t.Errorf("ParseRequest(%s) = %+v, %v; want 400 ~%q", tc.in, r, err, tc.reason)
+			}
+			continue
+		}
+		if err != nil || r.Epoch != tc.epoch {
+			t.Errorf("ParseRequest(%s) = %+v, %v; want epoch %q", tc.in, r, err, tc.epoch)
+		}
+	}
+	for _, tc := range []struct {
+		uri    string
+		status int
+		epoch  string
+	}{
+		{"/ws?ch=a&since=5&epoch=6752a3b10f4240", 0, "6752a3b10f4240"},
+		{"/ws?ch=a&since=5&epoch=", 0, ""},
+		{"/ws?ch=a&epoch=abc", 400, ""},
+		{"/ws?ch=a&since=5&epoch=a%20b", 400, ""},
+		{"/ws?ch=a&since=5&epoch=" + strings.Repeat("a", 33), 400, ""},
+	} {
+		u, status, err := parseURL(tc.uri, 4)
+		if status != tc.status || (status == 0) != (err == nil) || u.epoch != tc.epoch && status == 0 {
+			t.Errorf("parseURL(%q) = %+v, %d, %v; want %d epoch %q", tc.uri, u, status, err, tc.status, tc.epoch)
+		}
+	}
+}
+
+// FuzzParseURL: parseURL never panics; an accepted URL has valid
+// channels, an epoch only with since and only a valid one, and a refusal
+// carries a 4xx status and a reason.
+func FuzzParseURL(f *testing.F) {
+	for _, s := range []string{"/ws", "/ws?ch=a,b&since=0", "/ws?ch=a&since=5&epoch=6752a3b10f4240",
+		"/ws?ch=a&epoch=x", "/ws?ch=a&since=5&epoch=a%20b", "/ws?ch=%zz", "/ws?format=raw&ch=a", "/x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, uri string) {
+		u, status, err := parseURL(uri, 4)
+		if status != 0 {
+			if status < 400 || status > 499 || err == nil || err.Error() == "" {
+				t.Fatalf("parseURL(%q) = %d, %v", uri, status, err)
+			}
+			return
+		}
+		if err != nil || len(u.channels) > 4 {
+			t.Fatalf("parseURL(%q) = %+v, %v", uri, u, err)
+		}
+		for _, ch := range u.channels {
+			if ValidChannel(ch) != nil {
+				t.Fatalf("parseURL(%q) accepted channel %q", uri, ch)
+			}
+		}
+		if u.epoch != "" && (u.since == nil || !fanout.ValidEpoch(u.epoch)) {
+			t.Fatalf("parseURL(%q) accepted epoch %q with since %v", uri, u.epoch, u.since)
+		}
+	})
 }

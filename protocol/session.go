@@ -229,7 +229,7 @@ func (s *session) subscribe(req Request, ack bool) bool {
 		s.refuse(&RequestError{Code: CodeTooManyRequests, Ch: req.Ch, Reason: "too many subscriptions"})
 		return true
 	}
-	opts := fanout.SubscribeOptions{Format: s.format, Since: req.Since}
+	opts := fanout.SubscribeOptions{Format: s.format, Since: req.Since, Epoch: req.Epoch}
 	if ack {
 		ch := req.Ch
 		opts.Ack = func(res fanout.SubscribeResult) []byte { return subokFrame(ch, res) }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -106,7 +107,7 @@ func TestSessionOps(t *testing.T) {
 		want string // substring of the reply
 	}{
 		{`{"op":"ping"}`, `"op":"pong"`},
-		{`{"op":"sub","ch":"room:1"}`, `"op":"subok","ch":"room:1","seq":0,"recovered":true`},
+		{`{"op":"sub","ch":"room:1"}`, `"op":"subok","ch":"room:1","epoch":"`},
 		{`{"op":"sub","ch":"room:1"}`, `"code":400`},
 		{`{"op":"sub","ch":"secret"}`, `"code":403`},
 		{`{"op":"sub","ch":"news","since":0}`, `"op":"subok","ch":"news"`},
@@ -129,8 +130,13 @@ func TestSessionOps(t *testing.T) {
 	// A push on news reaches the session; room:1 was unsubscribed.
 	_, _ = e.mem.Publish(context.Background(), "room:1", []byte(`1`))
 	_, _ = e.mem.Publish(context.Background(), "news", []byte(`{"a":1}`))
-	if r.count() != len(steps)+1 || !bytes.HasSuffix(r.frames[len(steps)], []byte(`{"ch":"news","seq":1,"data":{"a":1}}`)) {
+	if r.count() != len(steps)+1 || !regexp.MustCompile(`{"ch":"news","epoch":"[0-9a-f]{10}","seq":1,"data":{"a":1}}$`).Match(r.frames[len(steps)]) {
 		t.Fatalf("push: %q", r.frames[len(steps):])
+	}
+	// The subok of room:1 named the epoch of its (memory) stream and the
+	// resume point.
+	if m := r.reply(t, 1); m["seq"] != 0.0 || m["recovered"] != true || len(m["epoch"].(string)) != 10 {
+		t.Errorf("subok %v", m)
 	}
 	// Binary and repeated abuse: err replies, then 1008.
 	e.h.handle(s, ws.OpBinary, []byte{1, 2})
@@ -156,6 +162,10 @@ func FuzzRequest(f *testing.F) {
 	for _, seed := range []string{
 		`{"op":"ping"}`,
 		`{"op":"sub","ch":"room:1","since":123}`,
+		`{"op":"sub","ch":"room:1","since":123,"epoch":"6752a3b10f4240"}`,
+		`{"op":"sub","ch":"room:1","epoch":"6752a3b10f4240"}`,
+		`{"op":"sub","ch":"room:1","since":1,"epoch":"a:b"}`,
+		`{"op":"sub","ch":"room:1","since":1,"epoch":["x"]}`,
 		"{\"op\":\"sub\",\"ch\":\"a\"}\n{\"op\":\"unsub\",\"ch\":\"a\"}\n{\"op\":\"unsub\",\"ch\":\"a\"}",
 		`{"op":"sub","ch":"a","since":99999999999999999999999}`,
 		`{"op":"sub","ch":"a","since":-0}`,

@@ -32,7 +32,10 @@ func TestSourceIsPushdJS(t *testing.T) {
 // TestNodeClient runs the client's Node tests (node --test test/) against
 // the real pushd binary built from this tree: the unit tests against a
 // scripted stub, the TypeScript types (tsc --strict), reconnect with full jitter after kill -9, resume with no
-// loss across connection cuts, the reconnect hint and Retry-After. It
+// loss across connection cuts, the reconnect hint and Retry-After, and the
+// README's delivery guarantees table (test/faults.test.mjs: a pushd
+// restart, FLUSHALL, pub/sub kill, SIGSTOP and restarts of a real
+// redis-server; each row prints a ROW line with its counts). It
 // fails when node or the npm packages (npm ci in clients/js) are missing,
 // when any Node test fails, and when any is skipped or none ran.
 func TestNodeClient(t *testing.T) {

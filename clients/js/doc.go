@@ -5,10 +5,11 @@
 //
 // The Go tests in this folder build the real pushd binary and run the
 // client's Node tests (node --test test/) against it: reconnect with full
-// jitter after kill -9, resume with no loss, and the server's reconnect
-// hint. TestNpmPackInstallsAndImports packs the npm package
-// (@pushd/client, package.json), installs the tarball into a fresh project
-// and imports and type-checks it there.
+// jitter after kill -9, resume by (epoch, seq) with no loss, the server's
+// reconnect hint, and the README's delivery guarantees rows
+// (test/faults.test.mjs). TestNpmPackInstallsAndImports packs the npm
+// package (@pushd/client, package.json), installs the tarball into a fresh
+// project and imports and type-checks it there.
 //
 // It must never hold logic of its own: the bytes are the file's.
 package jsclient

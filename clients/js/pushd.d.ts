@@ -56,6 +56,8 @@ export interface ClientOptions {
 
 export interface Message<T = unknown> {
   ch: string;
+  /** The epoch seq counts in: the channel's stream id, new whenever the stream was recreated (sequenced pushes only). */
+  epoch?: string;
   /** The channel's sequence number (durable channels; 0 or absent otherwise). */
   seq: number;
   /** The published payload: the JSON value, or a string for non-JSON payloads. */
@@ -74,8 +76,12 @@ export interface ClientEvents {
   connecting: { attempt: number; url: string; at: number };
   open: { attempt: number; protocol: string };
   message: Message;
-  /** subok: recovered false means publications after since were no longer in the server's history. */
-  subscribed: { ch: string; seq: number; recovered: boolean };
+  /**
+   * subok, or a live push of a new epoch. recovered false: publications after
+   * the last (epoch, seq) seen are gone (trimmed history, or the channel's
+   * stream was recreated: a restart, a flush). Reload the application's state.
+   */
+  subscribed: { ch: string; epoch?: string; seq: number; recovered: boolean };
   /** unsubok, or (server: true) the server ended the subscription, e.g. a refreshed token no longer allows it. */
   unsubscribed: { ch: string; reason?: string; server?: boolean };
   /** The server's hint that the token expires in inMs ms; a refresh follows when token is a function. */
@@ -91,8 +97,8 @@ export interface ClientEvents {
   reconnecting: { attempt: number; delay: number; cause: "backoff" | "hint" | "overloaded" | "retry-after"; code: number };
   /** The server's drain hint {"op":"reconnect","after_ms":N}. */
   hint: { afterMs: number };
-  /** Messages dropped by the server's drop policy. */
-  gap: { ch: string; from: number; to: number };
+  /** Seqs from..to of epoch missed: dropped by the server's drop policy (detected false), or skipped (detected true). */
+  gap: { ch: string; epoch?: string; from: number; to: number; detected: boolean };
   pong: Record<string, never>;
 }
 
@@ -104,14 +110,16 @@ export declare class PushdClient {
   constructor(url: string, options?: ClientOptions);
   readonly url: string;
   readonly state: ClientState;
-  readonly stats: { connects: number; reconnects: number; duplicates: number; messages: number; deadConnections: number; refreshes: number };
+  readonly stats: { connects: number; reconnects: number; duplicates: number; gaps: number; messages: number; deadConnections: number; refreshes: number };
   /** Starts connecting; a no-op unless idle. */
   open(): this;
-  /** Subscribes; since delivers the retained publications after it first (0: all). Survives reconnects. */
-  subscribe(ch: string, opts?: { since?: number }): this;
+  /** Subscribes; since delivers the retained publications after it first (0: all), epoch names the epoch since counts in. Survives reconnects. */
+  subscribe(ch: string, opts?: { since?: number; epoch?: string }): this;
   unsubscribe(ch: string): this;
   /** The last seq delivered or skipped on ch. */
   lastSeq(ch: string): number | undefined;
+  /** The resume point of ch, for subscribe(ch, { since: seq, epoch }) later. */
+  position(ch: string): { epoch?: string; seq: number } | undefined;
   on<E extends keyof ClientEvents>(event: E, fn: (ev: ClientEvents[E]) => void): () => void;
   off<E extends keyof ClientEvents>(event: E, fn: (ev: ClientEvents[E]) => void): this;
   /** Closes for good. */

@@ -4,7 +4,7 @@
 //   import { connect } from "./pushd.js";
 //   const c = connect("ws://127.0.0.1:8080/ws");
 //   c.subscribe("room:1", { since: 0 });
-//   c.on("message", (m) => console.log(m.ch, m.seq, m.data));
+//   c.on("message", (m) => console.log(m.ch, m.epoch, m.seq, m.data));
 //
 // What it does for the application:
 // - reconnects after any loss, waiting a random delay in [0, min(maxDelay,
@@ -15,9 +15,19 @@
 //   again later: the backoff starts from a longer window) and, where the
 //   WebSocket implementation exposes the failed handshake (npm ws), a 503's
 //   Retry-After;
-// - resubscribes every channel after a reconnect with since=<last seq
-//   seen>, so a durable channel's messages published meanwhile arrive
-//   (exactly once: pushes at or below the last seq are dropped);
+// - resubscribes every channel after a reconnect with (epoch, since) =
+//   the last (epoch, seq) seen, so a durable channel's messages published
+//   meanwhile arrive exactly once (a push at or below the last seq of the
+//   same epoch is a duplicate and dropped);
+// - never drops a push of another epoch: the channel's stream was
+//   recreated (a pushd restart with the memory broker, a Redis flush,
+//   expiry or restart without persistence) and counts from 1 again. The
+//   client then emits "subscribed" with recovered:false (from the server's
+//   subok, or itself when a live push shows the new epoch): what was
+//   published in the old epoch after the last seq seen is gone, so the
+//   application reloads its state;
+// - emits "gap" for a hole within an epoch: the server's notice (drop
+//   policy) or a seq that skips ahead;
 // - sends a subscription again, on the same connection, when the server
 //   answers it with err 5xx (a 4xx refusal drops it: it would be refused
 //   again);
@@ -69,7 +79,7 @@ export class PushdClient {
     this._random = this.options.random ?? Math.random;
     this._now = this.options.now ?? (() => Date.now());
     this._handlers = new Map();
-    this._subs = new Map(); // ch -> { since, last, live }
+    this._subs = new Map(); // ch -> { last, epoch, live, retries, timer }
     this._sock = null;
     this._state = "idle";
     this._attempt = 0; // retries since the last stable connection
@@ -82,7 +92,7 @@ export class PushdClient {
     this._lastRx = 0;
     this._pingSentAt = 0;
     /** Counters, for tests and dashboards. */
-    this.stats = { connects: 0, reconnects: 0, duplicates: 0, messages: 0, deadConnections: 0, refreshes: 0 };
+    this.stats = { connects: 0, reconnects: 0, duplicates: 0, gaps: 0, messages: 0, deadConnections: 0, refreshes: 0 };
   }
 
   /** The client's state: idle, connecting, open, waiting (to reconnect) or closed. */
@@ -98,15 +108,20 @@ export class PushdClient {
 
   /**
    * Subscribes to ch. since: deliver the retained publications after this
-   * seq first (0: all history). The subscription survives reconnects.
+   * seq first (0: all history); epoch: the epoch since counts in (from a
+   * message or position() saved earlier). The subscription survives
+   * reconnects.
    */
-  subscribe(ch, { since } = {}) {
+  subscribe(ch, { since, epoch } = {}) {
     if (typeof ch !== "string" || ch === "") throw new TypeError("pushd: channel must be a non-empty string");
     if (this._subs.has(ch)) throw new Error(`pushd: already subscribed to ${ch}`);
     if (since !== undefined && !(Number.isSafeInteger(since) && since >= 0)) {
       throw new TypeError("pushd: since must be a non-negative integer");
     }
-    this._subs.set(ch, { since, last: since, live: false, retries: 0, timer: null });
+    if (epoch !== undefined && !(typeof epoch === "string" && /^[0-9A-Za-z_-]{1,32}$/.test(epoch) && since !== undefined)) {
+      throw new TypeError("pushd: epoch must be 1 to 32 characters of [0-9A-Za-z_-], given with since");
+    }
+    this._subs.set(ch, { last: since, epoch, live: false, retries: 0, timer: null });
     if (this._isOpen()) this._sendSub(ch);
     return this;
   }
@@ -124,6 +139,17 @@ export class PushdClient {
   /** The last seq delivered (or skipped) on ch, undefined before any. */
   lastSeq(ch) {
     return this._subs.get(ch)?.last;
+  }
+
+  /**
+   * The resume point of ch: { epoch, seq } (epoch undefined until the
+   * server named one), or undefined before any. Save it to resume later
+   * with subscribe(ch, { since: seq, epoch }).
+   */
+  position(ch) {
+    const sub = this._subs.get(ch);
+    if (!sub || sub.last === undefined) return undefined;
+    return { epoch: sub.epoch || undefined, seq: sub.last };
   }
 
   /** Registers fn for event; returns a function that removes it. */
@@ -306,15 +332,29 @@ export class PushdClient {
     const sub = this._subs.get(m.ch);
     if (!sub) return; // unsubscribed meanwhile
     const seq = m.seq;
+    const epoch = typeof m.epoch === "string" ? m.epoch : undefined;
     if (typeof seq === "number" && seq > 0) {
+      if (epoch !== undefined && epoch !== sub.epoch) {
+        // The channel's stream was recreated: its seqs count from 1
+        // again. A known old epoch means what it published after
+        // sub.last is gone: tell the application.
+        const known = sub.epoch !== undefined && sub.epoch !== "";
+        sub.epoch = epoch;
+        sub.last = undefined;
+        if (known) this._emit("subscribed", { ch: m.ch, epoch, seq: seq - 1, recovered: false });
+      }
       if (sub.last !== undefined && seq <= sub.last) {
         this.stats.duplicates++;
         return;
       }
+      if (sub.last !== undefined && seq > sub.last + 1) {
+        this.stats.gaps++;
+        this._emit("gap", { ch: m.ch, epoch: sub.epoch, from: sub.last + 1, to: seq - 1, detected: true });
+      }
       sub.last = seq;
     }
     this.stats.messages++;
-    this._emit("message", { ch: m.ch, seq, data: m.data });
+    this._emit("message", { ch: m.ch, epoch, seq, data: m.data });
   }
 
   _onOp(m) {
@@ -324,10 +364,17 @@ export class PushdClient {
         if (!sub) return;
         sub.live = true;
         sub.retries = 0;
+        const epoch = typeof m.epoch === "string" ? m.epoch : undefined;
+        if (epoch !== undefined && epoch !== sub.epoch && sub.last !== undefined && m.recovered === false) {
+          // Another epoch: since meant nothing to the server, which sends
+          // the new epoch's history from its start.
+          sub.last = 0;
+        }
+        if (epoch !== undefined) sub.epoch = epoch;
         // Without since the server skipped to seq: resume from there.
         // With since, recovered pushes (seq <= m.seq) still follow.
         if (sub.last === undefined && typeof m.seq === "number") sub.last = m.seq;
-        this._emit("subscribed", { ch: m.ch, seq: m.seq, recovered: m.recovered !== false });
+        this._emit("subscribed", { ch: m.ch, epoch, seq: m.seq, recovered: m.recovered !== false });
         return;
       }
       case "unsubok":
@@ -353,9 +400,17 @@ export class PushdClient {
       case "pong":
         this._emit("pong", {});
         return;
-      case "gap":
-        this._emit("gap", { ch: m.ch, from: m.from, to: m.to });
+      case "gap": {
+        // The server dropped from..to for this client (drop policy): the
+        // next push follows to, not a hole to report again.
+        const sub = this._subs.get(m.ch);
+        if (sub && typeof m.to === "number" && (m.epoch === undefined || m.epoch === sub.epoch) && (sub.last === undefined || m.to > sub.last)) {
+          sub.last = m.to;
+        }
+        this.stats.gaps++;
+        this._emit("gap", { ch: m.ch, epoch: m.epoch, from: m.from, to: m.to, detected: false });
         return;
+      }
       case "reconnect": {
         const ms = Number(m.after_ms);
         if (Number.isFinite(ms) && ms >= 0) this._hint = Math.min(ms, this.options.maxHintDelay);
@@ -506,7 +561,10 @@ export class PushdClient {
   _sendSub(ch) {
     const sub = this._subs.get(ch);
     const msg = { op: "sub", ch };
-    if (sub.last !== undefined) msg.since = sub.last;
+    if (sub.last !== undefined) {
+      msg.since = sub.last;
+      if (sub.epoch) msg.epoch = sub.epoch;
+    }
     this._send(msg);
   }
 

@@ -9,8 +9,10 @@ package redistest
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -230,4 +232,13 @@ func clusterOK(info string) bool {
 		}
 	}
 	return false
+}
+
+// Signal sends sig to the running redis-server: SIGSTOP and SIGCONT pause
+// and resume it (a hung server as its clients see it), SIGKILL crashes it.
+func (s *Server) Signal(sig os.Signal) error {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return errors.New("redistest: server not running")
+	}
+	return s.cmd.Process.Signal(sig)
 }

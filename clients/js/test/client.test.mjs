@@ -142,6 +142,43 @@ test("resume: resubscribes with since=<last seq> and drops duplicate seqs", asyn
   assert.equal(c.lastSeq("room:1"), 5);
 });
 
+test("epochs: resume sends (epoch, since); a new epoch is never dropped as duplicates and is reported as recovered:false", async () => {
+  const st = await stub((c, n) => {
+    c.onOp = (m) => {
+      if (m.op !== "sub") return;
+      if (n === 1) {
+        send(c, { op: "subok", ch: m.ch, epoch: "e1", seq: 0, recovered: true });
+        for (const seq of [1, 2, 3, 4, 5]) send(c, { ch: m.ch, epoch: "e1", seq, data: seq });
+        setTimeout(() => c.sock.terminate(), 50);
+      } else if (n === 2) {
+        // The server restarted (memory broker): a new epoch, seq from 1.
+        send(c, { op: "subok", ch: m.ch, epoch: "e2", seq: 1, recovered: false });
+        send(c, { ch: m.ch, epoch: "e2", seq: 1, data: 6 });
+        send(c, { ch: m.ch, epoch: "e2", seq: 2, data: 7 });
+        // Live: the stream is recreated again (a Redis flush).
+        send(c, { ch: m.ch, epoch: "e3", seq: 1, data: 8 });
+        send(c, { ch: m.ch, epoch: "e3", seq: 1, data: "dup" });
+        send(c, { ch: m.ch, epoch: "e3", seq: 3, data: 9 });
+      }
+    };
+  });
+  const { c, log } = client(st.url);
+  const gaps = [];
+  c.on("gap", (g) => gaps.push(g));
+  c.subscribe("ep", { since: 0 });
+  await waitFor(() => log.messages.length >= 9, 10000, "nine messages");
+  await sleep(50);
+  assert.deepEqual(st.conns[1].ops, [{ op: "sub", ch: "ep", since: 5, epoch: "e1" }]);
+  assert.deepEqual(log.messages.map((m) => m.data), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  assert.deepEqual(log.messages.map((m) => m.epoch), ["e1", "e1", "e1", "e1", "e1", "e2", "e2", "e3", "e3"]);
+  assert.deepEqual(log.subscribed.map((e) => [e.epoch, e.recovered]), [["e1", true], ["e2", false], ["e3", false]]);
+  assert.deepEqual(gaps, [{ ch: "ep", epoch: "e3", from: 2, to: 2, detected: true }]);
+  assert.equal(c.stats.duplicates, 1);
+  assert.deepEqual(c.position("ep"), { epoch: "e3", seq: 3 });
+  assert.throws(() => c.subscribe("x", { epoch: "e1" }), /given with since/);
+  assert.throws(() => c.subscribe("x", { since: 1, epoch: "a b" }), /epoch must be/);
+});
+
 test("resume without since: continues from the subok seq", async () => {
   const st = await stub((c, n) => {
     c.onOp = (m) => {

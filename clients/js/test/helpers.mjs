@@ -187,35 +187,53 @@ export function splitHostPort(addr) {
 }
 
 // startRedis runs Debian's redis-server on a free loopback port (no
-// persistence) and resolves once it accepts connections.
-export async function startRedis() {
+// persistence, or AOF with fsync always when aof is set) and resolves once
+// it accepts connections. The handle can run redis-cli, signal the server
+// (SIGSTOP/SIGCONT) and crash-restart it on the same port and dir.
+export async function startRedis({ aof = false } = {}) {
   const probe = net.createServer().listen(0, "127.0.0.1");
   await once(probe, "listening");
   const port = probe.address().port;
   await new Promise((r) => probe.close(r));
   const dir = mkdtempSync(join(tmpdir(), "pushd-js-redis-"));
-  const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir], { stdio: ["ignore", "pipe", "pipe"] });
-  const lines = [];
-  await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`redis-server did not start:\n${lines.join("\n")}`)), 15000 * scale);
-    child.on("error", (e) => reject(new Error(`redis-server: ${e.message} (scripts/test.sh installs it)`)));
-    child.on("exit", (code) => reject(new Error(`redis-server exited (${code}):\n${lines.join("\n")}`)));
-    createInterface({ input: child.stdout }).on("line", (line) => {
-      lines.push(line);
-      if (line.includes("Ready to accept connections")) {
-        clearTimeout(timer);
-        resolve();
-      }
+  const persist = aof ? ["--appendonly", "yes", "--appendfsync", "always"] : ["--appendonly", "no"];
+  let child;
+  const run = async () => {
+    child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", ...persist, "--dir", dir], { stdio: ["ignore", "pipe", "pipe"] });
+    const lines = [];
+    await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`redis-server did not start:\n${lines.join("\n")}`)), 15000 * scale);
+      child.on("error", (e) => reject(new Error(`redis-server: ${e.message} (scripts/test.sh installs it)`)));
+      child.on("exit", (code) => reject(new Error(`redis-server exited (${code}):\n${lines.join("\n")}`)));
+      createInterface({ input: child.stdout }).on("line", (line) => {
+        lines.push(line);
+        if (line.includes("Ready to accept connections")) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
     });
-  });
+  };
+  const kill = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      const gone = once(child, "exit");
+      child.kill("SIGKILL");
+      await gone;
+    }
+  };
+  await run();
   return {
     url: `redis://127.0.0.1:${port}/0`,
+    port,
+    cli: (...args) => execFileSync("redis-cli", ["-p", String(port), ...args], { encoding: "utf8" }).trim(),
+    signal: (sig) => child.kill(sig),
+    // restart crashes the server (kill -9) and starts it again.
+    restart: async () => {
+      await kill();
+      await run();
+    },
     stop: async () => {
-      if (child.exitCode === null) {
-        const gone = once(child, "exit");
-        child.kill("SIGKILL");
-        await gone;
-      }
+      await kill();
       rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -17,6 +17,10 @@ c.on("reconnecting", ({ delay, cause }) => {
 });
 c.on("subscribed", ({ recovered }) => void (recovered satisfies boolean));
 const last: number | undefined = c.lastSeq("room:1");
+const pos = c.position("room:1");
+if (pos) c.unsubscribe("room:1").subscribe("room:1", { since: pos.seq, epoch: pos.epoch });
+c.on("message", ({ epoch }) => void (epoch satisfies string | undefined));
+c.on("gap", ({ from, to, detected }) => void [from satisfies number, to satisfies number, detected satisfies boolean]);
 const base: number = defaults.baseDelay;
 void last;
 void base;
