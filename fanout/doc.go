@@ -17,6 +17,13 @@
 // subscriber. Frames are plain Go slices: "reference counting" is the
 // garbage collector's, and nobody writes to a frame after it is built.
 //
+// Brokers that queue what they read (the Redis ingest) hand a channel's
+// backlog over with HandleBatch, so it leaves in one flush per subscriber,
+// and report what they shed with HandleGap: every subscriber of the
+// channel gets the same {"op":"gap"} notice as for its own drops, in order
+// with the pushes (from and to 0 when only unsequenced publications were
+// shed); a PolicyConflate channel gets none (BatchHandler).
+//
 // Subscribe links a subscriber so that its reply (SubscribeOptions.Ack) and
 // any recovered history are queued before the first push of the channel;
 // see Hub.Subscribe for how nothing is lost or duplicated while it joins.

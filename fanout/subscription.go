@@ -136,6 +136,22 @@ func (s *Subscription) holdLocked(frame []byte, seq uint64) {
 	s.held = true
 }
 
+// gapLocked records publications the broker dropped before the hub
+// (HandleGap) and tries to queue the notice at once, so it keeps its place
+// among the channel's pushes. from == to == 0: unsequenced ones. Lock s.mu
+// must be held.
+func (s *Subscription) gapLocked(from, to uint64) {
+	if s.dead || s.removed || s.ch.policy == PolicyConflate {
+		return
+	}
+	if from != 0 && (s.gapFrom == 0 || from < s.gapFrom) {
+		s.gapFrom = from
+	}
+	s.gapTo = max(s.gapTo, to)
+	s.held = true
+	s.flushHeldLocked()
+}
+
 // flushHeldLocked tries to queue what was held back: the gap notice, or the
 // latest conflated frame. It reports whether the subscriber took it. Lock
 // s.mu must be held.
