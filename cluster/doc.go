@@ -57,8 +57,10 @@
 // Unsubscribe (debounced by the hub) UNSUBSCRIBEs. Commands are batched by
 // a sender goroutine per connection (up to 1000 names per command; one
 // channel per SSUBSCRIBE, which must not cross slots). Never PSUBSCRIBE.
-// In cluster mode there is one pub/sub connection per primary and each
-// channel goes to its slot owner's connection; a MOVED reply or a server
+// Channels are spread by hash over PubSubConns connections (per primary
+// in cluster mode: each channel goes to one of its slot owner's
+// connections), so a broken connection touches 1/PubSubConns of the
+// channels. A MOVED reply or a server
 // SUNSUBSCRIBE (resharding) moves channels to their new owner and
 // recovers what was published meanwhile.
 //
@@ -72,6 +74,27 @@
 // Redis. A seq the stream no longer has (trimmed, expired) is counted as
 // Lost and skipped.
 //
+// # Redis: ingest
+//
+// A pub/sub reader only parses and enqueues (redis_ingest.go); it never
+// writes to a client socket, so it reads at Redis speed and Redis never
+// reaches its client output buffer limit for us. Each subscribed channel
+// has an ingest queue owned by one of IngestWorkers delivery workers (by
+// hash: order per channel holds). A worker serves its channels round
+// robin, at most 128 entries per turn, and hands each turn's publications
+// to the hub in one HandleBatch (one flush per subscriber), under rc.mu
+// with the sequence rules below. A quiet channel therefore waits at most
+// one turn of each busy channel of its worker, never for their backlog.
+// Budgets are in bytes (payload + 64 per entry): IngestChannelBytes per
+// channel and IngestNodeBytes for the node; an empty queue always takes
+// one publication. Past a budget the channel sheds by the hub's policy
+// for it: PolicyConflate channels drop their queued publications for the
+// newest (RedisStats.Conflated); others drop the new publication and
+// their subscribers get a gap notice (fanout.BatchHandler.HandleGap) in
+// its place, naming the seq range (0..0 for unsequenced publications);
+// counted in ShedChannel or ShedNode. Shed seqs are skipped, not recovered
+// from the stream. RedisStats.Overloaded stays true for 10 s after a shed.
+//
 // # Redis: resilience
 //
 // Each pub/sub connection runs sessions in a loop: subscribe everything
@@ -84,7 +107,9 @@
 // and channels that moved are recovered from their streams (busy channels
 // are also caught by the gap check); a counter that went backwards (Redis
 // lost its data: no persistence) is followed from its new value and
-// counted in RedisStats.Resets. Every CanaryInterval the
+// counted in RedisStats.Resets. The channels a connection carried when
+// its session ended are counted in RedisStats.AffectedChannels. Every
+// CanaryInterval the
 // connection publishes its canary; the broker is Ready while every
 // connection is subscribed and its last canary is younger than
 // CanaryTimeout (cmd/pushd serves it as /readyz); a connection whose
@@ -95,10 +120,11 @@
 // # Concurrency
 //
 // Memory and Redis are goroutine-safe. Redis owns its goroutines (one
-// reader, one sender and one canary per connection, recoveries, the
-// counter keep-alive); Shutdown cancels and waits for all of them. Lock
-// order in Redis: rchan.mu → hub locks (HandlePublication is called under
-// rchan.mu); psConn.mu and rShard.mu are never held while calling out.
+// reader, one sender and one canary per connection, the ingest workers,
+// recoveries, the counter keep-alive); Shutdown cancels and waits for all
+// of them. Lock order in Redis: rchan.mu → hub locks (HandlePublication,
+// HandleBatch and HandleGap are called under rchan.mu); psConn.mu,
+// rShard.mu and an ingest worker's mu are never held while calling out.
 //
 // # What it must never do
 //
@@ -106,6 +132,7 @@
 // pub/sub reader on Redis; keep unbounded state per channel (Memory's
 // history is bounded by HistorySize and HistoryTTL and idle channels are
 // forgotten by Run's sweep; Redis keeps only a counter per subscribed
-// channel and a bounded pending list while recovering); subscribe to a
-// pattern.
+// channel, a bounded pending list while recovering and byte-bounded
+// ingest queues); subscribe to a pattern; let Redis cut a pub/sub
+// connection because pushd reads too slowly.
 package cluster

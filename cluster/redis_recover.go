@@ -10,11 +10,11 @@ import (
 	"github.com/pushd/pushd/fanout"
 )
 
-// dispatch hands one pub/sub message received on pc to the hub. Raw messages (on
-// pushd:{ch}) are delivered with Seq 0; durable envelopes (on pushd:{ch}:d)
-// in sequence order: a duplicate is dropped, a gap starts a recovery from
-// the stream while later messages wait in the channel's pending list. It
-// never blocks on Redis: recoveries run on their own goroutines.
+// dispatch parses one pub/sub message received on pc and queues it for
+// its channel's delivery worker (redis_ingest.go), which applies
+// sequenceLocked. Raw messages (on pushd:{ch}) carry Seq 0; durable
+// envelopes (on pushd:{ch}:d) their seq. It never blocks: the reader keeps
+// up with Redis whatever the sockets do.
 func (b *Redis) dispatch(pc *psConn, name, payload string) {
 	ch, durable, ok := parseName(name)
 	if !ok {
@@ -39,8 +39,16 @@ func (b *Redis) dispatch(pc *psConn, name, payload string) {
 		b.stats.rawIn.Add(1)
 		pub.Data = []byte(payload)
 	}
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
+	b.ing.push(rc, pc, pub)
+}
+
+// sequenceLocked applies the channel's order rules to one publication
+// from its ingest queue: raw ones are delivered; durable ones in sequence
+// order: a duplicate is dropped, a gap starts a recovery from the stream
+// while later messages wait in the channel's pending list. Deliverable
+// publications are appended to out (the caller hands them to the hub
+// before it releases rc.mu). Lock rc.mu must be held.
+func (b *Redis) sequenceLocked(rc *rchan, pc *psConn, pub fanout.Publication, out []fanout.Publication) []fanout.Publication {
 	switch {
 	case rc.gone || rc.conn != pc:
 		// Unsubscribed, or a connection the channel moved away from
@@ -52,20 +60,22 @@ func (b *Redis) dispatch(pc *psConn, name, payload string) {
 				b.stats.lost.Add(1) // raw: at most once
 			}
 			rc.overflow = true // durable: it is in the stream
-			return
+			return out
 		}
 		rc.pending = append(rc.pending, pub)
 	case pub.Seq == 0:
-		b.deliverLocked(rc, pub)
+		out = append(out, pub)
 	case pub.Seq <= rc.last:
 		b.stats.duplicates.Add(1)
 	case pub.Seq == rc.last+1:
-		b.deliverLocked(rc, pub)
+		rc.last = pub.Seq
+		out = append(out, pub)
 	default:
 		rc.recovering = true
 		rc.pending = append(rc.pending, pub)
 		b.startRecovery(rc)
 	}
+	return out
 }
 
 // deliverLocked hands pub to the hub. Lock rc.mu must be held: it

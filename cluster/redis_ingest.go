@@ -1,0 +1,304 @@
+package cluster
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pushd/pushd/fanout"
+)
+
+// The Redis ingest: the pub/sub readers only parse and enqueue; delivery
+// workers hand the publications to the hub. Redis therefore never waits
+// for client sockets (it would buffer for us up to its client output
+// buffer limit and then cut the connection, silencing every channel on
+// it). Each channel has a byte-bounded queue owned by one worker (by
+// hash), so order per channel holds; a worker serves its ready channels
+// round robin, at most ingestQuantum entries per turn, so a quiet channel
+// waits for at most one turn of each busy channel, never for their
+// backlog. A full queue (the channel's budget, or the node's) sheds by
+// the channel's policy and counts every publication shed.
+
+// Defaults for the ingest's RedisConfig fields.
+const (
+	DefaultIngestChannelBytes = 1 << 20
+	DefaultIngestNodeBytes    = 64 << 20
+	DefaultPubSubConns        = 4
+)
+
+// ingestQuantum bounds the entries one worker turn takes from a channel.
+const ingestQuantum = 128
+
+// entryOverhead is what one queued entry costs beside its payload.
+const entryOverhead = 64
+
+// overloadWindow: the broker reports Overloaded for this long after a shed.
+const overloadWindow = 10 * time.Second
+
+// ingestEntry is one queued publication, or a run of shed ones.
+type ingestEntry struct {
+	pub fanout.Publication
+	pc  *psConn
+	// shed: the publications this entry stands for were dropped (gap
+	// notice, unless silent: conflated). from..to is their seq range (0:
+	// only unsequenced ones).
+	shed     bool
+	silent   bool
+	from, to uint64
+}
+
+// iqueue is one channel's ingest queue, guarded by its worker's mu.
+type iqueue struct {
+	buf   []ingestEntry
+	head  int
+	bytes int
+	ready bool // in the worker's ready list
+}
+
+func (q *iqueue) len() int { return len(q.buf) - q.head }
+
+func (q *iqueue) push(e ingestEntry) {
+	if q.head > 0 && q.head >= len(q.buf)/2 && len(q.buf) == cap(q.buf) {
+		n := copy(q.buf, q.buf[q.head:])
+		clear(q.buf[n:])
+		q.buf, q.head = q.buf[:n], 0
+	}
+	q.buf = append(q.buf, e)
+}
+
+type ingestWorker struct {
+	mu    sync.Mutex
+	ready []*rchan // channels with queued entries, served round robin
+	rhead int
+	wake  chan struct{}
+}
+
+type ingest struct {
+	b          *Redis
+	workers    []*ingestWorker
+	chanBudget int
+	nodeBudget int64
+	bytes      atomic.Int64 // queued bytes on the node
+
+	shedChannel, shedNode, conflated atomic.Uint64
+	lastShed                         atomic.Int64 // unix nanoseconds
+}
+
+func newIngest(b *Redis, workers, chanBudget int, nodeBudget int64) *ingest {
+	in := &ingest{b: b, chanBudget: chanBudget, nodeBudget: nodeBudget}
+	for range workers {
+		in.workers = append(in.workers, &ingestWorker{wake: make(chan struct{}, 1)})
+	}
+	return in
+}
+
+func (in *ingest) workerFor(h uint64) *ingestWorker {
+	return in.workers[(h>>32)%uint64(len(in.workers))]
+}
+
+// push queues pub for rc (read on pc), or sheds it when rc's queue is over
+// the channel's budget or the node's queues are over the node's. An empty
+// queue always takes one publication: a quiet channel is never shed.
+func (in *ingest) push(rc *rchan, pc *psConn, pub fanout.Publication) {
+	w := rc.worker
+	size := len(pub.Data) + entryOverhead
+	w.mu.Lock()
+	q := &rc.iq
+	if q.bytes > 0 {
+		reason := &in.shedChannel
+		over := q.bytes+size > in.chanBudget
+		if !over && in.bytes.Load()+int64(size) > in.nodeBudget {
+			over, reason = true, &in.shedNode
+		}
+		if over {
+			in.lastShed.Store(time.Now().UnixNano())
+			if rc.conflate {
+				in.evictLocked(q)
+			} else {
+				reason.Add(1)
+				in.shedLocked(q, pub.Seq)
+				w.mu.Unlock()
+				return
+			}
+		}
+	}
+	q.push(ingestEntry{pub: pub, pc: pc})
+	q.bytes += size
+	in.bytes.Add(int64(size))
+	if !q.ready {
+		q.ready = true
+		w.ready = append(w.ready, rc)
+	}
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// shedLocked records one dropped publication (seq 0: unsequenced) at the
+// tail of q, merged into a tail shed entry. Lock w.mu must be held.
+func (in *ingest) shedLocked(q *iqueue, seq uint64) {
+	if n := q.len(); n > 0 {
+		if t := &q.buf[len(q.buf)-1]; t.shed && !t.silent {
+			if seq != 0 {
+				if t.from == 0 {
+					t.from = seq
+				}
+				t.to = seq
+			}
+			return
+		}
+	}
+	q.push(ingestEntry{shed: true, from: seq, to: seq})
+}
+
+// evictLocked conflates a full channel: its queued publications are
+// dropped (counted as conflated) so that the newest, queued next, is the
+// one delivered. Their seqs are remembered in a silent shed entry so the
+// worker does not mistake them for a gap to recover. Lock w.mu must be
+// held.
+func (in *ingest) evictLocked(q *iqueue) {
+	var from, to uint64
+	freed := 0
+	for i := q.head; i < len(q.buf); i++ {
+		e := &q.buf[i]
+		if e.shed {
+			if e.from != 0 && from == 0 {
+				from = e.from
+			}
+			to = max(to, e.to)
+			continue
+		}
+		freed += len(e.pub.Data) + entryOverhead
+		in.conflated.Add(1)
+		if s := e.pub.Seq; s != 0 {
+			if from == 0 {
+				from = s
+			}
+			to = s
+		}
+	}
+	q.bytes -= freed
+	in.bytes.Add(-int64(freed))
+	clear(q.buf)
+	q.buf, q.head = q.buf[:0], 0
+	q.buf = append(q.buf, ingestEntry{shed: true, silent: true, from: from, to: to})
+}
+
+// run is one delivery worker: it serves its ready channels round robin
+// until ctx ends.
+func (in *ingest) run(ctx context.Context, w *ingestWorker) {
+	var take []ingestEntry
+	var out []fanout.Publication
+	for {
+		w.mu.Lock()
+		for w.rhead == len(w.ready) {
+			w.ready, w.rhead = w.ready[:0], 0
+			w.mu.Unlock()
+			select {
+			case <-ctx.Done():
+				return
+			case <-w.wake:
+			}
+			w.mu.Lock()
+		}
+		rc := w.ready[w.rhead]
+		w.ready[w.rhead] = nil
+		w.rhead++
+		q := &rc.iq
+		n := min(q.len(), ingestQuantum)
+		take = append(take[:0], q.buf[q.head:q.head+n]...)
+		clear(q.buf[q.head : q.head+n])
+		q.head += n
+		freed := 0
+		for i := range take {
+			if !take[i].shed {
+				freed += len(take[i].pub.Data) + entryOverhead
+			}
+		}
+		q.bytes -= freed
+		in.bytes.Add(-int64(freed))
+		if q.len() > 0 {
+			if w.rhead > len(w.ready)/2 && w.rhead > 64 {
+				m := copy(w.ready, w.ready[w.rhead:])
+				clear(w.ready[m:])
+				w.ready, w.rhead = w.ready[:m], 0
+			}
+			w.ready = append(w.ready, rc)
+		} else {
+			q.buf, q.head, q.ready = q.buf[:0], 0, false
+		}
+		w.mu.Unlock()
+		out = in.b.deliverEntries(rc, take, out[:0])
+		clear(take)
+		clear(out)
+	}
+}
+
+// queuedBytes returns the bytes queued on the node.
+func (in *ingest) queuedBytes() int64 { return in.bytes.Load() }
+
+// overloaded reports whether the ingest shed within overloadWindow.
+func (in *ingest) overloaded(now time.Time) bool {
+	last := in.lastShed.Load()
+	return last != 0 && now.Sub(time.Unix(0, last)) < overloadWindow
+}
+
+// deliverEntries hands entries taken from rc's ingest queue to the hub, in
+// order, under rc.mu (which serializes them with recoveries): publications
+// go through the channel's sequence rules and leave as one HandleBatch per
+// run; a shed entry advances the channel past the shed seqs (so they are
+// not "recovered" from the stream) and, unless silent, becomes a gap
+// notice to every subscriber. out is scratch; it is returned for reuse.
+func (b *Redis) deliverEntries(rc *rchan, entries []ingestEntry, out []fanout.Publication) []fanout.Publication {
+	hb := b.handler.Load()
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	for i := range entries {
+		e := &entries[i]
+		if !e.shed {
+			out = b.sequenceLocked(rc, e.pc, e.pub, out)
+			continue
+		}
+		if rc.gone {
+			continue
+		}
+		if !rc.recovering && e.to > rc.last {
+			rc.last = e.to
+		}
+		if e.silent {
+			continue
+		}
+		out = handOut(hb, out)
+		if bh, ok := hubOf(hb).(fanout.BatchHandler); ok {
+			bh.HandleGap(rc.name, e.from, e.to)
+		}
+	}
+	return handOut(hb, out)
+}
+
+func hubOf(hb *handlerBox) fanout.PublicationHandler {
+	if hb == nil {
+		return nil
+	}
+	return hb.h
+}
+
+// handOut delivers out (one channel's publications, in order) and returns
+// it emptied.
+func handOut(hb *handlerBox, out []fanout.Publication) []fanout.Publication {
+	if len(out) == 0 || hb == nil {
+		return out[:0]
+	}
+	if bh, ok := hb.h.(fanout.BatchHandler); ok {
+		bh.HandleBatch(out)
+	} else {
+		for _, p := range out {
+			hb.h.HandlePublication(p)
+		}
+	}
+	clear(out)
+	return out[:0]
+}
