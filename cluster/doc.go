@@ -87,7 +87,9 @@
 // one turn of each busy channel of its worker, never for their backlog.
 // Budgets are in bytes (payload + 64 per entry): IngestChannelBytes per
 // channel and IngestNodeBytes for the node; an empty queue always takes
-// one publication. Past a budget the channel sheds by the hub's policy
+// one publication, and the node's budget never sheds a channel holding
+// less than its reserve (a quarter of IngestChannelBytes, at most 64 KiB),
+// so quiet channels are not shed for the busy ones' backlog. Past a budget the channel sheds by the hub's policy
 // for it: PolicyConflate channels drop their queued publications for the
 // newest (RedisStats.Conflated); others drop the new publication and
 // their subscribers get a gap notice (fanout.BatchHandler.HandleGap) in

@@ -67,17 +67,50 @@ func (q *iqueue) push(e ingestEntry) {
 	q.buf = append(q.buf, e)
 }
 
+// ingestWorker serves two lists of channels, like fq_codel's new and old
+// flows: fresh holds channels that had nothing queued when a publication
+// arrived (quiet ones), ready the channels that still had a backlog after
+// their turn. A fresh channel goes before every backlogged one, so a
+// quiet channel waits for at most the turn in progress, not a round.
 type ingestWorker struct {
 	mu    sync.Mutex
-	ready []*rchan // channels with queued entries, served round robin
-	rhead int
+	fresh rlist
+	ready rlist
 	wake  chan struct{}
+}
+
+// rlist is a FIFO of channels.
+type rlist struct {
+	q    []*rchan
+	head int
+}
+
+func (l *rlist) empty() bool { return l.head == len(l.q) }
+
+func (l *rlist) push(rc *rchan) {
+	if l.head > 64 && l.head > len(l.q)/2 {
+		n := copy(l.q, l.q[l.head:])
+		clear(l.q[n:])
+		l.q, l.head = l.q[:n], 0
+	}
+	l.q = append(l.q, rc)
+}
+
+func (l *rlist) pop() *rchan {
+	rc := l.q[l.head]
+	l.q[l.head] = nil
+	l.head++
+	if l.head == len(l.q) {
+		l.q, l.head = l.q[:0], 0
+	}
+	return rc
 }
 
 type ingest struct {
 	b          *Redis
 	workers    []*ingestWorker
 	chanBudget int
+	reserve    int // a channel's share the node's budget never sheds
 	nodeBudget int64
 	bytes      atomic.Int64 // queued bytes on the node
 
@@ -86,7 +119,7 @@ type ingest struct {
 }
 
 func newIngest(b *Redis, workers, chanBudget int, nodeBudget int64) *ingest {
-	in := &ingest{b: b, chanBudget: chanBudget, nodeBudget: nodeBudget}
+	in := &ingest{b: b, chanBudget: chanBudget, nodeBudget: nodeBudget, reserve: min(chanBudget/4, 64<<10)}
 	for range workers {
 		in.workers = append(in.workers, &ingestWorker{wake: make(chan struct{}, 1)})
 	}
@@ -98,8 +131,11 @@ func (in *ingest) workerFor(h uint64) *ingestWorker {
 }
 
 // push queues pub for rc (read on pc), or sheds it when rc's queue is over
-// the channel's budget or the node's queues are over the node's. An empty
-// queue always takes one publication: a quiet channel is never shed.
+// the channel's budget, or over its reserve while the node's queues are
+// over the node's budget. An empty queue always takes one publication,
+// and the node's budget never sheds a channel below its reserve: a quiet
+// channel is not shed for the busy ones' backlog. Memory stays bounded by
+// the node's budget plus one reserve per channel.
 func (in *ingest) push(rc *rchan, pc *psConn, pub fanout.Publication) {
 	w := rc.worker
 	size := len(pub.Data) + entryOverhead
@@ -108,7 +144,7 @@ func (in *ingest) push(rc *rchan, pc *psConn, pub fanout.Publication) {
 	if q.bytes > 0 {
 		reason := &in.shedChannel
 		over := q.bytes+size > in.chanBudget
-		if !over && in.bytes.Load()+int64(size) > in.nodeBudget {
+		if !over && q.bytes+size > in.reserve && in.bytes.Load()+int64(size) > in.nodeBudget {
 			over, reason = true, &in.shedNode
 		}
 		if over {
@@ -128,7 +164,7 @@ func (in *ingest) push(rc *rchan, pc *psConn, pub fanout.Publication) {
 	in.bytes.Add(int64(size))
 	if !q.ready {
 		q.ready = true
-		w.ready = append(w.ready, rc)
+		w.fresh.push(rc)
 	}
 	w.mu.Unlock()
 	select {
@@ -194,8 +230,7 @@ func (in *ingest) run(ctx context.Context, w *ingestWorker) {
 	var out []fanout.Publication
 	for {
 		w.mu.Lock()
-		for w.rhead == len(w.ready) {
-			w.ready, w.rhead = w.ready[:0], 0
+		for w.fresh.empty() && w.ready.empty() {
 			w.mu.Unlock()
 			select {
 			case <-ctx.Done():
@@ -204,9 +239,12 @@ func (in *ingest) run(ctx context.Context, w *ingestWorker) {
 			}
 			w.mu.Lock()
 		}
-		rc := w.ready[w.rhead]
-		w.ready[w.rhead] = nil
-		w.rhead++
+		var rc *rchan
+		if !w.fresh.empty() {
+			rc = w.fresh.pop()
+		} else {
+			rc = w.ready.pop()
+		}
 		q := &rc.iq
 		n := min(q.len(), ingestQuantum)
 		take = append(take[:0], q.buf[q.head:q.head+n]...)
@@ -221,12 +259,7 @@ func (in *ingest) run(ctx context.Context, w *ingestWorker) {
 		q.bytes -= freed
 		in.bytes.Add(-int64(freed))
 		if q.len() > 0 {
-			if w.rhead > len(w.ready)/2 && w.rhead > 64 {
-				m := copy(w.ready, w.ready[w.rhead:])
-				clear(w.ready[m:])
-				w.ready, w.rhead = w.ready[:m], 0
-			}
-			w.ready = append(w.ready, rc)
+			w.ready.push(rc)
 		} else {
 			q.buf, q.head, q.ready = q.buf[:0], 0, false
 		}
