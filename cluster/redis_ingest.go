@@ -27,8 +27,13 @@ const (
 	DefaultPubSubConns        = 4
 )
 
-// ingestQuantum bounds the entries one worker turn takes from a channel.
-const ingestQuantum = 128
+// ingestQuantum bounds the entries one worker turn takes from a
+// backlogged channel, freshQuantum from a fresh one (a channel with a
+// backlog that arrives as fresh gets a short turn and joins the others).
+const (
+	ingestQuantum = 128
+	freshQuantum  = 8
+)
 
 // entryOverhead is what one queued entry costs beside its payload.
 const entryOverhead = 64
@@ -68,10 +73,13 @@ func (q *iqueue) push(e ingestEntry) {
 }
 
 // ingestWorker serves two lists of channels, like fq_codel's new and old
-// flows: fresh holds channels that had nothing queued when a publication
-// arrived (quiet ones), ready the channels that still had a backlog after
-// their turn. A fresh channel goes before every backlogged one, so a
-// quiet channel waits for at most the turn in progress, not a round.
+// flows: fresh holds channels that were in no list when a publication
+// arrived (quiet ones), ready the backlogged channels. A fresh channel
+// goes before every backlogged one, so a quiet channel waits for the turn
+// in progress and the other fresh ones, not for a round of the backlog.
+// A fresh channel still queued after its short turn joins ready; a ready
+// channel leaves the lists only when it is found empty at its turn, so a
+// busy channel does not keep coming back as fresh.
 type ingestWorker struct {
 	mu    sync.Mutex
 	fresh rlist
@@ -228,7 +236,7 @@ func (in *ingest) evictLocked(q *iqueue) {
 func (in *ingest) run(ctx context.Context, w *ingestWorker) {
 	var take []ingestEntry
 	var out []fanout.Publication
-	for {
+	for ctx.Err() == nil {
 		w.mu.Lock()
 		for w.fresh.empty() && w.ready.empty() {
 			w.mu.Unlock()
@@ -240,13 +248,22 @@ func (in *ingest) run(ctx context.Context, w *ingestWorker) {
 			w.mu.Lock()
 		}
 		var rc *rchan
-		if !w.fresh.empty() {
-			rc = w.fresh.pop()
+		quantum, fresh := ingestQuantum, !w.fresh.empty()
+		if fresh {
+			rc, quantum = w.fresh.pop(), freshQuantum
 		} else {
 			rc = w.ready.pop()
 		}
 		q := &rc.iq
-		n := min(q.len(), ingestQuantum)
+		n := min(q.len(), quantum)
+		if n == 0 {
+			// A backlogged channel that drained on its last turn: it
+			// leaves the lists only now, so a busy channel whose queue
+			// empties now and then does not come back as fresh.
+			q.buf, q.head, q.ready = q.buf[:0], 0, false
+			w.mu.Unlock()
+			continue
+		}
 		take = append(take[:0], q.buf[q.head:q.head+n]...)
 		clear(q.buf[q.head : q.head+n])
 		q.head += n
@@ -258,10 +275,13 @@ func (in *ingest) run(ctx context.Context, w *ingestWorker) {
 		}
 		q.bytes -= freed
 		in.bytes.Add(-int64(freed))
-		if q.len() > 0 {
+		if q.len() == 0 {
+			q.buf, q.head = q.buf[:0], 0
+		}
+		if q.len() > 0 || !fresh {
 			w.ready.push(rc)
 		} else {
-			q.buf, q.head, q.ready = q.buf[:0], 0, false
+			q.ready = false
 		}
 		w.mu.Unlock()
 		out = in.b.deliverEntries(rc, take, out[:0])
