@@ -233,3 +233,87 @@ func TestRedisIngestFlood(t *testing.T) {
 	t.Logf("quiet channel: %d/%d delivered, p50 %v, p99 %v, max %v; %d shed (channel %d, node %d), %d conflated, %d gap notices",
 		len(lat), sent, lat[len(lat)/2], p99, lat[len(lat)-1], st.ShedChannel+st.ShedNode, st.ShedChannel, st.ShedNode, st.Conflated, gaps)
 }
+
+// TestRedisConnsSpreadAndBreak: with PubSubConns 4, 200 channels spread
+// over 4 pub/sub connections (CLIENT LIST: each carries some, none all);
+// a CLIENT KILL of one of them touches only its channels: AffectedChannels
+// is exactly its share, one reconnect, and every durable publication made
+// while it was down still reaches the hub once, in order (resync from the
+// streams).
+func TestRedisConnsSpreadAndBreak(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	ctx := context.Background()
+	bt := startBroker(t, newClient(t, srv.Addr), cluster.RedisConfig{PubSubConns: 4, HistorySize: 100})
+	const n = 200
+	for i := range n {
+		if err := bt.b.Subscribe(ctx, "s:"+strconv.Itoa(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type psClient struct {
+		id   string
+		subs int
+	}
+	list := func() []psClient {
+		var out []psClient
+		for _, line := range strings.Split(strings.TrimSpace(srv.MustDo(t, "CLIENT", "LIST", "TYPE", "pubsub")), "\n") {
+			if line == "" {
+				continue
+			}
+			var c psClient
+			for _, f := range strings.Fields(line) {
+				if v, ok := strings.CutPrefix(f, "id="); ok {
+					c.id = v
+				}
+				if v, ok := strings.CutPrefix(f, "sub="); ok {
+					c.subs, _ = strconv.Atoi(v)
+				}
+			}
+			out = append(out, c)
+		}
+		return out
+	}
+	clients := list()
+	if len(clients) != 4 {
+		t.Fatalf("%d pub/sub clients in Redis, want 4: %+v", len(clients), clients)
+	}
+	total := 0
+	for _, c := range clients {
+		chans := (c.subs - 1) / 2 // raw + durable name per channel, plus the canary
+		if chans <= 0 || chans >= n {
+			t.Fatalf("a connection carries %d of %d channels: %+v", chans, n, clients)
+		}
+		total += chans
+	}
+	if total != n {
+		t.Fatalf("connections carry %d channels in all, want %d: %+v", total, n, clients)
+	}
+	victim := clients[0]
+	srv.MustDo(t, "CLIENT", "KILL", "ID", victim.id)
+	backend := newClient(t, srv.Addr)
+	for i := range n {
+		if err := backend.FCall(ctx, "pushd_publish", []string{"pushd:{s:" + strconv.Itoa(i) + "}"}, "m", 60, 100).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 20*time.Second, "every channel's publication", func() bool {
+		for i := range n {
+			if len(bt.log.get("s:"+strconv.Itoa(i))) < 1 {
+				return false
+			}
+		}
+		return true
+	})
+	waitFor(t, 10*time.Second, "ready again", bt.b.Ready)
+	time.Sleep(200 * time.Millisecond)
+	for i := range n {
+		if got := seqs(bt.log.get("s:" + strconv.Itoa(i))); !slices.Equal(got, []uint64{1}) {
+			t.Fatalf("s:%d got seqs %v, want [1]", i, got)
+		}
+	}
+	st := bt.b.Stats()
+	if want := uint64((victim.subs - 1) / 2); st.AffectedChannels != want || st.Reconnects != 1 {
+		t.Fatalf("stats %+v: want %d affected channels (the killed connection's), 1 reconnect", st, want)
+	}
+	t.Logf("CLIENT KILL of 1 of 4 pub/sub connections: %d of %d channels affected, %d recoveries", st.AffectedChannels, n, st.Recoveries)
+}
