@@ -85,7 +85,7 @@
 // to the hub in one HandleBatch (one flush per subscriber), under rc.mu
 // with the sequence rules below. A quiet channel therefore waits at most
 // one turn of each busy channel of its worker, never for their backlog.
-// Budgets are in bytes (payload + 64 per entry): IngestChannelBytes per
+// Budgets are in bytes (payload + 96 per entry): IngestChannelBytes per
 // channel and IngestNodeBytes for the node; an empty queue always takes
 // one publication, and the node's budget never sheds a channel holding
 // less than its reserve (a quarter of IngestChannelBytes, at most 64 KiB),

@@ -35,8 +35,9 @@ const (
 	freshQuantum  = 8
 )
 
-// entryOverhead is what one queued entry costs beside its payload.
-const entryOverhead = 64
+// entryOverhead is what one queued entry costs beside its payload (the
+// entry itself and the payload's allocation).
+const entryOverhead = 96
 
 // overloadWindow: the broker reports Overloaded for this long after a shed.
 const overloadWindow = 10 * time.Second
@@ -62,6 +63,18 @@ type iqueue struct {
 }
 
 func (q *iqueue) len() int { return len(q.buf) - q.head }
+
+// reset empties a drained queue; a large array goes back to the GC, so a
+// burst's backlog does not stay allocated per channel.
+func (q *iqueue) reset() {
+	if cap(q.buf) > 256 {
+		q.buf = nil
+	} else {
+		clear(q.buf)
+		q.buf = q.buf[:0]
+	}
+	q.head = 0
+}
 
 func (q *iqueue) push(e ingestEntry) {
 	if q.head > 0 && q.head >= len(q.buf)/2 && len(q.buf) == cap(q.buf) {
@@ -260,7 +273,8 @@ func (in *ingest) run(ctx context.Context, w *ingestWorker) {
 			// A backlogged channel that drained on its last turn: it
 			// leaves the lists only now, so a busy channel whose queue
 			// empties now and then does not come back as fresh.
-			q.buf, q.head, q.ready = q.buf[:0], 0, false
+			q.reset()
+			q.ready = false
 			w.mu.Unlock()
 			continue
 		}
@@ -276,7 +290,7 @@ func (in *ingest) run(ctx context.Context, w *ingestWorker) {
 		q.bytes -= freed
 		in.bytes.Add(-int64(freed))
 		if q.len() == 0 {
-			q.buf, q.head = q.buf[:0], 0
+			q.reset()
 		}
 		if q.len() > 0 || !fresh {
 			w.ready.push(rc)
