@@ -32,6 +32,7 @@ type ingestFlags struct {
 	payload    int
 	minRatio   float64
 	settle     time.Duration
+	pushdArgs  string
 }
 
 func ingestScenario() scenario {
@@ -58,6 +59,7 @@ func ingestScenario() scenario {
 			fs.IntVar(&f.publishers, "publishers", 4, "publishing connections (pipelined)")
 			fs.IntVar(&f.payload, "payload", 32, "payload bytes")
 			fs.Float64Var(&f.minRatio, "min-ratio", 0.4, "highest 100%-delivered rate / plain subscriber rate must reach this")
+			fs.StringVar(&f.pushdArgs, "pushd-args", "", "extra pushd flags, space-separated (e.g. '-redis-pubsub-conns 8')")
 			fs.DurationVar(&f.settle, "settle", 30*time.Second, "how long to wait after a step for delivered + drops to reach published")
 			return func(ctx context.Context, h *harness) (*report, error) { return runIngest(ctx, h, f) }
 		},
@@ -142,7 +144,8 @@ func runIngest(ctx context.Context, h *harness, f *ingestFlags) (*report, error)
 		return nil, err
 	}
 	defer stopRedis()
-	srv, err := startServer(ctx, serverSpec{name: "pushd", argv: []string{h.pushdBin, "-redis", "redis://" + raddr + "/0", "-policy", "*=drop"}}, 30*time.Second)
+	argv := append([]string{h.pushdBin, "-redis", "redis://" + raddr + "/0", "-policy", "*=drop"}, strings.Fields(f.pushdArgs)...)
+	srv, err := startServer(ctx, serverSpec{name: "pushd", argv: argv}, 30*time.Second)
 	if err != nil {
 		return nil, err
 	}
