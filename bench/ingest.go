@@ -45,7 +45,8 @@ func ingestScenario() scenario {
 			"PUBLISH over the personal channels at each rate of -rates (publications/s, 0: as fast as they\n" +
 			"can) for -step. Per rate: published, delivered, counted drops (/stats, by reason), pushd's\n" +
 			"pub/sub reconnects, the quiet channel's latency (p50/p99/max), and, in the same run, a plain\n" +
-			"go-redis subscriber on the same channels (its receive rate is the reference). After the rates,\n" +
+			"go-redis subscriber on the same channels (its receive rate is the reference; its latency on\n" +
+			"the quiet channel is the Redis + host share of pushd's). After the rates,\n" +
 			"the raw write(2) loop (bench -rawserver) writes the same frame to -clients plain sockets:\n" +
 			"the physical limit of the delivery side. Invariants: at every rate delivered + counted drops =\n" +
 			"published, 0 reconnects, no \"output buffer\" line in Redis's log, every quiet publication\n" +
@@ -81,6 +82,10 @@ type ingestStep struct {
 	QuietP50Ms   float64            `json:"quiet_p50_ms"`
 	QuietP99Ms   float64            `json:"quiet_p99_ms"`
 	QuietMaxMs   float64            `json:"quiet_max_ms"`
+	// The same quiet publications received by the plain go-redis
+	// subscriber (the Redis + host share of the latency).
+	PlainQuietP50Ms float64 `json:"plain_quiet_p50_ms"`
+	PlainQuietP99Ms float64 `json:"plain_quiet_p99_ms"`
 	PlainGot     int64              `json:"plain_received"`
 	PlainSec     float64            `json:"plain_received_per_second"`
 }
@@ -244,14 +249,24 @@ func runIngest(ctx context.Context, h *harness, f *ingestFlags) (*report, error)
 	var plain atomic.Int64
 	pc := redis.NewClient(&redis.Options{Addr: raddr, Protocol: 2})
 	defer pc.Close()
-	ps := pc.Subscribe(ctx, names...)
+	ps := pc.Subscribe(ctx, append(slices.Clone(names), "pushd:{login:quiet}")...)
 	defer ps.Close()
 	if _, err := ps.Receive(ctx); err != nil {
 		return nil, err
 	}
 	pch := ps.Channel(redis.WithChannelSize(1 << 16))
+	var plainQlat []time.Duration // guarded by qmu
 	go func() {
-		for range pch {
+		for m := range pch {
+			if m.Channel == "pushd:{login:quiet}" {
+				now := time.Now()
+				if sent, err := strconv.ParseInt(m.Payload, 10, 64); err == nil {
+					qmu.Lock()
+					plainQlat = append(plainQlat, now.Sub(time.Unix(0, sent)))
+					qmu.Unlock()
+				}
+				continue
+			}
 			plain.Add(1)
 		}
 	}()
@@ -288,7 +303,7 @@ func runIngest(ctx context.Context, h *harness, f *ingestFlags) (*report, error)
 		}
 		d0, g0, p0 := delivered.Load(), gaps.Load(), plain.Load()
 		qmu.Lock()
-		qlat = qlat[:0]
+		qlat, plainQlat = qlat[:0], plainQlat[:0]
 		qmu.Unlock()
 		st := ingestStep{Target: rate, Drops: map[string]float64{}}
 		var published atomic.Int64
@@ -374,9 +389,14 @@ func runIngest(ctx context.Context, h *harness, f *ingestFlags) (*report, error)
 		}
 		st.Reconnects = after["broker_reconnects"] - before["broker_reconnects"]
 		qmu.Lock()
-		lat := slices.Clone(qlat)
+		lat, plat := slices.Clone(qlat), slices.Clone(plainQlat)
 		qmu.Unlock()
 		slices.Sort(lat)
+		slices.Sort(plat)
+		if len(plat) > 0 {
+			st.PlainQuietP50Ms = float64(plat[len(plat)/2]) / 1e6
+			st.PlainQuietP99Ms = float64(plat[min(len(plat)-1, len(plat)*99/100)]) / 1e6
+		}
 		if len(lat) > 0 {
 			st.QuietP50Ms = float64(lat[len(lat)/2]) / 1e6
 			st.QuietP99Ms = float64(lat[min(len(lat)-1, len(lat)*99/100)]) / 1e6
@@ -453,7 +473,7 @@ func runIngest(ctx context.Context, h *harness, f *ingestFlags) (*report, error)
 		rep.failf("highest 100%%-delivered rate %.0f/s is %.2fx the plain subscriber's %.0f/s (want >= %.2f)", res.Best100Sec, res.Ratio, res.PlainMaxSec, f.minRatio)
 	}
 	rep.Pass = len(rep.Failures) == 0
-	rows := [][]string{{"target/s", "published/s", "delivered/s", "delivered %", "counted drops", "reconnects", "quiet got", "quiet p50 ms", "quiet p99 ms", "quiet max ms", "plain sub/s"}}
+	rows := [][]string{{"target/s", "published/s", "delivered/s", "delivered %", "counted drops", "reconnects", "quiet got", "quiet p50 ms", "quiet p99 ms", "quiet max ms", "plain sub/s", "plain quiet p50/p99 ms"}}
 	for _, s := range res.Steps {
 		var drops float64
 		for _, v := range s.Drops {
@@ -466,7 +486,8 @@ func runIngest(ctx context.Context, h *harness, f *ingestFlags) (*report, error)
 		rows = append(rows, []string{target, fmt.Sprintf("%.0f", s.PublishedSec), fmt.Sprintf("%.0f", s.DeliveredSec),
 			fmt.Sprintf("%.1f", 100*float64(s.Delivered)/float64(max(s.Published, 1))), fmt.Sprintf("%.0f", drops),
 			fmt.Sprintf("%.0f", s.Reconnects), fmt.Sprintf("%d/%d", s.QuietGot, s.QuietSent),
-			fmt.Sprintf("%.1f", s.QuietP50Ms), fmt.Sprintf("%.1f", s.QuietP99Ms), fmt.Sprintf("%.1f", s.QuietMaxMs), fmt.Sprintf("%.0f", s.PlainSec)})
+			fmt.Sprintf("%.1f", s.QuietP50Ms), fmt.Sprintf("%.1f", s.QuietP99Ms), fmt.Sprintf("%.1f", s.QuietMaxMs), fmt.Sprintf("%.0f", s.PlainSec),
+			fmt.Sprintf("%.1f/%.1f", s.PlainQuietP50Ms, s.PlainQuietP99Ms)})
 	}
 	rep.text = table(rows) + fmt.Sprintf("\nraw write(2) loop over %d sockets: %.0f writes/s\nhighest 100%%-delivered rate: %.0f/s = %.2fx the plain go-redis subscriber's best %.0f/s\n",
 		f.clients, res.RawWriteSec, res.Best100Sec, res.Ratio, res.PlainMaxSec)
