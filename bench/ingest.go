@@ -86,8 +86,8 @@ type ingestStep struct {
 	// subscriber (the Redis + host share of the latency).
 	PlainQuietP50Ms float64 `json:"plain_quiet_p50_ms"`
 	PlainQuietP99Ms float64 `json:"plain_quiet_p99_ms"`
-	PlainGot     int64              `json:"plain_received"`
-	PlainSec     float64            `json:"plain_received_per_second"`
+	PlainGot        int64   `json:"plain_received"`
+	PlainSec        float64 `json:"plain_received_per_second"`
 }
 
 // ingestResult is the scenario's results.
