@@ -27,10 +27,20 @@ import (
 // closes pushd's pub/sub connections (broker_reconnects 0, no "output
 // buffer" line in its log), delivered + counted drops = published (every
 // drop by reason in /stats), and the quiet client gets every publication;
-// its latency is logged (bench -mode ingest reports it at full rate).
+// its latency is logged (bench ingest reports it at full rate). It runs
+// with the default ingest budgets and with tiny ones (1 KiB per channel,
+// 64 KiB per node), where the channels shed: the drops are then counted
+// and the clients get gap notices from the real hub.
 func TestRedisIngestFloodE2E(t *testing.T) {
+	t.Run("default", func(t *testing.T) { floodE2E(t) })
+	t.Run("tiny-budgets", func(t *testing.T) {
+		floodE2E(t, "-redis-ingest-channel-bytes", "1024", "-redis-ingest-node-bytes", "65536")
+	})
+}
+
+func floodE2E(t *testing.T, extra ...string) {
 	srv := redistest.Start(t, redistest.Options{})
-	p := startNodes(t, 1, "-redis", "redis://"+srv.Addr+"/0", "-policy", "*=drop")[0]
+	p := startNodes(t, 1, append([]string{"-redis", "redis://" + srv.Addr + "/0", "-policy", "*=drop"}, extra...)...)[0]
 	const clients = 1000
 	const flood = 3 * time.Second
 
