@@ -19,6 +19,7 @@
 //	go -C bench run . fanout -conns 19000 -repeat 5 -burst 16
 //	go -C bench run . fanout -variants ';-chunk-size 4096;-workers 2'
 //	go -C bench run . slowconsumers -slow 1000 -normal 1000 -total 209715200
+//	go -C bench run . ingest -rates 50000,100000,200000,300000,0 -step 8s
 //	go -C bench run . -peers all
 //	go -C bench run . -peers pushd,nbio -plateaus 2000,19000 -lat-duration 10s
 //
@@ -36,6 +37,12 @@
 //	slowconsumers  1,000 never-reading + 1,000 reading clients, 200 MB
 //	               published: heap bound, complete in-order delivery, and
 //	               the disconnect/drop/conflate outcomes with their counters
+//	ingest         Redis ingest under a publish flood: 1,000 clients on personal
+//	               channels, plain PUBLISH at increasing rates (pipelined, 4
+//	               connections); per rate delivered, counted drops, pub/sub
+//	               reconnects, quiet-channel latency, beside a plain go-redis
+//	               subscriber's receive rate and a raw write(2) loop over as
+//	               many sockets, in the same run
 //	peers          (-peers all|<list> is short for "peers -only ...") pushd
 //	               side by side with gorilla/websocket, gobwas/ws, nbio,
 //	               centrifuge and npm ws, one after another in one run:

@@ -71,8 +71,10 @@
 // Unsubscribe (debounced by the hub) UNSUBSCRIBEs. Commands are batched by
 // a sender goroutine per connection (up to 1000 names per command; one
 // channel per SSUBSCRIBE, which must not cross slots). Never PSUBSCRIBE.
-// In cluster mode there is one pub/sub connection per primary and each
-// channel goes to its slot owner's connection; a MOVED reply or a server
+// Channels are spread by hash over PubSubConns connections (per primary
+// in cluster mode: each channel goes to one of its slot owner's
+// connections), so a broken connection touches 1/PubSubConns of the
+// channels. A MOVED reply or a server
 // SUNSUBSCRIBE (resharding) moves channels to their new owner and
 // recovers what was published meanwhile.
 //
@@ -90,6 +92,29 @@
 // in seq order, never concurrently, and the receive loop never blocks on
 // Redis. A seq the stream no longer has (trimmed, expired) is counted as
 // Lost and skipped.
+//
+// # Redis: ingest
+//
+// A pub/sub reader only parses and enqueues (redis_ingest.go); it never
+// writes to a client socket, so it reads at Redis speed and Redis never
+// reaches its client output buffer limit for us. Each subscribed channel
+// has an ingest queue owned by one of IngestWorkers delivery workers (by
+// hash: order per channel holds). A worker serves its channels round
+// robin, at most 128 entries per turn, and hands each turn's publications
+// to the hub in one HandleBatch (one flush per subscriber), under rc.mu
+// with the sequence rules below. A quiet channel therefore waits at most
+// one turn of each busy channel of its worker, never for their backlog.
+// Budgets are in bytes (payload + 96 per entry): IngestChannelBytes per
+// channel and IngestNodeBytes for the node; an empty queue always takes
+// one publication, and the node's budget never sheds a channel holding
+// less than its reserve (a quarter of IngestChannelBytes, at most 64 KiB),
+// so quiet channels are not shed for the busy ones' backlog. Past a budget the channel sheds by the hub's policy
+// for it: PolicyConflate channels drop their queued publications for the
+// newest (RedisStats.Conflated); others drop the new publication and
+// their subscribers get a gap notice (fanout.BatchHandler.HandleGap) in
+// its place, naming the seq range (0..0 for unsequenced publications);
+// counted in ShedChannel or ShedNode. Shed seqs are skipped, not recovered
+// from the stream. RedisStats.Overloaded stays true for 10 s after a shed.
 //
 // # Redis: resilience
 //
@@ -114,6 +139,9 @@
 // subscription is confirmed and before that connection's next live
 // message is dispatched.
 //
+// The channels a connection carried when its session ended are counted
+// in RedisStats.AffectedChannels.
+//
 // Every CanaryInterval the
 // connection publishes its canary; the broker is Ready while every
 // connection is subscribed and its last canary is younger than
@@ -125,10 +153,11 @@
 // # Concurrency
 //
 // Memory and Redis are goroutine-safe. Redis owns its goroutines (one
-// reader, one sender and one canary per connection, recoveries, the
-// counter keep-alive); Shutdown cancels and waits for all of them. Lock
-// order in Redis: rchan.mu → hub locks (HandlePublication is called under
-// rchan.mu); psConn.mu and rShard.mu are never held while calling out.
+// reader, one sender and one canary per connection, the ingest workers,
+// recoveries, the counter keep-alive); Shutdown cancels and waits for all
+// of them. Lock order in Redis: rchan.mu → hub locks (HandlePublication,
+// HandleBatch and HandleGap are called under rchan.mu); psConn.mu,
+// rShard.mu and an ingest worker's mu are never held while calling out.
 //
 // # What it must never do
 //
@@ -136,8 +165,9 @@
 // pub/sub reader on Redis; keep unbounded state per channel (Memory's
 // history is bounded by HistorySize and HistoryTTL and idle channels are
 // forgotten by Run's sweep; Redis keeps only a counter per subscribed
-// channel and a bounded pending list while recovering); subscribe to a
-// pattern.
+// channel, a bounded pending list while recovering and byte-bounded
+// ingest queues); subscribe to a pattern; let Redis cut a pub/sub
+// connection because pushd reads too slowly.
 //
 // The control channel (control.go) carries the server API's calls
 // (disconnect, subscribe, unsubscribe a user) to every node: a versioned,

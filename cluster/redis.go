@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,6 +61,21 @@ type RedisConfig struct {
 	BackoffMin, BackoffMax time.Duration
 	// RecoverPage is how many stream entries one recovery read returns.
 	RecoverPage int
+	// PubSubConns is how many pub/sub connections carry the channels (per
+	// primary in cluster mode); channels are spread over them by hash, so
+	// a broken connection touches 1/PubSubConns of them (0:
+	// DefaultPubSubConns).
+	PubSubConns int
+	// IngestWorkers is how many goroutines hand received publications to
+	// the hub (0: GOMAXPROCS). Each channel belongs to one of them.
+	IngestWorkers int
+	// IngestChannelBytes and IngestNodeBytes bound what the ingest queues
+	// hold for one channel and for the node (payload plus a small overhead
+	// per publication; 0: the defaults). Past either, a channel sheds: its
+	// queued publications are conflated (PolicyConflate channels) or the
+	// new one is dropped with a gap notice; both are counted.
+	IngestChannelBytes int
+	IngestNodeBytes    int64
 }
 
 // Redis is the broker for a Redis deployment shared by every pushd node.
@@ -86,6 +102,7 @@ type Redis struct {
 	wg     sync.WaitGroup
 	closed atomic.Bool
 	recSem chan struct{} // bounds concurrent recoveries
+	ing    *ingest
 
 	stats redisCounters
 }
@@ -99,7 +116,10 @@ type rShard struct {
 // number handed to the hub and, while a gap is being filled from the
 // stream, the publications that arrived meanwhile.
 type rchan struct {
-	name string
+	name     string
+	worker   *ingestWorker // owns iq
+	conflate bool          // the hub's policy for it is PolicyConflate
+	iq       iqueue        // guarded by worker.mu
 
 	mu         sync.Mutex
 	conn       *psConn // the connection that carries it (changes on resharding)
@@ -120,7 +140,7 @@ const maxPending = 4096
 type redisCounters struct {
 	reconnects, publishUnavailable, publishFailed, published         atomic.Uint64
 	recoveries, recoveredPubs, lost, duplicates, malformed, unwanted atomic.Uint64
-	rawIn, durableIn, resets                                         atomic.Uint64
+	rawIn, durableIn, resets, affected                               atomic.Uint64
 }
 
 // RedisStats is a snapshot of the broker's health and counters.
@@ -141,6 +161,17 @@ type RedisStats struct {
 	Malformed          uint64        // durable messages that failed DecodeEnvelope
 	Unwanted           uint64        // messages for channels no longer subscribed
 	Resets             uint64        // channels whose counter went backwards (Redis lost its data)
+	// AffectedChannels counts channels whose subscription broke: the
+	// channels a pub/sub connection carried when its session ended (each
+	// is resynced, and recovered or reported recovered:false).
+	AffectedChannels uint64
+	// The ingest (received, not yet handed to the hub).
+	IngestQueuedBytes int64  // bytes queued on the node now
+	ShedChannel       uint64 // publications dropped (gap notice): the channel's queue was over IngestChannelBytes
+	ShedNode          uint64 // publications dropped (gap notice): the node's queues were over IngestNodeBytes
+	Conflated         uint64 // publications replaced by a newer one of a PolicyConflate channel
+	// Overloaded is true while the ingest shed within the last 10 s.
+	Overloaded bool
 }
 
 // NewRedis builds a Redis broker. It does no I/O: Run loads the function
@@ -170,6 +201,21 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 	if cfg.RecoverPage <= 0 {
 		cfg.RecoverPage = DefaultRecoverPage
 	}
+	if cfg.PubSubConns < 0 || cfg.IngestWorkers < 0 || cfg.IngestChannelBytes < 0 || cfg.IngestNodeBytes < 0 {
+		return nil, fmt.Errorf("%w: PubSubConns, IngestWorkers, IngestChannelBytes and IngestNodeBytes must not be negative", ErrConfig)
+	}
+	if cfg.PubSubConns == 0 {
+		cfg.PubSubConns = DefaultPubSubConns
+	}
+	if cfg.IngestWorkers == 0 {
+		cfg.IngestWorkers = runtime.GOMAXPROCS(0)
+	}
+	if cfg.IngestChannelBytes == 0 {
+		cfg.IngestChannelBytes = DefaultIngestChannelBytes
+	}
+	if cfg.IngestNodeBytes == 0 {
+		cfg.IngestNodeBytes = DefaultIngestNodeBytes
+	}
 	if cfg.NodeID == "" {
 		var b [6]byte
 		_, _ = rand.Read(b[:])
@@ -194,6 +240,7 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 		conns:  map[string]*psConn{},
 		recSem: make(chan struct{}, 32),
 	}
+	b.ing = newIngest(b, cfg.IngestWorkers, cfg.IngestChannelBytes, cfg.IngestNodeBytes)
 	b.cluster, _ = cfg.Client.(*redis.ClusterClient)
 	b.lib = library(DefaultHistoryTTL, DefaultHistorySize, b.cluster != nil)
 	for i := range b.chans {
@@ -236,6 +283,13 @@ func (b *Redis) checkName(ch string) error {
 func (b *Redis) Run(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, b.cancel)
 	defer stop()
+	for _, w := range b.ing.workers {
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			b.ing.run(b.ctx, w)
+		}()
+	}
 	backoff := b.cfg.BackoffMin
 	for {
 		err := b.loadLibrary(b.ctx)
@@ -276,32 +330,39 @@ func (b *Redis) loadLibrary(ctx context.Context) error {
 	return b.client.FunctionLoadReplace(ctx, b.lib).Err()
 }
 
-// startConns starts the pub/sub connections: the single one in standalone
-// mode, one per primary in cluster mode (each carries its own canary).
+// startConns starts the pub/sub connections: PubSubConns of them in
+// standalone mode, PubSubConns per primary in cluster mode (each carries
+// its own canary).
 func (b *Redis) startConns(ctx context.Context) error {
 	if b.cluster == nil {
 		c, ok := b.client.(*redis.Client)
 		if !ok {
 			return fmt.Errorf("%w: unsupported client %T", ErrConfig, b.client)
 		}
-		b.conn("", c)
+		for i := range b.cfg.PubSubConns {
+			b.conn("", i, c)
+		}
 		return nil
 	}
 	return b.cluster.ForEachMaster(ctx, func(_ context.Context, c *redis.Client) error {
-		b.conn(c.Options().Addr, c)
+		for i := range b.cfg.PubSubConns {
+			b.conn(c.Options().Addr, i, c)
+		}
 		return nil
 	})
 }
 
-// conn returns the pub/sub connection for addr, starting it if needed.
-func (b *Redis) conn(addr string, c *redis.Client) *psConn {
+// conn returns the pub/sub connection number i for addr, starting it if
+// needed.
+func (b *Redis) conn(addr string, i int, c *redis.Client) *psConn {
+	key := addr + "#" + strconv.Itoa(i)
 	b.connMu.Lock()
 	defer b.connMu.Unlock()
-	if pc := b.conns[addr]; pc != nil {
+	if pc := b.conns[key]; pc != nil {
 		return pc
 	}
-	pc := newPSConn(b, addr, c)
-	b.conns[addr] = pc
+	pc := newPSConn(b, addr, i, c)
+	b.conns[key] = pc
 	if b.ctx.Err() == nil {
 		b.wg.Add(1)
 		go func() {
@@ -312,26 +373,26 @@ func (b *Redis) conn(addr string, c *redis.Client) *psConn {
 	return pc
 }
 
+// connIndex spreads channels over the PubSubConns connections of a
+// primary.
+func (b *Redis) connIndex(ch string) int {
+	return int(maphash.String(b.seed, ch) % uint64(b.cfg.PubSubConns))
+}
+
 // connFor returns the pub/sub connection that carries ch.
 func (b *Redis) connFor(ctx context.Context, ch string) (*psConn, error) {
 	if b.cluster == nil {
-		b.connMu.Lock()
-		pc := b.conns[""]
-		b.connMu.Unlock()
-		if pc == nil {
-			c, _ := b.client.(*redis.Client)
-			if c == nil {
-				return nil, fmt.Errorf("%w: unsupported client %T", ErrConfig, b.client)
-			}
-			pc = b.conn("", c)
+		c, _ := b.client.(*redis.Client)
+		if c == nil {
+			return nil, fmt.Errorf("%w: unsupported client %T", ErrConfig, b.client)
 		}
-		return pc, nil
+		return b.conn("", b.connIndex(ch), c), nil
 	}
 	c, err := b.cluster.MasterForKey(ctx, rawName(ch))
 	if err != nil {
 		return nil, fmt.Errorf("%w: slot owner of %q: %w", ErrUnavailable, ch, err)
 	}
-	return b.conn(c.Options().Addr, c), nil
+	return b.conn(c.Options().Addr, b.connIndex(ch), c), nil
 }
 
 // keepAlive extends the sequence counters of subscribed channels so that a
@@ -408,6 +469,12 @@ func (b *Redis) Stats() RedisStats {
 		Malformed:          b.stats.malformed.Load(),
 		Unwanted:           b.stats.unwanted.Load(),
 		Resets:             b.stats.resets.Load(),
+		AffectedChannels:   b.stats.affected.Load(),
+		IngestQueuedBytes:  b.ing.queuedBytes(),
+		ShedChannel:        b.ing.shedChannel.Load(),
+		ShedNode:           b.ing.shedNode.Load(),
+		Conflated:          b.ing.conflated.Load(),
+		Overloaded:         b.ing.overloaded(time.Now()),
 	}
 	now := time.Now()
 	b.connMu.Lock()
@@ -506,7 +573,12 @@ func (b *Redis) Subscribe(ctx context.Context, channel string) error {
 	if err != nil {
 		return err
 	}
-	rc := &rchan{name: channel, conn: pc, last: st.top, epoch: st.epoch}
+	rc := &rchan{name: channel, conn: pc, last: st.top, epoch: st.epoch, worker: b.ing.workerFor(maphash.String(b.seed, channel))}
+	if hb := b.handler.Load(); hb != nil {
+		if p, ok := hb.h.(interface{ PolicyFor(string) fanout.Policy }); ok {
+			rc.conflate = p.PolicyFor(channel) == fanout.PolicyConflate
+		}
+	}
 	sh := b.shard(channel)
 	sh.mu.Lock()
 	if old := sh.channels[channel]; old != nil {

@@ -15,7 +15,8 @@ import (
 )
 
 // TestRedisClusterSharded runs the broker on a real 3-primary Redis
-// Cluster: the function library is loaded on every primary, 10,000
+// Cluster (two pub/sub connections per primary): the function library is
+// loaded on every primary, 10,000
 // subscribed channels spread over the primaries (each carries 33% ± 10% of
 // the shard channels, measured with PUBSUB SHARDCHANNELS on every node),
 // and SPUBLISH, FCALL pushd_publish and Publish deliver on every slot
@@ -26,9 +27,9 @@ func TestRedisClusterSharded(t *testing.T) {
 	ctx := context.Background()
 	client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: rc.Addrs(), MaxRetries: -1, Protocol: 2})
 	t.Cleanup(func() { client.Close() })
-	bt := startBroker(t, client, cluster.RedisConfig{})
-	if st := bt.b.Stats(); st.Conns != 3 {
-		t.Fatalf("%d pub/sub connections, want one per primary (3)", st.Conns)
+	bt := startBroker(t, client, cluster.RedisConfig{PubSubConns: 2})
+	if st := bt.b.Stats(); st.Conns != 6 {
+		t.Fatalf("%d pub/sub connections, want PubSubConns (2) per primary (3)", st.Conns)
 	}
 	for _, n := range rc.Nodes {
 		if out := n.MustDo(t, "FUNCTION", "LIST", "LIBRARYNAME", "pushd"); !strings.Contains(out, "pushd_publish") {

@@ -17,13 +17,14 @@ import (
 // SUBSCRIBE/UNSUBSCRIBE command.
 const subscribeBatch = 1000
 
-// psConn owns one pub/sub connection (standalone: the only one; cluster:
-// one per primary) and the set of channels it must carry. Its run loop is
+// psConn owns one pub/sub connection (one of PubSubConns to Redis, or to
+// a primary in cluster mode) and the set of channels it must carry. Its run loop is
 // the only reader; a sender goroutine per session batches SUBSCRIBE and
 // UNSUBSCRIBE commands; a canary goroutine per session proves the path.
 type psConn struct {
 	b       *Redis
 	addr    string
+	index   int // among the PubSubConns connections to addr
 	client  *redis.Client
 	sharded bool
 	canary  string // this connection's canary pub/sub channel
@@ -43,10 +44,11 @@ type psConn struct {
 	lastCanary atomic.Int64 // unix nanoseconds of the last canary received
 }
 
-func newPSConn(b *Redis, addr string, c *redis.Client) *psConn {
+func newPSConn(b *Redis, addr string, index int, c *redis.Client) *psConn {
 	pc := &psConn{
 		b:        b,
 		addr:     addr,
+		index:    index,
 		client:   c,
 		sharded:  b.cluster != nil,
 		want:     map[string]bool{},
@@ -55,7 +57,7 @@ func newPSConn(b *Redis, addr string, c *redis.Client) *psConn {
 		waiters:  map[string]chan struct{}{},
 		kick:     make(chan struct{}, 1),
 	}
-	pc.canary = "pushd:canary:{" + b.cfg.NodeID + "}"
+	pc.canary = "pushd:canary:{" + b.cfg.NodeID + "." + strconv.Itoa(index) + "}"
 	if pc.sharded {
 		pc.canary = pc.ownCanary()
 	}
@@ -67,7 +69,7 @@ func (pc *psConn) ownCanary() string {
 	ctx, cancel := context.WithTimeout(pc.b.ctx, 5*time.Second)
 	defer cancel()
 	for i := 0; i < 1000; i++ {
-		name := "pushd:canary:{" + pc.b.cfg.NodeID + "-" + strconv.Itoa(i) + "}"
+		name := "pushd:canary:{" + pc.b.cfg.NodeID + "." + strconv.Itoa(pc.index) + "-" + strconv.Itoa(i) + "}"
 		c, err := pc.b.cluster.MasterForKey(ctx, name)
 		if err != nil {
 			break
@@ -76,7 +78,7 @@ func (pc *psConn) ownCanary() string {
 			return name
 		}
 	}
-	return "pushd:canary:{" + pc.b.cfg.NodeID + "@" + pc.addr + "}"
+	return "pushd:canary:{" + pc.b.cfg.NodeID + "." + strconv.Itoa(pc.index) + "@" + pc.addr + "}"
 }
 
 func (pc *psConn) healthy(now time.Time) bool {
@@ -147,7 +149,11 @@ func (pc *psConn) run(ctx context.Context) {
 			return
 		}
 		if wasUp {
-			pc.b.log.Warn("redis: pub/sub connection lost", "addr", pc.addr, "err", err)
+			pc.mu.Lock()
+			affected := len(pc.want)
+			pc.mu.Unlock()
+			pc.b.stats.affected.Add(uint64(affected))
+			pc.b.log.Warn("redis: pub/sub connection lost", "addr", pc.addr, "conn", pc.index, "channels", affected, "err", err)
 		}
 		wait := jitter(backoff)
 		if wasUp && time.Since(start) > pc.b.cfg.BackoffMax {

@@ -10,11 +10,11 @@ import (
 	"github.com/pushd/pushd/fanout"
 )
 
-// dispatch hands one pub/sub message received on pc to the hub. Raw messages (on
-// pushd:{ch}) are delivered with Seq 0; durable envelopes (on pushd:{ch}:d)
-// in sequence order: a duplicate is dropped, a gap starts a recovery from
-// the stream while later messages wait in the channel's pending list. It
-// never blocks on Redis: recoveries run on their own goroutines.
+// dispatch parses one pub/sub message received on pc and queues it for
+// its channel's delivery worker (redis_ingest.go), which applies
+// sequenceLocked. Raw messages (on pushd:{ch}) carry Seq 0; durable
+// envelopes (on pushd:{ch}:d) their seq. It never blocks: the reader keeps
+// up with Redis whatever the sockets do.
 func (b *Redis) dispatch(pc *psConn, name, payload string) {
 	ch, durable, ok := parseName(name)
 	if !ok {
@@ -34,14 +34,23 @@ func (b *Redis) dispatch(pc *psConn, name, payload string) {
 			b.stats.malformed.Add(1)
 			return
 		}
-		pub.Seq, pub.Data = seq, data
-		pub.Epoch = rc.epochOf(epoch)
+		// rc.epoch belongs to the channel's worker (under rc.mu): no
+		// interning here, on the reader.
+		pub.Seq, pub.Data, pub.Epoch = seq, data, string(epoch)
 	} else {
 		b.stats.rawIn.Add(1)
 		pub.Data = []byte(payload)
 	}
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
+	b.ing.push(rc, pc, pub)
+}
+
+// sequenceLocked applies the channel's order rules to one publication
+// from its ingest queue: raw ones are delivered; durable ones in sequence
+// order: a duplicate is dropped, a gap starts a recovery from the stream
+// while later messages wait in the channel's pending list. Deliverable
+// publications are appended to out (the caller hands them to the hub
+// before it releases rc.mu). Lock rc.mu must be held.
+func (b *Redis) sequenceLocked(rc *rchan, pc *psConn, pub fanout.Publication, out []fanout.Publication) []fanout.Publication {
 	switch {
 	case rc.gone || rc.conn != pc:
 		// Unsubscribed, or a connection the channel moved away from
@@ -53,33 +62,25 @@ func (b *Redis) dispatch(pc *psConn, name, payload string) {
 				b.stats.lost.Add(1) // raw: at most once
 			}
 			rc.overflow = true // durable: it is in the stream
-			return
+			return out
 		}
 		rc.pending = append(rc.pending, pub)
 	case pub.Seq == 0:
-		b.deliverLocked(rc, pub)
+		out = append(out, pub)
 	default:
 		b.followLocked(rc, pub)
 		switch {
 		case pub.Seq <= rc.last:
 			b.stats.duplicates.Add(1)
 		case pub.Seq == rc.last+1:
-			b.deliverLocked(rc, pub)
+			out = append(out, b.stampLocked(rc, pub))
 		default:
 			rc.recovering = true
 			rc.pending = append(rc.pending, pub)
 			b.startRecovery(rc)
 		}
 	}
-}
-
-// epochOf returns e as a string, rc.epoch itself when equal (the common
-// case: no allocation per message).
-func (rc *rchan) epochOf(e []byte) string {
-	if string(e) == rc.epoch {
-		return rc.epoch
-	}
-	return string(e)
+	return out
 }
 
 // followLocked switches rc to pub's epoch when the channel's stream was
@@ -104,15 +105,27 @@ func (b *Redis) followLocked(rc *rchan, pub fanout.Publication) {
 	rc.epoch = pub.Epoch
 }
 
-// deliverLocked hands pub to the hub. Lock rc.mu must be held: it
-// serializes a channel's deliveries (live and recovered) in order.
-func (b *Redis) deliverLocked(rc *rchan, pub fanout.Publication) {
+// stampLocked advances rc past pub and returns pub with the epoch rc
+// follows when it names none (a version-1 envelope). Lock rc.mu must be
+// held.
+func (b *Redis) stampLocked(rc *rchan, pub fanout.Publication) fanout.Publication {
 	if pub.Seq > rc.last {
 		rc.last = pub.Seq
 	}
-	if pub.Epoch == "" && pub.Seq != 0 {
-		pub.Epoch = rc.epoch // a version-1 envelope: the epoch we follow
+	if pub.Seq != 0 {
+		if pub.Epoch == "" {
+			pub.Epoch = rc.epoch
+		} else if pub.Epoch == rc.epoch {
+			pub.Epoch = rc.epoch // share rc's string: the hub keeps the channel's epoch
+		}
 	}
+	return pub
+}
+
+// deliverLocked hands pub to the hub. Lock rc.mu must be held: it
+// serializes a channel's deliveries (live and recovered) in order.
+func (b *Redis) deliverLocked(rc *rchan, pub fanout.Publication) {
+	pub = b.stampLocked(rc, pub)
 	if hb := b.handler.Load(); hb != nil {
 		hb.h.HandlePublication(pub)
 	}

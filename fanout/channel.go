@@ -28,6 +28,7 @@ type channel struct {
 	refs      int             // linked plus joining subscribers
 	mailbox   []Publication   // received, not yet taken by a delivery task
 	mailBytes int             // payload bytes in mailbox
+	gaps      []gapMark       // HandleGap notices due before mailbox[at]
 	spare     []Publication   // the previous batch's array, reused
 	running   bool            // a delivery task owns the channel
 	paused    int             // joining subscribers fetching history: hold deliveries
@@ -42,11 +43,20 @@ type channel struct {
 
 	// Delivery scratch, owned by the running delivery task.
 	batch   []Publication
+	bgaps   []gapMark        // the gap notices of batch
 	need    [numFormats]bool // formats present in the batch's subscriber snapshot
 	frames  [numFormats][][]byte
 	tasks   []*chunkTask
 	wg      sync.WaitGroup
 	drainFn func()
+}
+
+// gapMark is a gap notice (HandleGap) due before the publication at index
+// at of the mailbox or batch (at == len: after all of them).
+type gapMark struct {
+	at       int
+	epoch    string // the epoch from..to count in ("" when both are 0)
+	from, to uint64
 }
 
 // chunkTask delivers the current batch to subs[lo:hi] on a pool worker.
@@ -78,12 +88,15 @@ func (c *channel) enqueueLocked(pub Publication) (start bool) {
 	if len(c.subs) == 0 && c.paused == 0 {
 		return false // nobody to deliver to, nobody joining
 	}
-	if max := c.hub.cfg.MaxMailbox; len(c.mailbox) >= max {
+	if len(c.mailbox) >= c.hub.cfg.MaxMailbox {
 		// The channel's fan-out cannot keep up with its publishers. Never
 		// block them: drop the oldest (subscribers see a seq gap).
 		c.mailBytes -= len(c.mailbox[0].Data)
 		copy(c.mailbox, c.mailbox[1:])
 		c.mailbox[len(c.mailbox)-1] = pub
+		for i := range c.gaps {
+			c.gaps[i].at = max(c.gaps[i].at-1, 0)
+		}
 		c.hub.stats.overflowed.Add(1)
 	} else {
 		c.mailbox = append(c.mailbox, pub)
@@ -95,7 +108,7 @@ func (c *channel) enqueueLocked(pub Publication) (start bool) {
 // startLocked claims the delivery task when work is waiting and nobody
 // holds it. Lock c.mu must be held.
 func (c *channel) startLocked() bool {
-	if c.running || c.paused > 0 || len(c.mailbox) == 0 {
+	if c.running || c.paused > 0 || len(c.mailbox) == 0 && len(c.gaps) == 0 {
 		return false
 	}
 	c.running = true
@@ -106,11 +119,12 @@ func (c *channel) startLocked() bool {
 // snapshot, or false (and gives up the delivery task) when there is
 // nothing to do. Lock c.mu must be held.
 func (c *channel) takeLocked() ([]*Subscription, bool) {
-	if len(c.mailbox) == 0 || c.paused > 0 {
+	if len(c.mailbox) == 0 && len(c.gaps) == 0 || c.paused > 0 {
 		c.running = false
 		return nil, false
 	}
 	c.batch, c.mailbox, c.spare = c.mailbox, c.spare[:0], nil
+	c.bgaps, c.gaps = c.gaps, c.bgaps[:0]
 	c.mailBytes = 0
 	for f, n := range c.nFormat {
 		c.need[f] = n > 0
@@ -132,7 +146,7 @@ func (c *channel) drainInline() {
 	c.deliver(subs)
 	c.mu.Lock()
 	c.finishLocked()
-	more := len(c.mailbox) > 0 && c.paused == 0
+	more := (len(c.mailbox) > 0 || len(c.gaps) > 0) && c.paused == 0
 	if !more {
 		c.running = false
 	}
@@ -165,6 +179,7 @@ func (c *channel) finishLocked() {
 	clear(c.batch)
 	c.spare = c.batch[:0]
 	c.batch = nil
+	c.bgaps = c.bgaps[:0]
 }
 
 // deliver encodes c.batch once per format that has subscribers and queues
@@ -253,7 +268,12 @@ func (c *channel) deliverTo(subs []*Subscription) uint64 {
 		unflushed := 0
 		queued := false
 		s.mu.Lock()
+		g := 0
 		for i := range c.batch {
+			for ; g < len(c.bgaps) && c.bgaps[g].at <= i; g++ {
+				s.gapLocked(c.bgaps[g].epoch, c.bgaps[g].from, c.bgaps[g].to)
+				unflushed++
+			}
 			pub := &c.batch[i]
 			if pub.Seq != 0 && pub.Seq <= s.minSeq && pub.Epoch == s.epoch {
 				continue // recovered or predates the subscription
@@ -268,6 +288,10 @@ func (c *channel) deliverTo(subs []*Subscription) uint64 {
 				queued = true
 				n++
 			}
+		}
+		for ; g < len(c.bgaps); g++ {
+			s.gapLocked(c.bgaps[g].epoch, c.bgaps[g].from, c.bgaps[g].to)
+			unflushed++
 		}
 		kick := s.takeKickLocked()
 		s.mu.Unlock()

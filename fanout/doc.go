@@ -25,6 +25,13 @@
 // channel's is answered Recovered false and gets the current epoch's
 // history from its start; a gap notice names its epoch.
 //
+// Brokers that queue what they read (the Redis ingest) hand a channel's
+// backlog over with HandleBatch, so it leaves in one flush per subscriber,
+// and report what they shed with HandleGap: every subscriber of the
+// channel gets the same {"op":"gap"} notice as for its own drops, in order
+// with the pushes (from and to 0 when only unsequenced publications were
+// shed); the notice names the channel's epoch. A PolicyConflate channel gets none (BatchHandler).
+//
 // Subscribe links a subscriber so that its reply (SubscribeOptions.Ack) and
 // any recovered history are queued before the first push of the channel;
 // see Hub.Subscribe for how nothing is lost or duplicated while it joins.

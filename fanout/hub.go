@@ -201,6 +201,110 @@ func (h *Hub) HandlePublication(pub Publication) {
 	h.submit(c.drainFn)
 }
 
+// HandleBatch is HandlePublication for several publications of one
+// channel (pubs[i].Channel all equal), in order: they enter the channel's
+// mailbox together, so a subscriber gets them in one flush (one writev)
+// instead of one write each. Brokers that read faster than they deliver
+// (the Redis ingest) call it with what queued up for a channel.
+func (h *Hub) HandleBatch(pubs []Publication) {
+	if len(pubs) == 0 {
+		return
+	}
+	h.stats.published.Add(uint64(len(pubs)))
+	sh := h.shard(pubs[0].Channel)
+	sh.mu.RLock()
+	c := sh.channels[pubs[0].Channel]
+	sh.mu.RUnlock()
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	start := false
+	for _, pub := range pubs {
+		start = c.enqueueLocked(pub) || start
+	}
+	small := len(c.subs) <= h.cfg.ChunkSize
+	c.mu.Unlock()
+	if !start {
+		return
+	}
+	if small {
+		c.drainInline()
+		return
+	}
+	h.submit(c.drainFn)
+}
+
+// HandleGap tells every subscriber of channel that publications were
+// dropped before they reached the hub (a broker shedding load): each gets
+// {"op":"gap","ch":..,"epoch":E,"from":A,"to":B} in order, after the publications
+// handed before the call and before those handed after it. from and to
+// name the dropped sequence range of epoch; both are 0 when only unsequenced
+// (Seq 0) publications were dropped. A channel whose policy is
+// PolicyConflate gets no notice (conflation is not a gap). Like
+// HandlePublication it never blocks: a subscriber whose queue is full
+// holds the notice and gets it before its next push or on Resume.
+func (h *Hub) HandleGap(channel, epoch string, from, to uint64) {
+	sh := h.shard(channel)
+	sh.mu.RLock()
+	c := sh.channels[channel]
+	sh.mu.RUnlock()
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	if c.policy == PolicyConflate || len(c.subs) == 0 && c.paused == 0 {
+		c.mu.Unlock()
+		return
+	}
+	if to != 0 {
+		if epoch != c.epoch && epoch != "" {
+			c.epoch, c.lastSeq = epoch, to // the stream was recreated
+		} else if to > c.lastSeq {
+			c.lastSeq = to
+		}
+	}
+	if c.running || c.paused > 0 || len(c.mailbox) > 0 {
+		// Publications before the gap are still on their way: the
+		// delivery task sends the notice after them.
+		c.gaps = append(c.gaps, gapMark{at: len(c.mailbox), epoch: epoch, from: from, to: to})
+		start := c.startLocked()
+		small := len(c.subs) <= h.cfg.ChunkSize
+		c.mu.Unlock()
+		if start {
+			if small {
+				c.drainInline()
+			} else {
+				h.submit(c.drainFn)
+			}
+		}
+		return
+	}
+	c.shared = true
+	subs := c.subs
+	c.running = true // no delivery task may start while we queue
+	c.mu.Unlock()
+	for _, s := range subs {
+		s.mu.Lock()
+		s.gapLocked(epoch, from, to)
+		s.mu.Unlock()
+		s.sub.Flush()
+	}
+	c.mu.Lock()
+	c.shared = false
+	c.running = false
+	start := c.startLocked()
+	small := len(c.subs) <= h.cfg.ChunkSize
+	c.mu.Unlock()
+	if start {
+		if small {
+			c.drainInline()
+		} else {
+			h.submit(c.drainFn)
+		}
+	}
+}
+
 // Admit implements Admitter: it refuses a publication of size bytes to a
 // channel whose mailbox already holds MaxMailboxBytes (its fan-out is
 // behind its publishers). An empty mailbox always admits. The check is
@@ -601,3 +705,5 @@ func (h *Hub) retire(ctx context.Context, c *channel, now time.Time) {
 	c.mu.Unlock()
 	sh.mu.Unlock()
 }
+
+var _ BatchHandler = (*Hub)(nil)

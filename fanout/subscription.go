@@ -143,6 +143,30 @@ func (s *Subscription) holdLocked(frame []byte, pub *Publication) {
 	s.held = true
 }
 
+// gapLocked records publications the broker dropped before the hub
+// (HandleGap) and tries to queue the notice at once, so it keeps its place
+// among the channel's pushes. from == to == 0: unsequenced ones; epoch is
+// the epoch from..to count in. Lock s.mu
+// must be held.
+func (s *Subscription) gapLocked(epoch string, from, to uint64) {
+	if s.dead || s.removed || s.ch.policy == PolicyConflate {
+		return
+	}
+	if from != 0 {
+		switch {
+		case s.gapFrom == 0 || s.gapEpoch != epoch:
+			// Like holdLocked: a range names one epoch; a new epoch
+			// restarts it.
+			s.gapFrom, s.gapTo, s.gapEpoch = from, 0, epoch
+		case from < s.gapFrom:
+			s.gapFrom = from
+		}
+	}
+	s.gapTo = max(s.gapTo, to)
+	s.held = true
+	s.flushHeldLocked()
+}
+
 // flushHeldLocked tries to queue what was held back: the gap notice, or the
 // latest conflated frame. It reports whether the subscriber took it. Lock
 // s.mu must be held.

@@ -79,6 +79,19 @@ type PublicationHandler interface {
 	HandlePublication(pub Publication)
 }
 
+// BatchHandler is an optional PublicationHandler capability for brokers
+// that read faster than they deliver (the Redis ingest queues per channel
+// and hands each channel's backlog over at once). The Hub implements it.
+// HandleBatch is HandlePublication for several publications of one
+// channel, in order, delivered in one flush per subscriber; HandleGap
+// tells the channel's subscribers, in order with its pushes, that the
+// broker dropped the publications from..to (both 0: unsequenced ones).
+// The calling rules of HandlePublication apply to both.
+type BatchHandler interface {
+	HandleBatch(pubs []Publication)
+	HandleGap(channel, epoch string, from, to uint64)
+}
+
 // Admitter is an optional PublicationHandler capability: a broker that can
 // fail a publish asks Admit before assigning a sequence number and fails
 // the publish fast when it returns false (the hub is behind on that

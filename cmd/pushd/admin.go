@@ -106,6 +106,12 @@ func statsDoc(ps *poller.Server, app *pushApp, nofile uint64) map[string]any {
 			doc["broker_lost"] = rs.Lost
 			doc["broker_duplicates"] = rs.Duplicates
 			doc["broker_malformed"] = rs.Malformed
+			doc["broker_affected_channels"] = rs.AffectedChannels
+			doc["broker_ingest_queued_bytes"] = rs.IngestQueuedBytes
+			doc["broker_ingest_overloaded"] = rs.Overloaded
+			doc["broker_shed_channel"] = rs.ShedChannel
+			doc["broker_shed_node"] = rs.ShedNode
+			doc["broker_conflated"] = rs.Conflated
 		}
 	}
 	return doc

@@ -91,6 +91,10 @@ func newBroker(cfg Config, historySize int, log *slog.Logger) (appBroker, redis.
 		HistorySize: historySize,
 		HistoryTTL:  cfg.HistoryTTL,
 		Logger:      log,
+
+		PubSubConns:        cfg.RedisPubSubConns,
+		IngestChannelBytes: cfg.RedisIngestChannelBytes,
+		IngestNodeBytes:    cfg.RedisIngestNodeBytes,
 	})
 	if err != nil {
 		_ = client.Close()

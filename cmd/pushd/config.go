@@ -70,6 +70,10 @@ type Config struct {
 	// Redis broker (both empty: the embedded memory broker).
 	Redis        string
 	RedisCluster string
+	// The Redis ingest (cluster.RedisConfig PubSubConns, Ingest*).
+	RedisPubSubConns        int
+	RedisIngestChannelBytes int
+	RedisIngestNodeBytes    int64
 
 	// Security (security.go): tokens, Origin, admission, wss.
 	JWTHS256Secret     string
@@ -157,6 +161,9 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 	fs.IntVar(&c.MaxSubscriptions, "max-subscriptions", protocol.DefaultMaxSubscriptions, "max subscriptions per connection (err 429 above)")
 	fs.StringVar(&c.Redis, "redis", "", "standalone Redis URL, e.g. redis://127.0.0.1:6379/0: nodes share channels through Redis pub/sub (empty: embedded memory broker)")
 	fs.StringVar(&c.RedisCluster, "redis-cluster", "", "comma-separated Redis Cluster seed addresses host:port,...: sharded pub/sub (SSUBSCRIBE/SPUBLISH)")
+	fs.IntVar(&c.RedisPubSubConns, "redis-pubsub-conns", cluster.DefaultPubSubConns, "Redis pub/sub connections (per primary with -redis-cluster); channels are spread over them by hash, so a broken one touches only its share")
+	fs.IntVar(&c.RedisIngestChannelBytes, "redis-ingest-channel-bytes", cluster.DefaultIngestChannelBytes, "bytes one channel may have waiting between the Redis reader and delivery; past it the channel sheds (drop + gap notice, or conflate by -policy), counted")
+	fs.Int64Var(&c.RedisIngestNodeBytes, "redis-ingest-node-bytes", cluster.DefaultIngestNodeBytes, "bytes all channels together may have waiting between the Redis readers and delivery; past it busy channels shed (quiet ones never)")
 	securityFlags(fs, &c)
 	drainFlags(fs, &c)
 	demoFlags(fs, &c)
@@ -306,6 +313,15 @@ func (c *Config) validate() []error {
 func (c *Config) validateRedis() []error {
 	c.redisOptions, c.redisCluster = nil, nil
 	var errs []error
+	if c.RedisPubSubConns < 1 || c.RedisPubSubConns > 64 {
+		errs = append(errs, fmt.Errorf("-redis-pubsub-conns %d: want 1..64", c.RedisPubSubConns))
+	}
+	if c.RedisIngestChannelBytes < 1024 {
+		errs = append(errs, fmt.Errorf("-redis-ingest-channel-bytes %d: want at least 1024", c.RedisIngestChannelBytes))
+	}
+	if c.RedisIngestNodeBytes < int64(c.RedisIngestChannelBytes) {
+		errs = append(errs, fmt.Errorf("-redis-ingest-node-bytes %d: want at least -redis-ingest-channel-bytes (%d)", c.RedisIngestNodeBytes, c.RedisIngestChannelBytes))
+	}
 	if c.Redis != "" && c.RedisCluster != "" {
 		errs = append(errs, errors.New("-redis and -redis-cluster are exclusive"))
 	}

@@ -127,6 +127,7 @@ type statsDescs struct {
 	subs, channels, received, delivered, dropped, publishFail, fallbacks metricDesc
 	slow, brokerUp, canaryAge, brokerReconnects, ready, draining         metricDesc
 	drainHints, drainCloses                                              metricDesc
+	brokerAffected, ingestQueued, ingestOverloaded                       metricDesc
 }
 
 func newStatsDescs() *statsDescs {
@@ -153,13 +154,16 @@ func newStatsDescs() *statsDescs {
 		channels:         gauge("pushd_channels", "Channels with local state on this node."),
 		received:         counter("pushd_messages_received_total", "Publications received by the hub from the broker."),
 		delivered:        counter("pushd_messages_delivered_total", "Frames queued to subscribers (pushes and recovered history)."),
-		dropped:          counter("pushd_messages_dropped_total", "Publications not delivered, by reason: slow_consumer (the drop policy skipped a push to a slow subscriber), mailbox_overflow (a channel's fan-out fell a whole mailbox behind), broker_lost (Redis: seqs no longer in the stream when recovering).", "reason"),
+		dropped:          counter("pushd_messages_dropped_total", "Publications not delivered, by reason: slow_consumer (the drop policy skipped a push to a slow subscriber), mailbox_overflow (a channel's fan-out fell a whole mailbox behind), broker_lost (Redis: seqs no longer in the stream when recovering), ingest_channel / ingest_node (the Redis ingest shed a publication, gap notice sent: the channel's / the node's queued bytes were over budget), ingest_conflated (a conflating channel's queued publication replaced by a newer one).", "reason"),
 		publishFail:      counter("pushd_publish_failures_total", "Publications refused to the publisher, by reason: backpressure (the channel's mailbox is full: 503), broker_unavailable (Redis path down: 503), broker_error (Redis answered an error).", "reason"),
 		fallbacks:        counter("pushd_fanout_pool_fallbacks_total", "Fan-out chunks run inline because the worker pool was full."),
 		slow:             counter("pushd_slow_consumer_actions_total", "What the slow-consumer policies did: policy=disconnect action=close (4001), policy=drop action=drop|gap_notice, policy=conflate action=conflate (a push held back, sent later or superseded).", "policy", "action"),
 		brokerUp:         gauge("pushd_broker_up", "1 while the broker path works (Redis: the canary round-trips); always 1 with the embedded memory broker."),
 		canaryAge:        gauge("pushd_broker_canary_age_seconds", "Age of the oldest Redis connection's last canary; always 0 with the embedded memory broker (it has no canary)."),
 		brokerReconnects: counter("pushd_broker_reconnects_total", "Redis pub/sub sessions started after the first (Redis brokers only)."),
+		brokerAffected:   counter("pushd_broker_affected_channels_total", "Channels whose Redis subscription broke (carried by a pub/sub connection when its session ended); each is resynced from its stream or its subscribers told recovered:false (Redis brokers only)."),
+		ingestQueued:     gauge("pushd_broker_ingest_queued_bytes", "Bytes received from Redis pub/sub and not yet handed to delivery (Redis brokers only)."),
+		ingestOverloaded: gauge("pushd_broker_ingest_overloaded", "1 while the Redis ingest shed publications within the last 10 s (Redis brokers only); sustained 1 means the node cannot deliver what it is sent."),
 		ready:            gauge("pushd_ready", "1 when /readyz answers 200: not draining and the broker path works."),
 		draining:         gauge("pushd_draining", "1 from SIGTERM/SIGINT on (/readyz answers 503)."),
 		drainHints:       counter("pushd_drain_reconnect_hints_total", "Reconnect hints sent by the drain."),
@@ -175,7 +179,8 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 		d.rateCloses, d.authRefusals, d.forbidden, d.wssConns,
 		d.tlsHandshakes, d.tlsRecordErrors,
 		d.subs, d.channels, d.received, d.delivered, d.dropped, d.publishFail, d.fallbacks,
-		d.slow, d.brokerUp, d.canaryAge, d.brokerReconnects, d.ready, d.draining,
+		d.slow, d.brokerUp, d.canaryAge, d.brokerReconnects, d.brokerAffected, d.ingestQueued,
+		d.ingestOverloaded, d.ready, d.draining,
 		d.drainHints, d.drainCloses,
 	} {
 		ch <- m.Desc
@@ -270,6 +275,12 @@ func (c *statsCollector) collectApp(emit func(metricDesc, float64, ...string), d
 		lost, unavailable, failed = float64(rs.Lost), float64(rs.PublishUnavailable), float64(rs.PublishFailed)
 		emit(d.canaryAge, min(rs.CanaryAge.Seconds(), 1e9))
 		emit(d.brokerReconnects, float64(rs.Reconnects))
+		emit(d.brokerAffected, float64(rs.AffectedChannels))
+		emit(d.ingestQueued, float64(rs.IngestQueuedBytes))
+		emit(d.ingestOverloaded, b2f(rs.Overloaded))
+		emit(d.dropped, float64(rs.ShedChannel), "ingest_channel")
+		emit(d.dropped, float64(rs.ShedNode), "ingest_node")
+		emit(d.dropped, float64(rs.Conflated), "ingest_conflated")
 	} else {
 		emit(d.canaryAge, 0)
 	}
