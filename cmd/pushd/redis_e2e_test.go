@@ -439,7 +439,9 @@ func field(line, key string) string {
 // primary; publish-before-subscribe with since=0 works.
 func TestRedisClusterNodes(t *testing.T) {
 	rc := redistest.StartCluster(t, 3)
-	nodes := startNodes(t, 2, "-redis-cluster", strings.Join(rc.Addrs(), ","))
+	// One pub/sub connection per primary, so the count below names the
+	// primaries (TestRedisConnsSpreadAndBreak covers -redis-pubsub-conns).
+	nodes := startNodes(t, 2, "-redis-cluster", strings.Join(rc.Addrs(), ","), "-redis-pubsub-conns", "1")
 	a, b := nodes[0], nodes[1]
 	backend := redis.NewClusterClient(&redis.ClusterOptions{Addrs: rc.Addrs(), MaxRetries: -1, Protocol: 2})
 	defer backend.Close()

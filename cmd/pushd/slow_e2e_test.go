@@ -66,8 +66,14 @@ func checkContiguous(t *testing.T, who string, seqs []uint64, from, to uint64) {
 
 func TestSlowConsumerPolicies(t *testing.T) {
 	bin := pushdtest.Build(t)
+	// The 4001 close frame waits behind the slow client's unread queue
+	// until the client reads; -close-timeout bounds that wait. The client
+	// starts reading only after the whole burst (seconds on a busy
+	// machine), so give it ample time: with the default 2 s it found TCP
+	// closed (1006) in a loaded CI run.
 	p := pushdtest.Start(t, bin, pushdtest.Options{Args: []string{
 		"-max-pending", "262144", "-policy", "feed:*=drop,game:*=conflate",
+		"-close-timeout", "30s",
 	}})
 
 	t.Run("disconnect", func(t *testing.T) {
