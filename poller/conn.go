@@ -36,7 +36,7 @@ type Conn struct {
 	id  uint64
 
 	state    atomic.Uint32
-	lastRead atomic.Int64 // wheel tick of the last inbound bytes
+	lastRead atomic.Int64 // wheel tick the peer last showed it is alive: inbound bytes, or draining our backlog (peerDraining)
 	pingTick int64        // accept tick until upgraded, then the tick of the last ping; wheel goroutine only
 	timer    timerLink
 	src      netip.Addr // source address counted by admission (zero without)
@@ -73,6 +73,7 @@ type Conn struct {
 
 	// Lean backend (nc == nil) only.
 	rd        atomic.Int32 // read events pending (count | rdHup); non-zero: someone owns reading
+	outq      int32        // kernel send queue at the last pong-timeout check (peerDraining); wheel goroutine only
 	waitOut   atomic.Bool  // a flush hit EAGAIN and waits for EPOLLOUT
 	stallTick atomic.Int64 // wheel tick the socket last stopped taking bytes; 0: not stalled
 
@@ -454,6 +455,14 @@ func (c *Conn) onTimer(now int64) {
 		}
 		last := c.lastRead.Load()
 		idle := now - last
+		if idle >= s.pingTicks+s.pongTicks && c.peerDraining(now) {
+			// Our ping waits behind a backlog the peer is still taking:
+			// it gets a pong timeout's time from now (the write timeout
+			// ends a backlog that stops moving).
+			last = now - s.pingTicks
+			c.lastRead.Store(last)
+			idle = s.pingTicks
+		}
 		switch {
 		case idle >= s.pingTicks+s.pongTicks:
 			s.stats.pongTimeouts.Add(1)
@@ -471,6 +480,39 @@ func (c *Conn) onTimer(now int64) {
 	case stateClosing, stateFailed:
 		c.hangup()
 	}
+}
+
+// peerDraining reports, at a pong timeout, whether the peer has been
+// taking our bytes although it sent none: a client reading a large
+// backlog answers the ping only once it reaches it, so silence then is
+// not death. Evidence: a write backlog of ours that moved within the write
+// timeout (the lean backend renews stallTick on progress; netpoll's drain
+// is bounded by the write timeout), or a kernel
+// send queue that shrank since the last check (SIOCOUTQ; the first
+// non-empty sighting earns one more pong timeout). A dead peer moves
+// neither and is ended at the next check. Wheel goroutine only.
+func (c *Conn) peerDraining(now int64) bool {
+	if st := c.stallTick.Load(); st != 0 && now-st < c.srv.writeTicks {
+		return true
+	}
+	if c.nc != nil {
+		// netpoll: a drain goroutine is writing our backlog, bounded by
+		// the write timeout.
+		c.mu.Lock()
+		stalled := c.stalled
+		c.mu.Unlock()
+		if stalled {
+			return true
+		}
+	}
+	q, err := unix.IoctlGetInt(c.fd, unix.SIOCOUTQ)
+	if err != nil || q <= 0 {
+		c.outq = 0
+		return false
+	}
+	prev := c.outq
+	c.outq = int32(min(q, 1<<30))
+	return prev == 0 || int32(q) < prev
 }
 
 // hangup ends the connection with shutdown(2) in both directions: the

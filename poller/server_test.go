@@ -333,3 +333,51 @@ func TestSubprotocolNegotiation(t *testing.T) {
 		})
 	}
 }
+
+// TestDrainingBacklogKeepsConnectionOpen: a client that reads a large
+// backlog slowly sends nothing meanwhile, and the server's pings wait
+// behind the backlog, so it cannot answer them in time; it is alive all
+// the same (it keeps taking bytes) and must not be ended by the pong
+// timeout. Ping interval and pong timeout are 400 ms (room for -race to
+// unmask and echo the message); reading the 6 MiB echo takes about 3 s,
+// most of it from the kernel's send queue (SIOCOUTQ), the rest from the
+// user-space backlog (stallTick).
+func TestDrainingBacklogKeepsConnectionOpen(t *testing.T) {
+	const size = 6 << 20
+	s, addr := startServer(t, Config{
+		PingInterval: 400 * time.Millisecond, PongTimeout: 400 * time.Millisecond,
+		MaxFrameSize: size, MaxMessageSize: size, MaxPendingBytes: 2 * size,
+		WriteTimeout: 10 * time.Second,
+	}, Echo{})
+	c := dialRaw(t, addr)
+	if tc, ok := c.conn.(*net.TCPConn); ok {
+		_ = tc.SetReadBuffer(32 << 10)
+	}
+	c.upgrade(0)
+	payload := bytes.Repeat([]byte{0xa5}, size)
+	werr := make(chan error, 1)
+	go func() {
+		_, err := c.conn.Write(c.frame(ws.OpBinary, true, payload))
+		werr <- err
+	}()
+	// Read the echo (and any pings queued behind it) slowly, as raw bytes.
+	start := time.Now()
+	buf := make([]byte, 32<<10)
+	got := 0
+	for got < size {
+		_ = c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, err := c.br.Read(buf)
+		if err != nil {
+			t.Fatalf("after %d of %d bytes (%v): %v; pong timeouts %d", got, size, time.Since(start), err, s.Stats().PongTimeouts)
+		}
+		got += n
+		time.Sleep(15 * time.Millisecond)
+	}
+	if err := <-werr; err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	t.Logf("read the %d-byte echo in %v", size, time.Since(start))
+	if n := s.Stats().PongTimeouts; n != 0 {
+		t.Fatalf("%d pong timeouts for a client that was reading its backlog", n)
+	}
+}

@@ -70,10 +70,11 @@ func TestSlowConsumerPolicies(t *testing.T) {
 	// until the client reads; -close-timeout bounds that wait. The client
 	// starts reading only after the whole burst (seconds on a busy
 	// machine), so give it ample time: with the default 2 s it found TCP
-	// closed (1006) in a loaded CI run.
+	// closed (1006) in a loaded CI run. The write timeout likewise: the
+	// kicked client's socket stays full until it reads.
 	p := pushdtest.Start(t, bin, pushdtest.Options{Args: []string{
 		"-max-pending", "262144", "-policy", "feed:*=drop,game:*=conflate",
-		"-close-timeout", "30s",
+		"-close-timeout", "30s", "-write-timeout", "60s",
 	}})
 
 	t.Run("disconnect", func(t *testing.T) {

@@ -178,7 +178,10 @@ func scRun(t *testing.T, bin, policy string, sz scSize) {
 	// even if the frame never went out (a peer that never reads cannot get
 	// it). The slow clients read only after publishing, which under -race
 	// takes longer than the 2 s default; with 30 s they find the frame.
-	args := []string{"-max-pending", strconv.Itoa(sz.maxPending), "-ping-interval", "10m", "-history-size", "0", "-close-timeout", "30s"}
+	// -write-timeout 60s for the same reason: a kicked slow client's
+	// socket stays full until it reads, and on a loaded machine
+	// publishing outlasted the 10 s default (TCP closed, 1006).
+	args := []string{"-max-pending", strconv.Itoa(sz.maxPending), "-ping-interval", "10m", "-history-size", "0", "-close-timeout", "30s", "-write-timeout", "60s"}
 	if policy != "" {
 		args = append(args, "-policy", policy)
 	}
