@@ -16,6 +16,7 @@ import (
 
 	"github.com/HdrHistogram/hdrhistogram-go"
 
+	"github.com/pushd/pushd/cluster/redistest"
 	"github.com/pushd/pushd/internal/pushdtest"
 )
 
@@ -181,6 +182,7 @@ func runInNs(ctx context.Context, t *testing.T, bin string, nss []string, argvs 
 //
 //	LOADTEST_NETNS_CONNS=30000 go test -race -count=1 -run TestShardsAcrossNetns -v ./loadtest
 func TestShardsAcrossNetns(t *testing.T) {
+	t.Parallel()
 	conns := 3000
 	if v := os.Getenv("LOADTEST_NETNS_CONNS"); v != "" {
 		var err error
@@ -298,4 +300,82 @@ func decodeHist(t *testing.T, enc string) *hdrhistogram.Histogram {
 		t.Fatal(err)
 	}
 	return h
+}
+
+// TestShardedVerdictMatchesSingle: a breached run judged on merged shards
+// gets the same verdict kind and exit code (3) as the single-host run of
+// the same size and SLOs, on loopback (3 shard processes, one host). Shard
+// 2 starts after -start-at and says so in its report and in the merge.
+func TestShardedVerdictMatchesSingle(t *testing.T) {
+	t.Parallel()
+	rs := redistest.Start(t, redistest.Options{})
+	redisURL := "redis://" + rs.Addr + "/0"
+	p := startPushd(t, "-redis", redisURL)
+	bin := buildLoadtest(t)
+	common := []string{"-target", p.URL("/ws"), "-redis", redisURL, "-conns", "90", "-ramp", "1000",
+		"-rate", "90", "-duration", "1s", "-ramp-timeout", "3s", "-loops", "1", "-max-p99", "1us", "-min-delivery", "1"}
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	single := filepath.Join(dir, "single.json")
+	out, err := exec.CommandContext(ctx, bin, append(append([]string{}, common...), "-json", single)...).CombinedOutput()
+	if code := exitCode(t, err); code != ExitSLOBreach {
+		t.Fatalf("single host: exit %d, want %d\n%s", code, ExitSLOBreach, out)
+	}
+	sr := readReport(t, single)
+
+	startAt := time.Now().Add(1500 * time.Millisecond)
+	var files []string
+	res := make([]nsRun, 3)
+	var wg sync.WaitGroup
+	for i := range 3 {
+		f := filepath.Join(dir, fmt.Sprintf("s%d.json", i))
+		files = append(files, f)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if i == 2 {
+				sleepUntil(ctx, startAt.Add(700*time.Millisecond)) // late
+			}
+			cmd := exec.CommandContext(ctx, bin, append(append([]string{}, common...), "-shard", fmt.Sprintf("%d/3", i),
+				"-start-at", startAt.UTC().Format(time.RFC3339Nano), "-json", f)...)
+			b, err := cmd.CombinedOutput()
+			res[i] = nsRun{code: -1, out: string(b)}
+			if cmd.ProcessState != nil {
+				res[i].code = cmd.ProcessState.ExitCode()
+			} else {
+				res[i].out += err.Error()
+			}
+		}()
+	}
+	wg.Wait()
+	for i, r := range res {
+		if r.code != ExitSLOBreach { // each shard judges its own share too
+			t.Fatalf("shard %d: exit %d\n%s", i, r.code, r.out)
+		}
+	}
+	if r := readReport(t, files[2]); r.Shard.LateMs < 500 || !strings.Contains(res[2].out, "after -start-at") {
+		t.Fatalf("late shard: %+v\n%s", r.Shard, res[2].out)
+	}
+	var mout, merr bytes.Buffer
+	code := run(ctx, append([]string{"merge", "-json", filepath.Join(dir, "m.json")}, files...), &mout, &merr)
+	m := readReport(t, filepath.Join(dir, "m.json"))
+	t.Logf("single: %s\nmerged: %s\n%s", sr.Verdict, m.Verdict, mout.String())
+	kinds := func(b []string) []string {
+		var k []string
+		for _, s := range b {
+			k = append(k, strings.Fields(s)[0])
+		}
+		return k
+	}
+	if code != sr.ExitCode || code != ExitSLOBreach || strings.Join(kinds(m.SLO.Breaches), ",") != strings.Join(kinds(sr.SLO.Breaches), ",") ||
+		!strings.HasPrefix(m.Verdict, "BREACHED (exit 3): p99 ") {
+		t.Fatalf("merged exit %d %q breaches %v; single host exit %d %q breaches %v", code, m.Verdict, m.SLO.Breaches, sr.ExitCode, sr.Verdict, sr.SLO.Breaches)
+	}
+	if m.Held != 90 || m.Delivered != m.Expected || m.Expected != m.PublishedPersonal || m.Duplicates+m.Gaps != 0 {
+		t.Fatalf("merged held %d delivered %d/%d published %d dup %d gaps %d", m.Held, m.Delivered, m.Expected, m.PublishedPersonal, m.Duplicates, m.Gaps)
+	}
+	if len(m.Merged.Late) != 1 || !strings.HasPrefix(m.Merged.Late[0], "shard 2 ramp +") || !strings.Contains(mout.String(), "late shards: shard 2 ramp +") {
+		t.Fatalf("late shards %v\n%s", m.Merged.Late, mout.String())
+	}
 }
