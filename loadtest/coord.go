@@ -293,6 +293,12 @@ func coordinate(ctx context.Context, o *options, targets []target, src [][4]byte
 			rep.decide(err) // the report on stdout says why the exit code is 1
 		}
 	}
+	if rep.Shard != nil { // a job runner's pods keep no files: Redis keeps the reports for merge
+		if werr := storeShardReport(o, rep); werr != nil && err == nil {
+			err = werr
+			rep.decide(err)
+		}
+	}
 	rep.printHuman(stdout)
 	if err != nil {
 		printErr(stderr, err)

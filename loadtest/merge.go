@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -54,8 +55,12 @@ func runMerge(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("loadtest merge", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	jsonPath := fs.String("json", "", "write the merged JSON report (schema pushd.loadtest.v1) to this file")
+	redisURL := fs.String("redis", "", "read the shards' reports from this Redis (where every shard stores its own) instead of files; needs -run-id")
+	runID := fs.String("run-id", "", "with -redis: the run to merge")
+	prefix := fs.String("prefix", "lt:", "with -redis: the run's -prefix")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: loadtest merge [-json merged.json] shard0.json shard1.json ...")
+		fmt.Fprintln(stderr, "       loadtest merge [-json merged.json] -redis redis://host:6379/0 -run-id ID")
 		fmt.Fprintln(stderr, "\nAdds the shards' histograms and counts exactly, then prints the table and applies the SLO\nverdict and exit codes of a single-host run. Refuses shards of different runs and missing shards.")
 		fs.PrintDefaults()
 	}
@@ -66,20 +71,43 @@ func runMerge(args []string, stdout, stderr io.Writer) int {
 		printErr(stderr, fmt.Errorf("%w: %w", ErrUsage, err))
 		return ExitUsage
 	}
-	if fs.NArg() == 0 {
-		printErr(stderr, fmt.Errorf("%w: merge needs the shards' report files", ErrUsage))
+	var names []string
+	var docs [][]byte
+	switch {
+	case *redisURL != "" && (fs.NArg() > 0 || *runID == ""):
+		printErr(stderr, fmt.Errorf("%w: merge -redis needs -run-id and no files", ErrUsage))
 		return ExitUsage
+	case *redisURL != "":
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		var err error
+		if names, docs, err = loadShardReports(ctx, *redisURL, *prefix, *runID); err != nil {
+			printErr(stderr, err)
+			return ExitUsage
+		}
+	case fs.NArg() == 0:
+		printErr(stderr, fmt.Errorf("%w: merge needs the shards' report files (or -redis and -run-id)", ErrUsage))
+		return ExitUsage
+	default:
+		for _, p := range fs.Args() {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				printErr(stderr, fmt.Errorf("%w: %w", ErrMerge, err))
+				return ExitUsage
+			}
+			names, docs = append(names, p), append(docs, b)
+		}
 	}
-	reps := make([]*Report, 0, fs.NArg())
-	for _, p := range fs.Args() {
-		r, err := loadReport(p)
+	reps := make([]*Report, 0, len(docs))
+	for i, b := range docs {
+		r, err := decodeReport(names[i], b)
 		if err != nil {
 			printErr(stderr, err)
 			return ExitUsage
 		}
 		reps = append(reps, r)
 	}
-	m, err := mergeReports(fs.Args(), reps)
+	m, err := mergeReports(names, reps)
 	if err != nil {
 		printErr(stderr, err)
 		return ExitUsage
@@ -93,21 +121,17 @@ func runMerge(args []string, stdout, stderr io.Writer) int {
 	return m.ExitCode
 }
 
-// loadReport reads one report file; unknown fields are refused (the file
-// must be a loadtest report of this schema).
-func loadReport(path string) (*Report, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrMerge, err)
-	}
+// decodeReport decodes one report; unknown fields are refused (it must
+// be a loadtest report of this schema).
+func decodeReport(name string, b []byte) (*Report, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	var r Report
 	if err := dec.Decode(&r); err != nil {
-		return nil, fmt.Errorf("%w: %s is not a loadtest report: %w", ErrMerge, path, err)
+		return nil, fmt.Errorf("%w: %s is not a loadtest report: %w", ErrMerge, name, err)
 	}
 	if r.Schema != ReportVersion {
-		return nil, fmt.Errorf("%w: %s has schema %q, want %q", ErrMerge, path, r.Schema, ReportVersion)
+		return nil, fmt.Errorf("%w: %s has schema %q, want %q", ErrMerge, name, r.Schema, ReportVersion)
 	}
 	return &r, nil
 }

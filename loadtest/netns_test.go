@@ -375,6 +375,23 @@ func TestShardedVerdictMatchesSingle(t *testing.T) {
 	if m.Held != 90 || m.Delivered != m.Expected || m.Expected != m.PublishedPersonal || m.Duplicates+m.Gaps != 0 {
 		t.Fatalf("merged held %d delivered %d/%d published %d dup %d gaps %d", m.Held, m.Delivered, m.Expected, m.PublishedPersonal, m.Duplicates, m.Gaps)
 	}
+	// The same merge from the reports every shard stored in Redis (what a
+	// job runner's pods leave behind), and the refusal once one is gone.
+	runID := "run-" + startAt.UTC().Format(time.RFC3339Nano)
+	var rout, rerr bytes.Buffer
+	if c := run(ctx, []string{"merge", "-redis", redisURL, "-run-id", runID, "-json", filepath.Join(dir, "r.json")}, &rout, &rerr); c != code {
+		t.Fatalf("merge -redis: exit %d, want %d\n%s%s", c, code, rout.String(), rerr.String())
+	}
+	if r := readReport(t, filepath.Join(dir, "r.json")); r.Latency != m.Latency || r.Delivered != m.Delivered || r.Verdict != m.Verdict {
+		t.Fatalf("merge -redis differs: %+v %d %q", r.Latency, r.Delivered, r.Verdict)
+	}
+	rs.MustDo(t, "DEL", reportKey("lt:", runID, "1"))
+	rout.Reset()
+	rerr.Reset()
+	if c := run(ctx, []string{"merge", "-redis", redisURL, "-run-id", runID}, &rout, &rerr); c != ExitUsage ||
+		!strings.Contains(rerr.String(), "has 3 shards, shard(s) 1 missing") {
+		t.Fatalf("merge -redis with shard 1 gone: exit %d\n%s", c, rerr.String())
+	}
 	if len(m.Merged.Late) != 1 || !strings.HasPrefix(m.Merged.Late[0], "shard 2 ramp +") || !strings.Contains(mout.String(), "late shards: shard 2 ramp +") {
 		t.Fatalf("late shards %v\n%s", m.Merged.Late, mout.String())
 	}

@@ -403,3 +403,89 @@ func waitCount(ctx context.Context, rc *redis.Client, key string, d time.Duratio
 		sleepUntil(ctx, time.Now().Add(200*time.Millisecond))
 	}
 }
+
+// reportKey is where a shard's report is kept in Redis for `loadtest
+// merge -redis`: "p" for a -role publisher process, else the shard index.
+func reportKey(prefix, runID, who string) string {
+	return prefix + "loadtest:{" + runID + "}:report:" + who
+}
+
+// reportTTL bounds how long Redis keeps a run's reports.
+const reportTTL = 7 * 24 * time.Hour
+
+// storeShardReport keeps rep in Redis for reportTTL.
+func storeShardReport(o *options, rep *Report) error {
+	ro, err := redis.ParseURL(o.redisURL)
+	if err != nil {
+		return fmt.Errorf("store the report in redis: %w", err)
+	}
+	rc := redis.NewClient(ro)
+	defer rc.Close()
+	b, err := json.Marshal(rep)
+	if err != nil {
+		return fmt.Errorf("encode report: %w", err)
+	}
+	who := strconv.Itoa(o.shard.index)
+	if o.shard.role == rolePublisher {
+		who = "p"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := rc.Set(ctx, reportKey(o.prefix, o.shard.runID, who), b, reportTTL).Err(); err != nil {
+		return fmt.Errorf("store the report in redis: %w", err)
+	}
+	return nil
+}
+
+// loadShardReports reads the reports of run runID from Redis: shard 0's
+// gives N, then shards 1..N-1 and a -role publisher's if there is one. A
+// missing shard is left out (mergeReports names it).
+func loadShardReports(ctx context.Context, redisURL, prefix, runID string) ([]string, [][]byte, error) {
+	ro, err := redis.ParseURL(redisURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: -redis: %w", ErrUsage, err)
+	}
+	rc := redis.NewClient(ro)
+	defer rc.Close()
+	get := func(who string) ([]byte, error) {
+		b, err := rc.Get(ctx, reportKey(prefix, runID, who)).Bytes()
+		if errors.Is(err, redis.Nil) {
+			return nil, nil
+		}
+		return b, err
+	}
+	var names []string
+	var docs [][]byte
+	n := 0
+	for i := 0; i == 0 || i < n; i++ {
+		b, err := get(strconv.Itoa(i))
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: read run %s from redis: %w", ErrMerge, runID, err)
+		}
+		if b == nil {
+			if i == 0 {
+				return nil, nil, fmt.Errorf("%w: no report of shard 0 of run %q under %s in redis (wrong -run-id or -prefix, or shard 0 did not finish)",
+					ErrMerge, runID, reportKey(prefix, runID, "0"))
+			}
+			continue
+		}
+		if i == 0 {
+			var head struct {
+				Shard *ShardInfo `json:"shard"`
+			}
+			if json.Unmarshal(b, &head) != nil || head.Shard == nil || head.Shard.Count < 1 || head.Shard.Count > maxShards {
+				return nil, nil, fmt.Errorf("%w: %s is not a shard's report", ErrMerge, reportKey(prefix, runID, "0"))
+			}
+			n = head.Shard.Count
+		}
+		names = append(names, reportKey(prefix, runID, strconv.Itoa(i)))
+		docs = append(docs, b)
+	}
+	if b, err := get("p"); err != nil {
+		return nil, nil, fmt.Errorf("%w: read run %s from redis: %w", ErrMerge, runID, err)
+	} else if b != nil {
+		names = append(names, reportKey(prefix, runID, "p"))
+		docs = append(docs, b)
+	}
+	return names, docs, nil
+}
