@@ -111,6 +111,13 @@ Common runs:
       -redis redis://127.0.0.1:6379/0 -conns 20000 -ramp 2000/s -rate 2000 \
       -duration 5m -max-attempts 10 -min-delivery 0.999
 
+  # one shard of a run from 3 generator hosts (the same flags on each but
+  # the index), then, when all are done, merge their reports
+  loadtest -shard 0/3 -start-at 2026-12-05T15:00:00Z -run-id stg-1 \
+      -target wss://push.staging.example/ws -redis redis://10.0.0.5:6379/0 \
+      -conns 150000 -ramp 3000/s -ramp-timeout 5m -rate 5000 -duration 10m
+  loadtest merge -redis redis://10.0.0.5:6379/0 -run-id stg-1 -json merged.json
+
   # check that the host can hold the run, start nothing
   loadtest -target ws://127.0.0.1:8080/ws -conns 100000 -workers 3 -preflight
 
