@@ -151,6 +151,9 @@ func mergeReports(names []string, reps []*Report) (*Report, error) {
 	}
 	first := reps[0].Shard
 	n := first.Count
+	if n < 1 || n > maxShards {
+		return nil, fmt.Errorf("%w: %s claims %d shards (want 1..%d)", ErrMerge, names[0], n, maxShards)
+	}
 	holders := make([]string, n) // file holding shard i's connections
 	pubIdx := -1
 	for i, r := range reps {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -226,5 +227,61 @@ func TestMergeCommand(t *testing.T) {
 	h, err := hdrhistogram.Decode([]byte(m.Histograms.Latency))
 	if err != nil || h.TotalCount() != 205 || m.ExitCode != ExitSLOBreach || m.Merged == nil || len(m.Merged.Files) != 3 {
 		t.Fatalf("merged json: hist %v/%v exit %d merged %+v", h, err, m.ExitCode, m.Merged)
+	}
+}
+
+// FuzzMergeDecode: any bytes given to merge as a report are either
+// refused with an error or merged; never a panic.
+func FuzzMergeDecode(f *testing.F) {
+	b, _ := json.Marshal(shardReport(0, []int64{5, 7}))
+	f.Add(b)
+	f.Add([]byte(`{"schema":"pushd.loadtest.v1","shard":{"count":1,"publishes":true},"histograms":{"latency":"x"}}`))
+	f.Add([]byte(`{"schema":"pushd.loadtest.v1","shard":{"count":-1}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := decodeReport("f", b)
+		if err != nil {
+			return
+		}
+		_, _ = mergeReports([]string{"f"}, []*Report{r})
+	})
+}
+
+// FuzzShardFlag: -shard accepts exactly i/N with 0 ≤ i < N ≤ maxShards.
+func FuzzShardFlag(f *testing.F) {
+	for _, s := range []string{"0/3", "2/3", "3/3", "-1/3", "0/0", "1/4097", "a/b", "1", "1/2/3", " 1/2"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		var o options
+		fs := newFlagSet(&o, io.Discard)
+		err := fs.Parse([]string{"-shard", s})
+		if err != nil {
+			return
+		}
+		if !(0 <= o.shard.index && o.shard.index < o.shard.count && o.shard.count <= maxShards) || o.shard.spec != s {
+			t.Fatalf("-shard %q accepted as %d/%d", s, o.shard.index, o.shard.count)
+		}
+	})
+}
+
+// TestShardUsage: sharded runs refuse incomplete flags with the reason.
+func TestShardUsage(t *testing.T) {
+	base := []string{"-target", "ws://127.0.0.1:1/ws", "-rate", "0", "-conns", "30"}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-shard", "0/3"}, "-shard needs -start-at"},
+		{[]string{"-shard", "0/3", "-start-at", "tomorrow"}, "is not RFC 3339"},
+		{[]string{"-shard", "0/3", "-start-at", "2026-12-05T15:00:00Z", "-ramp-timeout", "1m"}, "-shard needs -redis"},
+		{[]string{"-shard", "0/3", "-start-at", "2026-12-05T15:00:00Z", "-redis", "redis://x"}, "-shard needs -ramp-timeout"},
+		{[]string{"-shard", "3/3"}, "want i/N"},
+		{[]string{"-start-at", "2026-12-05T15:00:00Z"}, "need -shard"},
+		{[]string{"-shard", "0/3", "-role", "boss"}, `-role "boss"`},
+	} {
+		code, _, errs := runInProcess(t, append(append([]string{}, base...), tc.args...)...)
+		if code != ExitUsage || !strings.Contains(errs, tc.want) {
+			t.Errorf("%v: exit %d, want %d with %q:\n%s", tc.args, code, ExitUsage, tc.want, errs)
+		}
 	}
 }
