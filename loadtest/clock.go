@@ -43,6 +43,24 @@ func newMonoClock() (monoClock, error) {
 	return best, nil
 }
 
+// wallClock is a monoClock reading wall-clock Unix nanoseconds: the
+// wall clock at construction, advanced by the monotonic clock (a step of
+// the system clock during the run does not show). Generators on different
+// hosts share it to the accuracy of NTP/chrony; shards measure their
+// offset (shard.go).
+func wallClock() monoClock {
+	t := time.Now()
+	return monoClock{baseTime: t, baseNs: t.UnixNano()}
+}
+
+// newClock returns the wall clock for sharded runs, else CLOCK_MONOTONIC.
+func newClock(wall bool) (monoClock, error) {
+	if wall {
+		return wallClock(), nil
+	}
+	return newMonoClock()
+}
+
 func (m monoClock) now() int64 { return m.baseNs + int64(time.Since(m.baseTime)) }
 
 // processCPU returns this process's user+sys CPU time.

@@ -188,10 +188,11 @@ func preflight(o *options, targets []target, nsrc int, stderr io.Writer) bool {
 		fmt.Fprintln(stderr, "preflight: raise RLIMIT_NOFILE:", err)
 	}
 	local := isLoopback(targets)
-	lo, hi := workerRange(o.conns, o.workers, o.workers-1) // the last share is the largest
+	slo, shi := o.shardRange()                             // this host's share
+	lo, hi := workerRange(shi-slo, o.workers, o.workers-1) // the last share is the largest
 	perProc := srcaddr.Plan{Conns: hi - lo, Sources: max(nsrc, 1), Destinations: len(targets), LocalServer: local}
 	total := perProc
-	total.Conns = o.conns
+	total.Conns = shi - slo
 	var probs []srcaddr.Problem
 	for _, p := range srcaddr.Preflight(perProc) {
 		if p.Check == "RLIMIT_NOFILE" || p.Check == "fs.nr_open" {
@@ -222,9 +223,43 @@ func preflight(o *options, targets []target, nsrc int, stderr io.Writer) bool {
 	}
 	if ok {
 		fmt.Fprintf(stderr, "preflight: ok: %d connections, %d per process × %d worker(s), %d source(s) × %d destination(s)\n",
-			o.conns, perProc.Conns, o.workers, max(nsrc, 1), len(targets))
+			total.Conns, perProc.Conns, o.workers, max(nsrc, 1), len(targets))
+	}
+	if b := hostBudget(o.workers, max(nsrc, 1), len(targets)); b.conns > 0 {
+		fmt.Fprintf(stderr, "preflight: per-host budget: %d connections (%s); %d connections need -shard i/N with N ≥ %d generator hosts like this one\n",
+			b.conns, b.why, o.conns, (o.conns+b.conns-1)/b.conns)
 	}
 	return ok
+}
+
+// budget is how many connections this host can hold toward the targets.
+type budget struct {
+	conns int
+	why   string
+}
+
+// hostBudget is the smaller of the ephemeral ports (per source and
+// destination pair) and the descriptors of the worker processes (hard
+// RLIMIT_NOFILE less headroom); 0 when either cannot be read.
+func hostBudget(workers, sources, dests int) budget {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return budget{}
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return budget{}
+	}
+	lo, err1 := strconv.Atoi(f[0])
+	hi, err2 := strconv.Atoi(f[1])
+	lim, err3 := srcaddr.Nofile()
+	if err1 != nil || err2 != nil || err3 != nil || hi < lo || lim.Hard < 128 {
+		return budget{}
+	}
+	ports := (hi - lo + 1) * sources * dests
+	fds := (int(min(lim.Hard, 1<<30)) - 64) * workers
+	return budget{conns: min(ports, fds), why: fmt.Sprintf("ports %d per pair × %d source(s) × %d destination(s) = %d; descriptors %d per process × %d worker(s) = %d",
+		hi-lo+1, sources, dests, ports, int(min(lim.Hard, 1<<30))-64, workers, fds)}
 }
 
 // coordinate runs the whole test as the parent and returns the exit code.
@@ -240,7 +275,12 @@ func coordinate(ctx context.Context, o *options, targets []target, src [][4]byte
 	rep := &Report{Schema: ReportVersion, Seed: o.seed, Targets: o.targets, Requested: o.conns, Workers: o.workers,
 		Config: ReportConfig{Conns: o.conns, Ramp: o.ramp, Rate: o.rate, GroupRate: o.groupRate, Groups: o.groups,
 			DurationS: o.duration.Seconds(), Sources: len(src), Loops: o.loops}}
-	err := execute(ctx, o, targets, src, rep, stderr)
+	var err error
+	if o.shard.sharded() {
+		err = executeSharded(ctx, o, targets, src, rep, stderr)
+	} else {
+		err = execute(ctx, o, targets, src, rep, stderr)
+	}
 	if err != nil {
 		rep.Partial = true
 		rep.Error = err.Error()
@@ -251,6 +291,12 @@ func coordinate(ctx context.Context, o *options, targets []target, src [][4]byte
 		if werr := writeJSON(o.jsonPath, rep); werr != nil && err == nil {
 			err = fmt.Errorf("-json: %w", werr)
 			rep.decide(err) // the report on stdout says why the exit code is 1
+		}
+	}
+	if rep.Shard != nil { // a job runner's pods keep no files: Redis keeps the reports for merge
+		if werr := storeShardReport(o, rep); werr != nil && err == nil {
+			err = werr
+			rep.decide(err)
 		}
 	}
 	rep.printHuman(stdout)
@@ -320,6 +366,7 @@ func childArgs(o *options) []string {
 	if o.src != "" {
 		a = append(a, "-src", o.src)
 	}
+	a = append(a, o.shard.args()...)
 	return append(a, o.staging.args()...)
 }
 
@@ -395,84 +442,20 @@ func execute(ctx context.Context, o *options, targets []target, src [][4]byte, r
 		return err
 	}
 	var pub published
-	defer func() {
-		// Stop every worker at once: each closes thousands of sockets.
-		res := make([]workerResult, len(hs))
-		errs := make([]error, len(hs))
-		var wg sync.WaitGroup
-		for i, h := range hs {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				res[i], errs[i] = h.stop(pub)
-			}()
-		}
-		wg.Wait()
-		ok := res[:0]
-		for i := range hs {
-			if errs[i] != nil {
-				err = errors.Join(err, errs[i])
-				continue
-			}
-			ok = append(ok, res[i])
-		}
-		res = ok
-		rep.PublishedPersonal, rep.PublishedGroup = pub.Personal, pub.Group
-		rep.merge(res)
-	}()
+	defer func() { err = errors.Join(err, collect(hs, pub, rep)) }()
 	pp := newProgressPrinter(stderr, o.progressIvl)
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 
 	// Ramp.
 	rampStart := time.Now()
-	rampEnd := time.NewTimer(o.rampTimeout)
-	defer rampEnd.Stop()
-	for ramping := true; ramping; {
-		select {
-		case <-ctx.Done():
-			rep.RampStoppedBy = "interrupted"
-			return ErrInterrupted
-		case <-rampEnd.C:
-			rep.RampStoppedBy = "ramp-timeout " + o.rampTimeout.String()
-			ramping = false
-		case <-o.endRamp:
-			rep.RampStoppedBy = "SIGUSR1"
-			ramping = false
-		case <-tick.C:
-			p := sumProgress(hs)
-			rep.PeakOpen = max(rep.PeakOpen, p.Open)
-			pp.print("ramp", p, "", false)
-			if p.Conns == int64(o.conns) && p.rampDone() {
-				ramping = false
-			}
-			if o.minFreeMiB > 0 {
-				if avail := memAvailable(); avail > 0 && avail < uint64(o.minFreeMiB)<<20 {
-					rep.RampStoppedBy = fmt.Sprintf("memory: MemAvailable %d MiB < -min-free-mib %d", avail>>20, o.minFreeMiB)
-					ramping = false
-				}
-			}
-		}
-	}
-	if rep.RampStoppedBy != "" {
-		fmt.Fprintf(stderr, "\nloadtest: ramp ended early (%s): measuring with what is open\n", rep.RampStoppedBy)
+	if err := rampPhase(ctx, o, hs, rep, pp, tick, time.Now().Add(o.rampTimeout), "ramp-timeout "+o.rampTimeout.String()); err != nil {
+		return err
 	}
 	rep.RampSeconds = time.Since(rampStart).Seconds()
 	pp.print("ramp", sumProgress(hs), "done", true)
-	for _, h := range hs {
-		h.measure()
-	}
-	// The first publication must find every loop's measured set marked.
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if allMeasured(hs) {
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%w: workers did not start the measured window within 10s", ErrChild)
-		}
-		if ctx.Err() != nil {
-			return ErrInterrupted
-		}
+	if err := measureAll(ctx, hs); err != nil {
+		return err
 	}
 
 	// Measured window.
@@ -514,17 +497,7 @@ func execute(ctx context.Context, o *options, targets []target, src [][4]byte, r
 	pub = pr.Sent
 	rep.PublishErrors, rep.PublisherMaxLagMs = pr.Errors, pr.MaxLagMs
 
-	// Drain: until deliveries stop growing for a second, at most -drain.
-	if ctx.Err() == nil {
-		drainEnd := time.Now().Add(o.drain)
-		lastRecv, lastChange := sumProgress(hs).Received, time.Now()
-		for time.Now().Before(drainEnd) && time.Since(lastChange) < time.Second && ctx.Err() == nil {
-			time.Sleep(100 * time.Millisecond)
-			if r := sumProgress(hs).Received; r != lastRecv {
-				lastRecv, lastChange = r, time.Now()
-			}
-		}
-	}
+	drainPhase(ctx, hs, o.drain)
 	rep.WindowSeconds = time.Since(windowStart).Seconds()
 	end := sumProgress(hs)
 	pp.print("done", end, "", true)
@@ -537,11 +510,113 @@ func execute(ctx context.Context, o *options, targets []target, src [][4]byte, r
 	return nil
 }
 
+// collect stops every worker at once (each closes thousands of sockets)
+// and merges their results into rep.
+func collect(hs []handle, pub published, rep *Report) error {
+	res := make([]workerResult, len(hs))
+	errs := make([]error, len(hs))
+	var wg sync.WaitGroup
+	for i, h := range hs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res[i], errs[i] = h.stop(pub)
+		}()
+	}
+	wg.Wait()
+	var err error
+	ok := res[:0]
+	for i := range hs {
+		if errs[i] != nil {
+			err = errors.Join(err, errs[i])
+			continue
+		}
+		ok = append(ok, res[i])
+	}
+	rep.PublishedPersonal, rep.PublishedGroup = pub.Personal, pub.Group
+	rep.merge(ok)
+	return err
+}
+
+// rampPhase runs the ramp until every connection of hs was started and
+// none is in a handshake, or until deadline (then rep.RampStoppedBy is
+// reason), -min-free-mib, SIGUSR1 or ctx.
+func rampPhase(ctx context.Context, o *options, hs []handle, rep *Report, pp *progressPrinter, tick *time.Ticker, deadline time.Time, reason string) error {
+	lo, hi := o.shardRange()
+	rampEnd := time.NewTimer(time.Until(deadline))
+	defer rampEnd.Stop()
+	for ramping := true; ramping; {
+		select {
+		case <-ctx.Done():
+			rep.RampStoppedBy = "interrupted"
+			return ErrInterrupted
+		case <-rampEnd.C:
+			rep.RampStoppedBy = reason
+			ramping = false
+		case <-o.endRamp:
+			rep.RampStoppedBy = "SIGUSR1"
+			ramping = false
+		case <-tick.C:
+			p := sumProgress(hs)
+			rep.PeakOpen = max(rep.PeakOpen, p.Open)
+			pp.print("ramp", p, "", false)
+			if p.Conns == int64(hi-lo) && p.rampDone() {
+				ramping = false
+			}
+			if o.minFreeMiB > 0 {
+				if avail := memAvailable(); avail > 0 && avail < uint64(o.minFreeMiB)<<20 {
+					rep.RampStoppedBy = fmt.Sprintf("memory: MemAvailable %d MiB < -min-free-mib %d", avail>>20, o.minFreeMiB)
+					ramping = false
+				}
+			}
+		}
+	}
+	if rep.RampStoppedBy != "" {
+		fmt.Fprintf(pp.w, "\nloadtest: ramp ended early (%s): measuring with what is open\n", rep.RampStoppedBy)
+	}
+	return nil
+}
+
+// measureAll starts every worker's measured window and waits until each
+// loop has marked its measured set: the first publication must find them
+// marked.
+func measureAll(ctx context.Context, hs []handle) error {
+	for _, h := range hs {
+		h.measure()
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if allMeasured(hs) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: workers did not start the measured window within 10s", ErrChild)
+		}
+		if ctx.Err() != nil {
+			return ErrInterrupted
+		}
+	}
+}
+
+// drainPhase waits until deliveries stop growing for a second, at most d.
+func drainPhase(ctx context.Context, hs []handle, d time.Duration) {
+	if ctx.Err() != nil {
+		return
+	}
+	drainEnd := time.Now().Add(d)
+	lastRecv, lastChange := sumProgress(hs).Received, time.Now()
+	for time.Now().Before(drainEnd) && time.Since(lastChange) < time.Second && ctx.Err() == nil {
+		time.Sleep(100 * time.Millisecond)
+		if r := sumProgress(hs).Received; r != lastRecv {
+			lastRecv, lastChange = r, time.Now()
+		}
+	}
+}
+
 // pubConfig builds the publisher's configuration and fills rep.Publish.
 func (o *options) pubConfig(rep *Report) (pubConfig, error) {
 	c := pubConfig{Total: o.conns, Groups: o.groups, Rate: o.rate, GroupRate: o.groupRate, Prefix: o.prefix,
 		Durable: o.durable, URLs: o.publishURLs, Concurrency: o.pubConc}
-	if o.redisURL != "" {
+	if o.redisURL != "" && len(o.publishURLs) == 0 { // sharded runs may use -redis only as the coordinator
 		ro, err := redis.ParseURL(o.redisURL)
 		if err != nil {
 			return c, errPublisher(fmt.Errorf("-redis: %w", err))

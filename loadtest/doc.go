@@ -57,7 +57,8 @@
 // (k = 0, 1, ...) to channel u:<k mod conns> with sequence k/conns+1, and
 // group message j to g:<j mod G> with sequence j/G+1, at exactly -rate and
 // -group-rate per second (open loop, pipelined). Each payload is
-// {"k":"u"|"g","q":<seq>,"t":<scheduled send time, CLOCK_MONOTONIC ns>};
+// {"k":"u"|"g","q":<seq>,"t":<scheduled send time, CLOCK_MONOTONIC ns>}
+// (wall-clock Unix ns in sharded runs);
 // latency is receive time minus the scheduled time, so a publisher that
 // falls behind shows as latency (no coordinated omission). Because the
 // schedule is a function of the publication count, each worker computes
@@ -139,9 +140,42 @@
 //	                       the user-space cost of a held connection
 //	heap_bytes_per_conn    same with Go heap + stacks in use
 //	conn_struct_bytes      size of the per-connection struct
+//	histograms             {connect, subscribe, latency, group_latency}: HDR V2 compressed, base64
+//	                       (hdrhistogram.Decode), what merge adds
+//	shard                  sharded runs: {run_id, index, count, role, publishes, config_digest, start_at,
+//	                       late_ms, window_late_ms, clock_ref, clock_offset_us, clock_rtt_us,
+//	                       max_clock_offset_us, conns_lo, conns_hi}
+//	merged                 merged reports: {run_id, config_digest, shards, files, max_clock_offset_us,
+//	                       clock_bound_us, clock_flagged, late}
 //	slo                    {max_p99_us, min_delivery, breaches: [...], ok}
 //	exit_code, verdict     the exit status and the same verdict the report's SLO line prints:
 //	                       "OK (exit 0)", "BREACHED (exit 3): ...", "NOT JUDGED (exit 1): the run failed: ..."
+//
+// # Sharded runs: many generator hosts
+//
+// -shard i/N runs shard i of a run spread over N hosts (README "Many
+// generator hosts"): it holds connections [i·conns/N, (i+1)·conns/N) with
+// global channel numbering, and -ramp is the run's rate (each shard ramps
+// at ramp/N). Every shard needs the same -start-at (RFC 3339: the ramp
+// begins then), -ramp-timeout (the measured window begins at start-at +
+// ramp-timeout on every shard, the first publication 1 s later), -redis
+// and -run-id (default run-<start-at>; -seed defaults to a hash of it).
+// Exactly one process publishes: shard 0, or, with -role conns on every
+// shard, one -role publisher process. It posts its count to Redis
+// (<prefix>loadtest:{run}:published); the other shards wait for it (at most
+// 60 s after their window) to know what each connection was owed. Payloads
+// carry wall-clock Unix nanoseconds; each shard measures its clock's offset
+// from Redis TIME at start. A shard that starts late says so (shard.late_ms,
+// shard.window_late_ms). Each shard stores its report in Redis
+// (<prefix>loadtest:{run}:report:<i>, 7 days) as well as in -json.
+//
+// loadtest merge [-json out] a.json b.json ... (or -redis URL -run-id ID)
+// checks that the reports are one run (run id, seed, configuration digest,
+// N), every shard once and one publisher, then adds the encoded HDR
+// histograms and the counts exactly, judges the SLOs recorded in the
+// reports like a single-host run, prints the same table and exits with the
+// same codes (2 when it refuses). The merged report flags a run whose
+// largest clock offset from the publisher exceeds -max-clock-offset.
 //
 // # Process model and memory
 //

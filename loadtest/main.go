@@ -71,6 +71,7 @@ type options struct {
 	endRamp       <-chan os.Signal // SIGUSR1 in main: end the ramp now
 	preflightOnly bool
 	staging       stagingOptions // -ca, -insecure, -sni, tokens (staging.go)
+	shard         shardOptions   // -shard, -start-at, -run-id, -role, -max-clock-offset (shard.go)
 
 	child       bool
 	workerIndex int
@@ -109,6 +110,13 @@ Common runs:
   loadtest -target ws://10.0.0.1:8080/ws,ws://10.0.0.2:8080/ws \
       -redis redis://127.0.0.1:6379/0 -conns 20000 -ramp 2000/s -rate 2000 \
       -duration 5m -max-attempts 10 -min-delivery 0.999
+
+  # one shard of a run from 3 generator hosts (the same flags on each but
+  # the index), then, when all are done, merge their reports
+  loadtest -shard 0/3 -start-at 2026-12-05T15:00:00Z -run-id stg-1 \
+      -target wss://push.staging.example/ws -redis redis://10.0.0.5:6379/0 \
+      -conns 150000 -ramp 3000/s -ramp-timeout 5m -rate 5000 -duration 10m
+  loadtest merge -redis redis://10.0.0.5:6379/0 -run-id stg-1 -json merged.json
 
   # check that the host can hold the run, start nothing
   loadtest -target ws://127.0.0.1:8080/ws -conns 100000 -workers 3 -preflight
@@ -165,6 +173,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.IntVar(&o.workerIndex, "worker-index", 0, "internal: this worker's index")
 	fs.StringVar(&o.exe, "worker-exe", "", "internal: binary to re-execute for -workers (default: this executable)")
 	o.staging.register(fs)
+	o.shard.register(fs)
 	return fs
 }
 
@@ -211,8 +220,8 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	if o.noPersonal && (o.groups == 0 || o.rate > 0) {
 		bad("-no-personal needs -groups > 0 and -rate 0")
 	}
-	if o.redisURL != "" && len(o.publishURLs) > 0 {
-		bad("-redis and -publish-url are exclusive")
+	if o.redisURL != "" && len(o.publishURLs) > 0 && !o.shard.sharded() {
+		bad("-redis and -publish-url are exclusive (except with -shard, where -redis is the coordinator)")
 	}
 	if (o.rate > 0 || o.groupRate > 0) && o.redisURL == "" && len(o.publishURLs) == 0 && !o.preflightOnly {
 		bad("publishing (-rate/-group-rate > 0) needs -redis or -publish-url")
@@ -227,6 +236,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	if o.loops <= 0 {
 		o.loops = runtime.GOMAXPROCS(0)
 	}
+	errs = append(errs, o.shard.validate(o)...)
 	if o.seed == 0 {
 		o.seed = rand.Uint64() | 1
 	}
@@ -303,6 +313,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // runMain is run with the SIGUSR1 channel that ends the ramp early.
 func runMain(ctx context.Context, args []string, stdout, stderr io.Writer, endRamp <-chan os.Signal) int {
+	if len(args) > 0 && args[0] == "merge" {
+		return runMerge(args[1:], stdout, stderr)
+	}
 	o, err := parseOptions(args, stderr)
 	if err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
@@ -328,15 +341,28 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer, endRa
 // workerRange is worker i's share [lo, hi) of n connections over k workers.
 func workerRange(n, k, i int) (int, int) { return n * i / k, n * (i + 1) / k }
 
+// shardRange is this process's share [lo, hi) of the run's connections:
+// all of them, or with -shard i/N shard i's (channel numbering stays
+// global); a -role publisher process holds none.
+func (o *options) shardRange() (int, int) {
+	if o.shard.role == rolePublisher {
+		return 0, 0
+	}
+	return workerRange(o.conns, o.shard.count, o.shard.index)
+}
+
 func (o *options) workerConfig(targets []target, src [][4]byte, i int) workerConfig {
-	lo, hi := workerRange(o.conns, o.workers, i)
+	slo, shi := o.shardRange()
+	lo, hi := workerRange(shi-slo, o.workers, i)
+	lo, hi = lo+slo, hi+slo
 	return workerConfig{
 		Lo: lo, Hi: hi, Total: o.conns, Loops: o.loops, Targets: targets, Sources: src,
-		Ramp:             o.ramp / float64(o.workers),
+		Ramp:             o.ramp / float64(o.workers*o.shard.count), // -ramp is the run's rate
 		MaxInflight:      max(o.maxHS/(o.workers*o.loops), 1),
 		HandshakeTimeout: o.hsTimeout, MaxAttempts: o.maxAttempts,
 		Groups: o.groups, Prefix: o.prefix, Seed: o.seed, NoPersonal: o.noPersonal,
-		staging: &o.staging,
+		WallClock: o.shard.sharded(),
+		staging:   &o.staging,
 	}
 }
 

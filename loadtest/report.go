@@ -77,6 +77,15 @@ type Report struct {
 	HeapBytesPerConn float64 `json:"heap_bytes_per_conn"` // same with Go heap+stacks in use
 	ConnStructBytes  int     `json:"conn_struct_bytes"`
 
+	// Histograms are the four latency histograms, HDR V2 compressed and
+	// base64 encoded (hdrhistogram.Decode reads them): what `loadtest
+	// merge` adds exactly.
+	Histograms Histograms `json:"histograms"`
+	// Shard describes a sharded run's shard (-shard); nil otherwise.
+	Shard *ShardInfo `json:"shard,omitempty"`
+	// Merged describes a report made by `loadtest merge`; nil otherwise.
+	Merged *MergeInfo `json:"merged,omitempty"`
+
 	SLO SLOResult `json:"slo"`
 	// ExitCode is the command's exit status and Verdict says it in words;
 	// the report's SLO line prints the same.
@@ -144,6 +153,48 @@ func (r *Report) decide(runErr error) {
 	}
 }
 
+// Histograms holds encoded HDR histograms (microseconds).
+type Histograms struct {
+	Connect      string `json:"connect"`
+	Subscribe    string `json:"subscribe"`
+	Latency      string `json:"latency"`
+	GroupLatency string `json:"group_latency"`
+}
+
+// encodeHist encodes h as HDR V2 compressed, base64.
+func encodeHist(h *hdrhistogram.Histogram) string {
+	b, err := h.Encode(hdrhistogram.V2CompressedEncodingCookieBase)
+	if err != nil { // only for an unknown version
+		panic(err)
+	}
+	return string(b)
+}
+
+// setLatencies fills the percentiles and the encoded histograms.
+func (r *Report) setLatencies(c, s, lat, glat *hdrhistogram.Histogram) {
+	r.ConnectLatency, r.SubscribeLatency = percentiles(c), percentiles(s)
+	r.Latency, r.GroupLatency = percentiles(lat), percentiles(glat)
+	r.Histograms = Histograms{Connect: encodeHist(c), Subscribe: encodeHist(s), Latency: encodeHist(lat), GroupLatency: encodeHist(glat)}
+}
+
+// setRates computes the ratios from the counts.
+func (r *Report) setRates() {
+	r.Lost = 0
+	if r.Expected > r.Delivered {
+		r.Lost = r.Expected - r.Delivered
+	}
+	r.DeliveryRatio = 0
+	if r.Expected > 0 {
+		r.DeliveryRatio = float64(r.Delivered) / float64(r.Expected)
+	}
+	// Rates are over the send window: the drain after it only collects
+	// what was sent in it, and the ramp before it sends nothing.
+	if r.SendSeconds > 0 {
+		r.MsgsPerSec = float64(r.Delivered) / r.SendSeconds
+		r.PublishedPerSec = float64(r.PublishedPersonal+r.PublishedGroup) / r.SendSeconds
+	}
+}
+
 // merge folds worker results into r.
 func (r *Report) merge(res []workerResult) {
 	c, s, lat, glat := newHist(), newHist(), newHist(), newHist()
@@ -186,20 +237,8 @@ func (r *Report) merge(res []workerResult) {
 		r.HeapBytesPerConn /= float64(held)
 	}
 	r.Delivered = delivered
-	if r.Expected > delivered {
-		r.Lost = r.Expected - delivered
-	}
-	if r.Expected > 0 {
-		r.DeliveryRatio = float64(delivered) / float64(r.Expected)
-	}
-	// Rates are over the send window: the drain after it only collects
-	// what was sent in it, and the ramp before it sends nothing.
-	if r.SendSeconds > 0 {
-		r.MsgsPerSec = float64(delivered) / r.SendSeconds
-		r.PublishedPerSec = float64(r.PublishedPersonal+r.PublishedGroup) / r.SendSeconds
-	}
-	r.ConnectLatency, r.SubscribeLatency = percentiles(c), percentiles(s)
-	r.Latency, r.GroupLatency = percentiles(lat), percentiles(glat)
+	r.setRates()
+	r.setLatencies(c, s, lat, glat)
 	r.ConnStructBytes = connStructBytes
 }
 
@@ -263,6 +302,12 @@ func (r *Report) printHuman(w io.Writer) {
 	}
 	fmt.Fprintf(tw, "generator\tCPU %.1fs, RSS %.1f MiB, %.0f B/conn user space (RSS), %.0f B/conn Go heap, conn struct %d B\n",
 		r.CPUSeconds, float64(r.RSSBytes)/(1<<20), r.UserBytesPerConn, r.HeapBytesPerConn, r.ConnStructBytes)
+	if sh := r.Shard; sh != nil {
+		fmt.Fprintf(tw, "shard\t%s\n", sh.line())
+	}
+	if m := r.Merged; m != nil {
+		fmt.Fprintf(tw, "merged\t%s\n", m.line())
+	}
 	fmt.Fprintf(tw, "SLO\t%s\n", r.Verdict)
 	tw.Flush()
 }

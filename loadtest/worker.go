@@ -40,6 +40,10 @@ type workerConfig struct {
 	Prefix           string
 	Seed             uint64
 	NoPersonal       bool // subscribe the group channel only
+	// WallClock: payload stamps and receive times are wall-clock Unix
+	// nanoseconds (sharded runs, publisher on another host) instead of
+	// CLOCK_MONOTONIC.
+	WallClock bool
 	// staging: TLS and token settings (staging.go), validated.
 	staging *stagingOptions
 }
@@ -123,7 +127,7 @@ func heapInuse() uint64 {
 // startWorker builds the loops (connection i of the range goes to loop
 // i mod Loops) and starts one goroutine per loop.
 func startWorker(cfg workerConfig) (*worker, error) {
-	clock, err := newMonoClock()
+	clock, err := newClock(cfg.WallClock)
 	if err != nil {
 		return nil, err
 	}
