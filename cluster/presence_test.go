@@ -189,3 +189,56 @@ func TestRedisPresence10k(t *testing.T) {
 	t.Logf("10k-member channel over 2 nodes: %d bytes in Redis (%.0f B/member); stats %v, one page of %d %v, an empty heartbeat %v",
 		after-before, float64(after-before)/n, statsTook, len(pg.Users), pageTook, time.Since(start))
 }
+
+// TestRedisPresenceOutage: a Tracker on Redis keeps counting while Redis
+// is down (Join/Leave never block), and after a restart that lost the data
+// its heartbeats rebuild the node's membership: the listing converges to
+// exactly the users connected now.
+func TestRedisPresenceOutage(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	const beat = 200 * time.Millisecond
+	store := newPresence(t, srv.Addr, "node-a", beat)
+	tr, err := presence.NewTracker(presence.Config{Store: store, Heartbeat: beat, Flush: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = tr.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	converge := func(want []string) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			pg, err := store.Members(context.Background(), "room:1", 0, 1000)
+			slices.Sort(pg.Users)
+			if err == nil && slices.Equal(pg.Users, want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("members %v (%v), want %v", pg.Users, err, want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	tr.Join("room:1", "alice")
+	tr.Join("room:1", "bob")
+	converge([]string{"alice", "bob"})
+	srv.Stop()
+	start := time.Now()
+	tr.Leave("room:1", "bob")
+	tr.Join("room:1", "carol")
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("Join/Leave took %v while Redis was down", took)
+	}
+	time.Sleep(3 * beat) // failed flushes and heartbeats
+	srv.Restart(t)
+	converge([]string{"alice", "carol"})
+	if c := tr.Counters(); c.StoreErrors == 0 {
+		t.Fatalf("counters %+v: the outage was not counted", c)
+	}
+	// Shutdown removes the node's members.
+	cancel()
+	<-done
+	converge(nil)
+}

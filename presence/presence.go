@@ -155,6 +155,10 @@ type pchan struct {
 	reset bool                 // a Store call failed: rewrite the node's list
 }
 
+func newPChan() *pchan {
+	return &pchan{users: map[string]int{}, grace: map[string]time.Time{}, add: map[string]struct{}{}, rem: map[string]struct{}{}}
+}
+
 // TrackerStats are the Tracker's counters.
 type TrackerStats struct {
 	Channels    int    // channels with local members or pending changes
@@ -202,7 +206,7 @@ func (t *Tracker) Join(ch, user string) {
 	defer t.mu.Unlock()
 	c := t.chans[ch]
 	if c == nil {
-		c = &pchan{users: map[string]int{}, grace: map[string]time.Time{}, add: map[string]struct{}{}, rem: map[string]struct{}{}}
+		c = newPChan()
 		t.chans[ch] = c
 	}
 	c.conns++
@@ -329,8 +333,19 @@ func (t *Tracker) Shutdown(ctx context.Context) error {
 	}
 }
 
-// leaveAll writes every pending change with every grace period ended.
+// leaveAll removes the node's members from the Store: every grace period
+// ends and every user still connected leaves (the node is going away).
 func (t *Tracker) leaveAll() {
+	t.mu.Lock()
+	for ch, c := range t.chans {
+		for u := range c.users {
+			t.goneLocked(c, u)
+		}
+		clear(c.users)
+		c.conns = 0
+		t.dirty[ch] = struct{}{}
+	}
+	t.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), t.cfg.Flush+2*time.Second)
 	defer cancel()
 	t.flush(ctx, time.Now(), true)
@@ -371,27 +386,39 @@ func (t *Tracker) flush(ctx context.Context, now time.Time, all bool) {
 	}
 	clear(t.dirty)
 	t.mu.Unlock()
-	for _, p := range work {
-		for len(p.u.Add)+len(p.u.Remove) > maxBatch {
-			// Big changes go in several calls (each bounded).
-			part := p.u
-			part.Add = p.u.Add[:min(len(p.u.Add), maxBatch)]
-			part.Remove = p.u.Remove[:min(len(p.u.Remove), maxBatch-len(part.Add))]
-			p.u.Add, p.u.Remove = p.u.Add[len(part.Add):], p.u.Remove[len(part.Remove):]
-			t.update(ctx, p.ch, part)
+	for i, p := range work {
+		err := t.updateAll(ctx, p)
+		if err != nil {
+			// The Store is unreachable: do not wait a timeout per channel.
+			// Every channel of this round is rewritten in full by the next
+			// heartbeat that succeeds (its joins are not emitted; its
+			// leaves are, when the entries expire).
+			for _, q := range work[i:] {
+				t.failed(q.ch, err)
+			}
+			return
 		}
-		t.update(ctx, p.ch, p.u)
 	}
 }
 
-func (t *Tracker) update(ctx context.Context, ch string, u Update) {
-	joined, left, err := t.cfg.Store.Update(ctx, ch, u)
-	if err != nil {
-		t.failed(ch, err)
-		return
+// updateAll writes one channel's change, in calls of at most maxBatch
+// users.
+func (t *Tracker) updateAll(ctx context.Context, p pending) error {
+	for {
+		part := p.u
+		part.Add = p.u.Add[:min(len(p.u.Add), maxBatch)]
+		part.Remove = p.u.Remove[:min(len(p.u.Remove), maxBatch-len(part.Add))]
+		p.u.Add, p.u.Remove = p.u.Add[len(part.Add):], p.u.Remove[len(part.Remove):]
+		joined, left, err := t.cfg.Store.Update(ctx, p.ch, part)
+		if err != nil {
+			return err
+		}
+		t.emit(p.ch, KindJoin, joined)
+		t.emit(p.ch, KindLeave, left)
+		if len(p.u.Add)+len(p.u.Remove) == 0 {
+			return nil
+		}
 	}
-	t.emit(ch, KindJoin, joined)
-	t.emit(ch, KindLeave, left)
 }
 
 // failed counts a Store failure and marks ch for a full rewrite at the
@@ -400,9 +427,14 @@ func (t *Tracker) update(ctx context.Context, ch string, u Update) {
 func (t *Tracker) failed(ch string, err error) {
 	t.storeErrs.Add(1)
 	t.mu.Lock()
-	if c := t.chans[ch]; c != nil {
-		c.reset = true
+	c := t.chans[ch]
+	if c == nil {
+		// Forgotten after the snapshot: keep it until a heartbeat has
+		// unregistered the node from it.
+		c = newPChan()
+		t.chans[ch] = c
 	}
+	c.reset = true
 	logNow := time.Since(t.lastLog) > 5*time.Second
 	if logNow {
 		t.lastLog = time.Now()
@@ -448,8 +480,9 @@ func (t *Tracker) heartbeat(ctx context.Context) {
 			left, err := t.cfg.Store.Heartbeat(ctx, b.ch, b.conns, users[:n], reset)
 			users, reset = users[n:], false
 			if err != nil {
+				// Unreachable: stop this round (the next one retries).
 				t.failed(b.ch, err)
-				break
+				return
 			}
 			t.emit(b.ch, KindLeave, left)
 		}

@@ -3,6 +3,7 @@ package presence_test
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -149,4 +150,41 @@ func TestTrackerConfig(t *testing.T) {
 	if _, err := presence.NewTracker(presence.Config{Store: presence.NewMemoryStore(), Grace: -1}); err == nil {
 		t.Fatal("negative grace accepted")
 	}
+}
+
+// TestTrackerMemory10k measures the node's own state for a 10k-member
+// channel (after the members were written to the store) and checks it is
+// released when they leave.
+func TestTrackerMemory10k(t *testing.T) {
+	tr, err := presence.NewTracker(presence.Config{Store: presence.NewMemoryStore()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := make([]string, 10_000)
+	for i := range users {
+		users[i] = fmt.Sprintf("user-%05d", i)
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	before := heap()
+	for _, u := range users {
+		tr.Join("big", u)
+	}
+	after := heap()
+	if c := tr.Counters(); c.Channels != 1 {
+		t.Fatalf("counters %+v", c)
+	}
+	if per := (int64(after) - int64(before)) / 10_000; per > 1024 {
+		t.Fatalf("%d B per member on the node, want well under 1 KiB", per)
+	}
+	for _, u := range users {
+		tr.Leave("big", u)
+	}
+	t.Logf("node state for a 10k-member channel: %d bytes (%.0f B/member, pending writes included; the user ids are shared with the caller)",
+		int64(after)-int64(before), float64(int64(after)-int64(before))/10_000)
+	runtime.KeepAlive(users)
 }
