@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/pushd/pushd/cluster"
+	"github.com/pushd/pushd/presence"
 )
 
 const testKey = "k3y-that-must-never-echo-0123456789"
@@ -37,6 +38,7 @@ func newTestServer(t *testing.T, cfg Config) (*Server, *nopPublisher) {
 		PublishRoute(pub, 1<<10),
 	)
 	cfg.Routes = append(cfg.Routes, ServerAPI{Control: &recControl{}, Publisher: pub, MaxBytes: 1 << 10, Node: func() any { return map[string]int{"users": 0} }}.Routes()...)
+	cfg.Routes = append(cfg.Routes, PresenceAPI{Presence: presence.NewMemoryStore(), Enabled: func(string) bool { return true }}.Routes()...)
 	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

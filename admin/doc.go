@@ -19,6 +19,9 @@
 // ServerAPI adds POST /api/publish (many channels), /api/disconnect,
 // /api/subscribe, /api/unsubscribe (a user, on every node, through the
 // broker's control channel) and GET /api/node, behind the same key.
+// PresenceAPI adds GET /api/presence?ch=&cursor=&limit= (a page of a
+// presence channel's users, cluster-wide) and GET /api/presence/stats?ch=
+// (its connection and user counts).
 //
 // # Errors
 //

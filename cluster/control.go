@@ -14,7 +14,7 @@ import (
 )
 
 // The control channel carries server API calls (disconnect, subscribe,
-// unsubscribe a user) to every node: one Redis pub/sub channel that every
+// unsubscribe a user) and presence join/leave events to every node: one Redis pub/sub channel that every
 // node subscribes to at start, or a direct call with the memory broker.
 // Calls are fire-and-forget (at most once, like a PUBLISH): a node that
 // is down when a call is sent does not see it.
@@ -37,6 +37,10 @@ const (
 	ControlDisconnect  = "disconnect"
 	ControlSubscribe   = "subscribe"
 	ControlUnsubscribe = "unsubscribe"
+	// ControlPresenceJoin and ControlPresenceLeave carry a presence event
+	// (User joined or left Ch) to every node's subscribers of Ch.
+	ControlPresenceJoin  = "presence_join"
+	ControlPresenceLeave = "presence_leave"
 )
 
 // ControlMsg is one server API call for every node.
@@ -97,7 +101,7 @@ func (m *ControlMsg) validate() error {
 		if len(m.Reason) > 123 {
 			return fmt.Errorf("%w: reason longer than 123 bytes", ErrControl)
 		}
-	case ControlSubscribe, ControlUnsubscribe:
+	case ControlSubscribe, ControlUnsubscribe, ControlPresenceJoin, ControlPresenceLeave:
 		if m.Ch == "" || len(m.Ch) > 255 {
 			return fmt.Errorf("%w: ch must be 1-255 bytes", ErrControl)
 		}

@@ -11,6 +11,8 @@ func TestControlRoundTrip(t *testing.T) {
 		{Op: ControlDisconnect, User: "u", Code: 1008, AfterMs: 500},
 		{Op: ControlSubscribe, User: "u", Ch: "room:1", AfterMs: -1},
 		{Op: ControlUnsubscribe, User: "u", Ch: "room:1", Reason: "moved", AfterMs: -1},
+		{Op: ControlPresenceJoin, User: "u", Ch: "room:1", AfterMs: -1},
+		{Op: ControlPresenceLeave, User: "u", Ch: "room:1", AfterMs: -1},
 	} {
 		b, err := EncodeControl(m)
 		if err != nil {
@@ -31,6 +33,7 @@ func TestControlRejects(t *testing.T) {
 		`{"v":1,"op":"disconnect","user":"u","code":1006}`,
 		`{"v":1,"op":"disconnect","user":"u","code":5000}`,
 		`{"v":1,"op":"subscribe","user":"u"}`,
+		`{"v":1,"op":"presence_join","user":"u"}`,
 		`{"v":1,"op":"explode","user":"u"}`,
 		`{"v":"1"}`,
 	} {

@@ -26,6 +26,9 @@
 //	pushd:{<ch>}:seq   string: the channel's sequence counter
 //	pushd:{<ch>}:e     string: the channel's epoch, made anew with the counter
 //	pushd:{<ch>}:s     stream: the history; entry ID <seq>-0, field d = payload
+//	pushd:{<ch>}:p     zset: presence, user → expiry (RedisPresence, presence.go);
+//	                   :pn zset node → expiry, :pc hash node → connections,
+//	                   :pm:<node> set of the node's users
 //
 // Raw and durable publications are told apart by the pub/sub channel they
 // arrive on, never by their bytes: a raw payload may contain anything,

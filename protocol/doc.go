@@ -16,6 +16,10 @@
 //	{"op":"refresh","token":".."}           {"op":"refreshok","exp":<unix s>}
 //	                                        {"op":"expiring","in_ms":N}  (before exp, once per token)
 //	                                        {"op":"unsubscribed","ch":..,"reason":".."}  (server ended it)
+//	{"op":"presence","ch":"room:1","cursor":0,"limit":100}
+//	                                        {"op":"presence","ch":"room:1","users":["alice","bob"],"cursor":N}  (N 0: last page)
+//	{"op":"presence_stats","ch":"room:1"}   {"op":"presence_stats","ch":"room:1","conns":3,"users":2}
+//	                                        {"op":"join","ch":"room:1","user":"bob"}  {"op":"leave",..}  (presence events)
 //	anything refused                        {"op":"err","ch":"room:1","code":400|403|404|429|500,"reason":".."}
 //
 //	pushes: {"ch":"room:1","epoch":"6752a3b1e0c2f","seq":131,"data":<payload>}
@@ -76,6 +80,20 @@
 // not public 403; unsub of an unknown channel 404; more than
 // MaxSubscriptions 429. After MaxErrors refusals the connection is closed
 // with 1008. A client that does not read its replies is closed with 4001.
+//
+// # Presence
+//
+// With Config.Presence, a subscription to a channel matching
+// Config.PresenceChannels is reported to it (Join when it enters the
+// session's list, Leave when it leaves: unsub, server unsubscribe, a
+// refresh that drops it, close), with the token's sub as the user ("" for
+// an anonymous connection: counted, not listed). The presence and
+// presence_stats ops need a presence channel (else 404) the connection
+// may subscribe to (else 403); a Store failure is err 500. Join and leave
+// events (package presence decides which, coalesced and rate-bounded)
+// reach the node's JSON subscribers of the channel through
+// Handler.PresenceEvent, best effort: a full queue misses one (counted in
+// Stats.EventDrops), and they are not ordered with the channel's pushes.
 //
 // # Concurrency
 //

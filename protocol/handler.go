@@ -90,6 +90,11 @@ type Config struct {
 	// client retries (perhaps on another node) instead of getting a
 	// connection that cannot receive. nil: always ready.
 	Ready func() bool
+	// Presence, when set, tracks who is subscribed to the channels that
+	// match PresenceChannels (package presence) and serves the presence
+	// and presence_stats ops on them. nil: presence ops get err 404.
+	Presence         Presence
+	PresenceChannels []string
 	// Logger receives the handler's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -110,6 +115,9 @@ type Handler struct {
 	notReady   atomic.Uint64
 	refreshes  atomic.Uint64
 	refreshBad atomic.Uint64
+	eventDrops atomic.Uint64
+
+	pidx presenceIndex // subscribers of presence channels (join/leave events)
 
 	users userIndex // authenticated sessions by sub (server API)
 }
@@ -122,11 +130,12 @@ type Stats struct {
 	NotReady        uint64 // upgrades refused with 503 while Config.Ready was false
 	Refreshes       uint64 // in-band token refreshes accepted
 	RefreshRefused  uint64 // refresh ops refused (bad token, other sub)
+	EventDrops      uint64 // join/leave events not queued: the subscriber's queue was full
 }
 
 // Stats returns a snapshot of the counters.
 func (h *Handler) Stats() Stats {
-	return Stats{RateLimitCloses: h.rateCloses.Load(), AuthRefusals: h.authFails.Load(), Forbidden: h.forbidden.Load(), NotReady: h.notReady.Load(), Refreshes: h.refreshes.Load(), RefreshRefused: h.refreshBad.Load()}
+	return Stats{RateLimitCloses: h.rateCloses.Load(), AuthRefusals: h.authFails.Load(), Forbidden: h.forbidden.Load(), NotReady: h.notReady.Load(), Refreshes: h.refreshes.Load(), RefreshRefused: h.refreshBad.Load(), EventDrops: h.eventDrops.Load()}
 }
 
 var (
@@ -298,6 +307,8 @@ func (h *Handler) handle(s *session, op ws.OpCode, data []byte) {
 		s.unsubscribe(req.Ch)
 	case OpRefresh:
 		s.refresh(req.Token)
+	case OpPresence, OpPresenceStats:
+		s.presenceOp(req)
 	}
 }
 

@@ -27,6 +27,11 @@ const (
 	OpUnsub
 	OpPing
 	OpRefresh // {"op":"refresh","token":".."}: in-band token refresh
+	// OpPresence lists a page of a presence channel's users:
+	// {"op":"presence","ch":..,"cursor":N,"limit":N}.
+	OpPresence
+	// OpPresenceStats counts a presence channel's connections and users.
+	OpPresenceStats
 )
 
 // String returns the wire name.
@@ -40,6 +45,10 @@ func (o Op) String() string {
 		return "ping"
 	case OpRefresh:
 		return "refresh"
+	case OpPresence:
+		return "presence"
+	case OpPresenceStats:
+		return "presence_stats"
 	}
 	return "Op(" + strconv.Itoa(int(o)) + ")"
 }
@@ -53,6 +62,10 @@ type Request struct {
 	// Epoch is the epoch Since counts in, as the client last saw it in a
 	// push or a subok ("": unknown). Only with Since.
 	Epoch string
+	// Cursor and Limit page a presence listing (0: from the start; 0:
+	// the default page size).
+	Cursor uint64
+	Limit  int
 }
 
 // wireRequest is the JSON shape of a request. Unknown fields are ignored
@@ -63,6 +76,9 @@ type wireRequest struct {
 	Since json.RawMessage `json:"since"`
 	Token *string         `json:"token"`
 	Epoch *string         `json:"epoch"`
+	// presence
+	Cursor json.RawMessage `json:"cursor"`
+	Limit  json.RawMessage `json:"limit"`
 }
 
 // epochReason is the refusal of a malformed epoch.
@@ -94,6 +110,10 @@ func ParseRequest(data []byte) (Request, error) {
 	case "ping":
 		r.Op = OpPing
 		return r, nil
+	case "presence":
+		r.Op = OpPresence
+	case "presence_stats":
+		r.Op = OpPresenceStats
 	case "refresh":
 		r.Op = OpRefresh
 		if w.Token == nil || *w.Token == "" {
@@ -113,6 +133,11 @@ func ParseRequest(data []byte) (Request, error) {
 	if err := ValidChannel(r.Ch); err != nil {
 		return r, &RequestError{Code: CodeBadRequest, Ch: safeCh(r.Ch), Reason: err.Error()}
 	}
+	if r.Op == OpPresence {
+		if err := parsePage(&r, w); err != nil {
+			return r, err
+		}
+	}
 	if r.Op == OpSub && len(w.Since) > 0 && string(w.Since) != "null" {
 		v, err := strconv.ParseUint(string(w.Since), 10, 64)
 		if err != nil {
@@ -130,6 +155,28 @@ func ParseRequest(data []byte) (Request, error) {
 		r.Epoch = *w.Epoch
 	}
 	return r, nil
+}
+
+// MaxPresenceLimit bounds a presence page (presence.MaxPageSize).
+const MaxPresenceLimit = 1000
+
+// parsePage reads a presence op's cursor and limit.
+func parsePage(r *Request, w wireRequest) error {
+	if len(w.Cursor) > 0 && string(w.Cursor) != "null" {
+		v, err := strconv.ParseUint(string(w.Cursor), 10, 64)
+		if err != nil {
+			return &RequestError{Code: CodeBadRequest, Ch: r.Ch, Reason: `"cursor" must be an integer from 0 to 18446744073709551615`}
+		}
+		r.Cursor = v
+	}
+	if len(w.Limit) > 0 && string(w.Limit) != "null" {
+		v, err := strconv.Atoi(string(w.Limit))
+		if err != nil || v < 1 || v > MaxPresenceLimit {
+			return &RequestError{Code: CodeBadRequest, Ch: r.Ch, Reason: `"limit" must be an integer from 1 to 1000`}
+		}
+		r.Limit = v
+	}
+	return nil
 }
 
 // jsonReason turns an encoding/json error into a short client-facing

@@ -167,6 +167,7 @@ func (s *session) dropDisallowed(reason string) {
 			keep = append(keep, sub)
 		} else {
 			gone = append(gone, sub)
+			s.presenceLocked(sub.Channel(), false)
 		}
 	}
 	if len(gone) > 0 {
@@ -253,6 +254,7 @@ func (s *session) subscribe(req Request, ack bool) bool {
 		return false
 	}
 	s.subs = append(s.subs[:len(s.subs):len(s.subs)], sub)
+	s.presenceLocked(req.Ch, true)
 	s.mu.Unlock()
 	return true
 }
@@ -266,6 +268,7 @@ func (s *session) unsubscribe(ch string) {
 		subs := make([]*fanout.Subscription, 0, len(s.subs)-1)
 		subs = append(subs, s.subs[:i]...)
 		s.subs = append(subs, s.subs[i+1:]...)
+		s.presenceLocked(ch, false)
 	}
 	s.mu.Unlock()
 	if sub == nil {
@@ -281,6 +284,9 @@ func (s *session) closeAll() {
 	s.mu.Lock()
 	subs := s.subs
 	s.subs, s.closed = nil, true
+	for _, sub := range subs {
+		s.presenceLocked(sub.Channel(), false)
+	}
 	s.mu.Unlock()
 	for _, sub := range subs {
 		s.h.hub.Unsubscribe(sub)

@@ -16,6 +16,7 @@ import (
 	"github.com/pushd/pushd/codec"
 	"github.com/pushd/pushd/fanout"
 	"github.com/pushd/pushd/poller"
+	"github.com/pushd/pushd/presence"
 )
 
 // recorder is a wire that keeps every frame (budget: unbounded).
@@ -178,10 +179,19 @@ func FuzzRequest(f *testing.F) {
 		`{"OP":"PING"}`,
 		"\xff\xfe",
 		`null`,
+		"{\"op\":\"sub\",\"ch\":\"room:1\"}\n{\"op\":\"presence\",\"ch\":\"room:1\",\"cursor\":1,\"limit\":5}\n{\"op\":\"presence_stats\",\"ch\":\"room:1\"}",
+		`{"op":"presence","ch":"room:1","limit":1001}`,
+		`{"op":"presence","ch":"plain","cursor":"x"}`,
 	} {
 		f.Add([]byte(seed))
 	}
-	e := newEnv(f, Config{MaxSubscriptions: 4, MaxErrors: 50})
+	// Presence on room:* through a Tracker that is not run (Join and Leave
+	// only count; the ops read the store).
+	tr, err := presence.NewTracker(presence.Config{Store: presence.NewMemoryStore()})
+	if err != nil {
+		f.Fatal(err)
+	}
+	e := newEnv(f, Config{MaxSubscriptions: 4, MaxErrors: 50, Presence: tr, PresenceChannels: []string{"room:*"}})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if _, err := ParseRequest(data); err != nil {
 			re, ok := err.(*RequestError)
@@ -205,7 +215,7 @@ func FuzzRequest(f *testing.F) {
 			}
 			m := r.reply(t, before)
 			switch m["op"] {
-			case "pong", "subok", "unsubok":
+			case "pong", "subok", "unsubok", "presence", "presence_stats":
 			case "err":
 				switch m["code"] {
 				case 400.0, 403.0, 404.0, 429.0:

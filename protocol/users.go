@@ -134,6 +134,7 @@ func (s *session) serverSubscribe(ch string) bool {
 		return false
 	}
 	s.subs = append(s.subs[:len(s.subs):len(s.subs)], sub)
+	s.presenceLocked(ch, true)
 	s.mu.Unlock()
 	return true
 }
@@ -146,6 +147,7 @@ func (s *session) serverUnsubscribe(ch, reason string) bool {
 		subs := make([]*fanout.Subscription, 0, len(s.subs)-1)
 		subs = append(subs, s.subs[:i]...)
 		s.subs = append(subs, s.subs[i+1:]...)
+		s.presenceLocked(ch, false)
 	}
 	s.mu.Unlock()
 	if sub == nil {

@@ -31,6 +31,7 @@ func newAdmin(cfg Config, ps *poller.Server, app *pushApp, front *wssCert, nofil
 	if app != nil {
 		routes = append(routes, admin.PublishRoute(app.broker, app.maxPublish))
 		routes = append(routes, admin.ServerAPI{Control: app.control, Publisher: app.broker, MaxBytes: app.maxPublish, Node: app.nodeInfo}.Routes()...)
+		routes = append(routes, admin.PresenceAPI{Presence: app.presence, Enabled: app.presenceEnabled}.Routes()...)
 	}
 	return admin.New(admin.Config{
 		Listen:      cfg.AdminListen,
@@ -94,6 +95,15 @@ func statsDoc(ps *poller.Server, app *pushApp, nofile uint64) map[string]any {
 		doc["pool_fallbacks"] = hs.PoolFallbacks
 		doc["broker_channels"] = app.broker.Channels()
 		doc["broker_ready"] = app.ready()
+		if app.presence != nil {
+			pc := app.presence.Counters()
+			doc["presence_channels"] = pc.Channels
+			doc["presence_in_grace"] = pc.InGrace
+			doc["presence_events"] = pc.Emitted
+			doc["presence_events_dropped"] = pc.Dropped
+			doc["presence_store_errors"] = pc.StoreErrors
+			doc["presence_event_drops"] = app.handler.Stats().EventDrops
+		}
 		if rb, ok := app.broker.(*cluster.Redis); ok {
 			rs := rb.Stats()
 			doc["broker_canary_age_seconds"] = min(rs.CanaryAge.Seconds(), 1e9)

@@ -14,6 +14,7 @@ import (
 	"github.com/pushd/pushd/auth"
 	"github.com/pushd/pushd/cluster"
 	"github.com/pushd/pushd/fanout"
+	"github.com/pushd/pushd/presence"
 	"github.com/pushd/pushd/protocol"
 )
 
@@ -28,9 +29,12 @@ type pushApp struct {
 	handler    *protocol.Handler
 	auth       *authHolder // nil without tokens and Origin policy
 	maxPublish int64
-	control    appControl // server API calls to every node (control.go)
-	jwksCancel func()     // stops the -jwt-jwks-url refresh goroutine
-	log        *slog.Logger
+	control    appControl        // server API calls to every node (control.go)
+	jwksCancel func()            // stops the -jwt-jwks-url refresh goroutine
+	presence   *presence.Tracker // nil without -presence
+	// presencePatterns are the -presence channel patterns.
+	presencePatterns []string
+	log              *slog.Logger
 }
 
 // appBroker is what the process needs of a cluster broker.
@@ -163,12 +167,18 @@ func newPushApp(cfg Config, pool *ants.Pool, m *metrics, log *slog.Logger) (*pus
 		holder.cur.Store(a)
 		pcfg.Auth = holder
 	}
-	h, err := protocol.New(pcfg)
-	if err != nil {
+	app := &pushApp{broker: br, redis: rc, hub: hub, auth: holder, maxPublish: cfg.MaxPublishBytes, log: log, jwksCancel: jwksCancel, presencePatterns: cfg.presencePatterns}
+	if app.presence, err = app.newPresence(cfg, log); err != nil {
+		jwksCancel()
+		return nil, fmt.Errorf("presence: %w", err)
+	}
+	if app.presence != nil {
+		pcfg.Presence, pcfg.PresenceChannels = app.presence, cfg.presencePatterns
+	}
+	if app.handler, err = protocol.New(pcfg); err != nil {
 		jwksCancel()
 		return nil, fmt.Errorf("protocol: %w", err)
 	}
-	app := &pushApp{broker: br, redis: rc, hub: hub, handler: h, auth: holder, maxPublish: cfg.MaxPublishBytes, log: log, jwksCancel: jwksCancel}
 	if app.control, err = app.newControl(log); err != nil {
 		return nil, fmt.Errorf("control channel: %w", err)
 	}
@@ -179,6 +189,15 @@ func newPushApp(cfg Config, pool *ants.Pool, m *metrics, log *slog.Logger) (*pus
 // shutdown.
 func (a *pushApp) run(ctx context.Context, wg *sync.WaitGroup, errc chan<- error) {
 	a.runControl(ctx, wg, errc)
+	if a.presence != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.presence.Run(ctx); err != nil {
+				errc <- err
+			}
+		}()
+	}
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
@@ -196,7 +215,12 @@ func (a *pushApp) run(ctx context.Context, wg *sync.WaitGroup, errc chan<- error
 
 func (a *pushApp) shutdown(ctx context.Context) error {
 	a.jwksCancel()
-	err := errors.Join(a.control.Shutdown(ctx), a.hub.Shutdown(ctx), a.broker.Shutdown(ctx))
+	var perr error
+	if a.presence != nil {
+		// First: it removes this node's members while Redis is still open.
+		perr = a.presence.Shutdown(ctx)
+	}
+	err := errors.Join(perr, a.control.Shutdown(ctx), a.hub.Shutdown(ctx), a.broker.Shutdown(ctx))
 	if a.redis != nil {
 		err = errors.Join(err, a.redis.Close())
 	}

@@ -101,6 +101,13 @@ type Config struct {
 	AdminMetricsOpen   bool
 	AdminPprof         bool
 
+	// Presence (presence.go).
+	Presence          string
+	PresenceEvents    string
+	PresenceHeartbeat time.Duration
+	PresenceGrace     time.Duration
+	PresenceEventRate float64
+
 	// Demo serves the QR-login demo and the JS client on -listen (demo.go).
 	Demo bool
 
@@ -113,8 +120,12 @@ type Config struct {
 	policyRules    []fanout.PolicyRule
 	redisOptions   *redis.Options
 	redisCluster   []string
-	adminKey       string     // AdminAPIKey, or read from AdminAPIKeyFile
-	jwks           *auth.JWKS // the running -jwt-jwks-url source (newPushApp); nil in validation
+	// presencePatterns and presenceEventPatterns are parsed from Presence
+	// and PresenceEvents.
+	presencePatterns      []string
+	presenceEventPatterns []string
+	adminKey              string     // AdminAPIKey, or read from AdminAPIKeyFile
+	jwks                  *auth.JWKS // the running -jwt-jwks-url source (newPushApp); nil in validation
 }
 
 // parseConfig builds the Config from the defaults, the -config file (or
@@ -167,6 +178,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 	securityFlags(fs, &c)
 	drainFlags(fs, &c)
 	demoFlags(fs, &c)
+	presenceFlags(fs, &c)
 
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -271,6 +283,7 @@ func (c *Config) validate() []error {
 	}
 	errs = append(errs, c.validateRedis()...)
 	errs = append(errs, c.validateSecurity()...)
+	errs = append(errs, c.validatePresence()...)
 	if c.Listen == "" {
 		errs = append(errs, errors.New("-listen must not be empty"))
 	}

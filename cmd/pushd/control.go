@@ -9,6 +9,7 @@ import (
 
 	"github.com/pushd/pushd/admin"
 	"github.com/pushd/pushd/cluster"
+	"github.com/pushd/pushd/presence"
 )
 
 // appControl is the server API's control channel: Redis pub/sub with
@@ -37,6 +38,13 @@ func (a *pushApp) newControl(log *slog.Logger) (appControl, error) {
 func (a *pushApp) handleControl(m cluster.ControlMsg) {
 	var n int
 	switch m.Op {
+	case cluster.ControlPresenceJoin, cluster.ControlPresenceLeave:
+		kind := presence.KindJoin
+		if m.Op == cluster.ControlPresenceLeave {
+			kind = presence.KindLeave
+		}
+		a.handler.PresenceEvent(presence.Event{Kind: kind, Channel: m.Ch, User: m.User})
+		return // events are frequent: not logged
 	case cluster.ControlDisconnect:
 		n = a.handler.DisconnectUser(m.User, ws.StatusCode(m.Code), m.Reason, m.AfterMs)
 	case cluster.ControlSubscribe:

@@ -128,6 +128,7 @@ type statsDescs struct {
 	slow, brokerUp, canaryAge, brokerReconnects, ready, draining         metricDesc
 	drainHints, drainCloses                                              metricDesc
 	brokerAffected, ingestQueued, ingestOverloaded                       metricDesc
+	presenceChannels, presenceEvents, presenceDropped, presenceErrors    metricDesc
 }
 
 func newStatsDescs() *statsDescs {
@@ -168,6 +169,10 @@ func newStatsDescs() *statsDescs {
 		draining:         gauge("pushd_draining", "1 from SIGTERM/SIGINT on (/readyz answers 503)."),
 		drainHints:       counter("pushd_drain_reconnect_hints_total", "Reconnect hints sent by the drain."),
 		drainCloses:      counter("pushd_drain_closes_total", "Connections closed by the paced drain."),
+		presenceChannels: gauge("pushd_presence_channels", "Presence channels this node has members, connections or pending changes in (-presence only)."),
+		presenceEvents:   counter("pushd_presence_events_total", "Join/leave events this node emitted to the cluster (-presence-events only)."),
+		presenceDropped:  counter("pushd_presence_events_dropped_total", "Join/leave events not delivered, by reason: rate (over -presence-event-rate on the emitting node), queue_full (a subscriber's queue was full on this node).", "reason"),
+		presenceErrors:   counter("pushd_presence_store_errors_total", "Failed presence writes to the store (Redis unreachable); the node's entries are rewritten at the next heartbeat that succeeds."),
 	}
 }
 
@@ -182,6 +187,7 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 		d.slow, d.brokerUp, d.canaryAge, d.brokerReconnects, d.brokerAffected, d.ingestQueued,
 		d.ingestOverloaded, d.ready, d.draining,
 		d.drainHints, d.drainCloses,
+		d.presenceChannels, d.presenceEvents, d.presenceDropped, d.presenceErrors,
 	} {
 		ch <- m.Desc
 	}
@@ -269,6 +275,14 @@ func (c *statsCollector) collectApp(emit func(metricDesc, float64, ...string), d
 	emit(d.rateCloses, float64(ps.RateLimitCloses))
 	emit(d.authRefusals, float64(ps.AuthRefusals))
 	emit(d.forbidden, float64(ps.Forbidden))
+	if c.app.presence != nil {
+		pc := c.app.presence.Counters()
+		emit(d.presenceChannels, float64(pc.Channels))
+		emit(d.presenceEvents, float64(pc.Emitted))
+		emit(d.presenceDropped, float64(pc.Dropped), "rate")
+		emit(d.presenceDropped, float64(ps.EventDrops), "queue_full")
+		emit(d.presenceErrors, float64(pc.StoreErrors))
+	}
 	var lost, unavailable, failed float64
 	if rb, ok := c.app.broker.(*cluster.Redis); ok {
 		rs := rb.Stats()
