@@ -65,9 +65,14 @@
 //
 // # Redis: subscriptions, order and recovery
 //
-// Subscriptions follow local demand: Subscribe (the hub's first local
-// subscriber) reads the counter as the channel's baseline, then SUBSCRIBEs
-// pushd:{<ch>} and pushd:{<ch>}:d and returns once Redis confirmed them;
+// Subscriptions follow local demand: SubscribeTop (the hub's first local
+// subscriber; fanout.TopSubscriber) SUBSCRIBEs pushd:{<ch>} and
+// pushd:{<ch>}:d, waits until Redis confirmed them, then reads the
+// channel's top and epoch (one FCALL_RO) as its baseline and returns it,
+// so a first subscribe costs one SUBSCRIBE (batched) and one history read
+// and later ones none (the hub's node-local window); messages that arrive
+// between the confirmation and the read wait and are sequenced against the
+// baseline;
 // Unsubscribe (debounced by the hub) UNSUBSCRIBEs. Commands are batched by
 // a sender goroutine per connection (up to 1000 names per command; one
 // channel per SSUBSCRIBE, which must not cross slots). Never PSUBSCRIBE.

@@ -2,6 +2,7 @@ package fanout
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -36,10 +37,22 @@ type channel struct {
 	epoch     string          // the epoch of lastSeq
 	idle      time.Time       // when refs dropped to 0 (for the debounced unsubscribe)
 
-	// brokerMu serialises broker.Subscribe for this channel; subscribed
-	// is guarded by it.
+	// The node-local window (window.go): held reports that lastSeq and
+	// epoch follow the broker's top, win is a ring of the publications
+	// (winBase, lastSeq].
+	held     bool
+	win      []winEntry
+	winHead  int
+	winN     int
+	winBytes int
+	winBase  uint64
+
+	// brokerMu serialises broker.Subscribe for this channel; subscribed,
+	// subErr and the end of an attempt (subGen) are guarded by it.
 	brokerMu   sync.Mutex
 	subscribed bool
+	subGen     atomic.Uint64 // broker subscribe attempts that failed
+	subErr     error         // the last failed attempt's error
 
 	// Delivery scratch, owned by the running delivery task.
 	batch   []Publication
@@ -78,12 +91,7 @@ func newChannel(h *Hub, name string) *channel {
 // delivery task. Lock c.mu must be held.
 func (c *channel) enqueueLocked(pub Publication) (start bool) {
 	if pub.Seq != 0 {
-		if pub.Epoch != c.epoch {
-			// The stream was recreated: it counts from 1 again.
-			c.epoch, c.lastSeq = pub.Epoch, pub.Seq
-		} else if pub.Seq > c.lastSeq {
-			c.lastSeq = pub.Seq
-		}
+		c.windowAddLocked(&pub)
 	}
 	if len(c.subs) == 0 && c.paused == 0 {
 		return false // nobody to deliver to, nobody joining
