@@ -123,6 +123,11 @@
 //
 // # Redis: resilience
 //
+// The client may be a *redis.Client (standalone, or go-redis' failover
+// client for Sentinel: sessions then reconnect to whichever primary the
+// sentinels name) or a *redis.ClusterClient; credentials and TLS are the
+// client's.
+//
 // Each pub/sub connection runs sessions in a loop: subscribe everything
 // wanted plus the connection's canary channel (last, so its confirmation
 // proves the rest), then read. On any error the session ends and the next
@@ -133,7 +138,12 @@
 // (pipelined) and channels that moved are recovered from their streams
 // (busy channels are also caught by the gap check); a channel whose epoch
 // changed or whose counter went backwards (Redis lost its data) follows
-// the new epoch from seq 0 and is counted in RedisStats.Resets.
+// the new epoch from seq 0 and is counted in RedisStats.Resets. A counter
+// that went back within the same epoch (a failover to a replica that had
+// not received acknowledged writes: the seqs after it would number other
+// publications) is fenced first: FCALL pushd_fence gives the channel a new
+// epoch (only the first node to ask changes it), so clients learn
+// recovered:false instead of taking the renumbered seqs for duplicates.
 //
 // The single entry point for "these channels' subscription broke and is
 // confirmed again: recover them" is Redis.resync(ctx, names): it compares
