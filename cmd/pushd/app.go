@@ -18,7 +18,7 @@ import (
 )
 
 // pushApp is the pushd.v1 server behind the poller: the broker (the
-// embedded memory broker, or Redis with -redis / -redis-cluster), the hub
+// embedded memory broker, or Redis with -redis / -redis-sentinel / -redis-cluster), the hub
 // and the protocol handler. One delivery path: POST /publish → broker →
 // hub → subscribers.
 type pushApp struct {
