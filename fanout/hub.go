@@ -220,7 +220,7 @@ func (h *Hub) HandlePublication(pub Publication) {
 		c.drainInline()
 		return
 	}
-	h.submit(c.drainFn)
+	h.submit(c.dl.drainFn)
 }
 
 // HandleBatch is HandlePublication for several publications of one
@@ -254,7 +254,7 @@ func (h *Hub) HandleBatch(pubs []Publication) {
 		c.drainInline()
 		return
 	}
-	h.submit(c.drainFn)
+	h.submit(c.dl.drainFn)
 }
 
 // HandleGap tells every subscriber of channel that publications were
@@ -299,7 +299,7 @@ func (h *Hub) HandleGap(channel, epoch string, from, to uint64) {
 			if small {
 				c.drainInline()
 			} else {
-				h.submit(c.drainFn)
+				h.submit(c.dl.drainFn)
 			}
 		}
 		return
@@ -324,7 +324,7 @@ func (h *Hub) HandleGap(channel, epoch string, from, to uint64) {
 		if small {
 			c.drainInline()
 		} else {
-			h.submit(c.drainFn)
+			h.submit(c.dl.drainFn)
 		}
 	}
 }
@@ -373,7 +373,7 @@ func (h *Hub) acquire(name string) *channel {
 func (c *channel) releaseLocked() {
 	c.refs--
 	if c.refs == 0 {
-		c.idle = time.Now()
+		c.idle = time.Now().UnixNano()
 	}
 }
 
@@ -455,7 +455,7 @@ func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, name string, opts S
 	start := c.startLocked()
 	c.mu.Unlock()
 	if start {
-		h.submit(c.drainFn)
+		h.submit(c.dl.drainFn)
 	}
 	if err != nil {
 		if errors.Is(err, ErrSlowConsumer) && c.policy == PolicyDisconnect {
@@ -736,7 +736,7 @@ func (h *Hub) sweep(ctx context.Context, now time.Time) {
 func (c *channel) idleFor(now time.Time, d time.Duration) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.refs == 0 && !c.running && len(c.mailbox) == 0 && now.Sub(c.idle) >= d
+	return c.refs == 0 && !c.running && len(c.mailbox) == 0 && now.UnixNano()-c.idle >= int64(d)
 }
 
 // retire unsubscribes an idle channel at the broker and forgets it unless
