@@ -9,8 +9,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -77,7 +80,7 @@ type clientFlags struct {
 
 func (c *clientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.target, "target", "", "server host:port (required)")
-	fs.StringVar(&c.path, "path", "/ws", "upgrade request path")
+	fs.StringVar(&c.path, "path", "/ws", "upgrade request path; {rand} becomes a random id per connection (a personal channel each)")
 	fs.StringVar(&c.sources, "sources", "127.0.1.0/24", "source addresses (list/CIDRs)")
 	fs.IntVar(&c.concurrency, "concurrency", 64, "concurrent dials+handshakes")
 	fs.DurationVar(&c.hsTimeout, "hs-timeout", 10*time.Second, "dial+handshake timeout per connection")
@@ -214,7 +217,13 @@ func dialUpgrade(ctx context.Context, cf clientFlags, d *srcaddr.Dialer) (wsConn
 		}
 		c = tc
 	}
-	br, err := handshake(c, cf.target, cf.path, cf.hsTimeout)
+	path := cf.path
+	if strings.Contains(path, "{rand}") {
+		// One channel per connection (personal channels): a random id,
+		// unique among a run's connections with overwhelming probability.
+		path = strings.ReplaceAll(path, "{rand}", strconv.FormatUint(rand.Uint64(), 36))
+	}
+	br, err := handshake(c, cf.target, path, cf.hsTimeout)
 	if err == nil && cf.hello != "" {
 		err = sayHello(c, br, cf.hello, cf.hsTimeout)
 	}

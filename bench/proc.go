@@ -89,6 +89,14 @@ func startServer(ctx context.Context, spec serverSpec, timeout time.Duration) (*
 		return nil, fmt.Errorf("%s: %w", spec.name, err)
 	}
 	sp := &serverProc{Proc: p, name: spec.name, wsAddr: p.WSAddr, adminAddr: p.AdminAddr, wss: spec.wss}
+	if strings.HasPrefix(spec.name, "pushd") {
+		// pushd refuses upgrades (503) until its broker path works (a
+		// Redis broker: the first canary); wait for /readyz.
+		if err := sp.waitReady(ctx, timeout); err != nil {
+			p.Shutdown()
+			return nil, err
+		}
+	}
 	if spec.wss {
 		if sp.wsAddr, err = wssListenAddr(p.Tail(200)); err != nil {
 			p.Shutdown()
@@ -96,6 +104,27 @@ func startServer(ctx context.Context, spec serverSpec, timeout time.Duration) (*
 		}
 	}
 	return sp, nil
+}
+
+// waitReady polls GET /readyz until it answers 200 or timeout passes.
+func (s *serverProc) waitReady(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.adminAddr+"/readyz", nil)
+		if err != nil {
+			return err
+		}
+		if resp, err := adminClient().Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("%w: %s /readyz not 200 within %v", ErrTimeout, s.name, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func (s *serverProc) tail(n int) string { return s.Tail(n) }

@@ -68,9 +68,14 @@
 //
 // # Redis: subscriptions, order and recovery
 //
-// Subscriptions follow local demand: Subscribe (the hub's first local
-// subscriber) reads the counter as the channel's baseline, then SUBSCRIBEs
-// pushd:{<ch>} and pushd:{<ch>}:d and returns once Redis confirmed them;
+// Subscriptions follow local demand: SubscribeTop (the hub's first local
+// subscriber; fanout.TopSubscriber) SUBSCRIBEs pushd:{<ch>} and
+// pushd:{<ch>}:d, waits until Redis confirmed them, then reads the
+// channel's top and epoch (one FCALL_RO) as its baseline and returns it,
+// so a first subscribe costs one SUBSCRIBE (batched) and one history read
+// and later ones none (the hub's node-local window); messages that arrive
+// between the confirmation and the read wait and are sequenced against the
+// baseline;
 // Unsubscribe (debounced by the hub) UNSUBSCRIBEs. Commands are batched by
 // a sender goroutine per connection (up to 1000 names per command; one
 // channel per SSUBSCRIBE, which must not cross slots). Never PSUBSCRIBE.
@@ -121,6 +126,11 @@
 //
 // # Redis: resilience
 //
+// The client may be a *redis.Client (standalone, or go-redis' failover
+// client for Sentinel: sessions then reconnect to whichever primary the
+// sentinels name) or a *redis.ClusterClient; credentials and TLS are the
+// client's.
+//
 // Each pub/sub connection runs sessions in a loop: subscribe everything
 // wanted plus the connection's canary channel (last, so its confirmation
 // proves the rest), then read. On any error the session ends and the next
@@ -131,7 +141,12 @@
 // (pipelined) and channels that moved are recovered from their streams
 // (busy channels are also caught by the gap check); a channel whose epoch
 // changed or whose counter went backwards (Redis lost its data) follows
-// the new epoch from seq 0 and is counted in RedisStats.Resets.
+// the new epoch from seq 0 and is counted in RedisStats.Resets. A counter
+// that went back within the same epoch (a failover to a replica that had
+// not received acknowledged writes: the seqs after it would number other
+// publications) is fenced first: FCALL pushd_fence gives the channel a new
+// epoch (only the first node to ask changes it), so clients learn
+// recovered:false instead of taking the renumbered seqs for duplicates.
 //
 // The single entry point for "these channels' subscription broke and is
 // confirmed again: recover them" is Redis.resync(ctx, names): it compares

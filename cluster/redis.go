@@ -548,32 +548,40 @@ func (b *Redis) fcallPublish(ctx context.Context, channel string, data []byte) (
 	return uint64(seq), nil
 }
 
-// Subscribe implements fanout.Broker: it reads the channel's current
-// sequence number (the baseline for gap detection), subscribes
-// pushd:{channel} and pushd:{channel}:d (batched with other subscribes on
-// the connection) and returns once Redis confirmed both, so that History
-// read afterwards leaves no gap before the live messages.
+// Subscribe implements fanout.Broker: SubscribeTop without the top.
 func (b *Redis) Subscribe(ctx context.Context, channel string) error {
+	_, _, err := b.SubscribeTop(ctx, channel)
+	return err
+}
+
+// SubscribeTop implements fanout.TopSubscriber: it subscribes
+// pushd:{channel} and pushd:{channel}:d (batched with other subscribes on
+// the connection), waits until Redis confirmed both, then reads the
+// channel's top and epoch (one FCALL_RO pushd_history) and returns them:
+// every durable publication after that top reaches the hub, in order. It
+// is the only Redis read of a first subscribe; the hub answers later
+// subscribes to the channel from its node-local window. Messages that
+// arrive between the confirmation and the read wait in the channel's
+// pending list and are sequenced against the top (those at or below it
+// are duplicates).
+func (b *Redis) SubscribeTop(ctx context.Context, channel string) (uint64, string, error) {
 	if b.closed.Load() {
-		return ErrClosed
+		return 0, "", ErrClosed
 	}
 	if err := b.checkName(channel); err != nil {
-		return err
+		return 0, "", err
 	}
 	if !b.Ready() {
-		return ErrUnavailable
+		return 0, "", ErrUnavailable
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.SubscribeTimeout)
 	defer cancel()
 	pc, err := b.connFor(ctx, channel)
 	if err != nil {
-		return err
+		return 0, "", err
 	}
-	st, err := b.readStream(ctx, channel, nil, 0)
-	if err != nil {
-		return err
-	}
-	rc := &rchan{name: channel, conn: pc, last: st.top, epoch: st.epoch, worker: b.ing.workerFor(maphash.String(b.seed, channel))}
+	// recovering: no baseline yet, so live messages wait in pending.
+	rc := &rchan{name: channel, conn: pc, recovering: true, worker: b.ing.workerFor(maphash.String(b.seed, channel))}
 	if hb := b.handler.Load(); hb != nil {
 		if p, ok := hb.h.(interface{ PolicyFor(string) fanout.Policy }); ok {
 			rc.conflate = p.PolicyFor(channel) == fanout.PolicyConflate
@@ -583,18 +591,37 @@ func (b *Redis) Subscribe(ctx context.Context, channel string) error {
 	sh.mu.Lock()
 	if old := sh.channels[channel]; old != nil {
 		sh.mu.Unlock()
-		return nil // already subscribed
+		// Already subscribed (the hub subscribes once per channel).
+		st, err := b.readStream(ctx, channel, nil, 0)
+		return st.top, st.epoch, err
 	}
 	sh.channels[channel] = rc
 	sh.mu.Unlock()
-	wait := pc.add(channel)
 	select {
-	case <-wait:
-		return nil
+	case <-pc.add(channel):
 	case <-ctx.Done():
+		b.drop(rc)
+		return 0, "", fmt.Errorf("%w: subscribe %q: %w", ErrUnavailable, channel, ctx.Err())
 	}
-	b.drop(rc)
-	return fmt.Errorf("%w: subscribe %q: %w", ErrUnavailable, channel, ctx.Err())
+	sessions := pc.sessionCount()
+	st, err := b.readStream(ctx, channel, nil, 0)
+	if err != nil {
+		b.drop(rc)
+		return 0, "", err
+	}
+	rc.mu.Lock()
+	rc.last, rc.epoch = st.top, st.epoch
+	again := b.deliverPendingLocked(rc)
+	// A session that ended between the confirmation and the read skipped
+	// this channel in its resync (it was recovering): recover it now.
+	again = again || rc.overflow || pc.sessionCount() != sessions
+	rc.overflow = false
+	rc.recovering = again
+	rc.mu.Unlock()
+	if again {
+		b.startRecovery(rc)
+	}
+	return st.top, st.epoch, nil
 }
 
 // Unsubscribe implements fanout.Broker: the channel's messages stop being
@@ -757,4 +784,7 @@ func (b *Redis) Shutdown(ctx context.Context) error {
 	}
 }
 
-var _ fanout.Broker = (*Redis)(nil)
+var (
+	_ fanout.Broker        = (*Redis)(nil)
+	_ fanout.TopSubscriber = (*Redis)(nil)
+)

@@ -81,6 +81,13 @@ func (pc *psConn) ownCanary() string {
 	return "pushd:canary:{" + pc.b.cfg.NodeID + "." + strconv.Itoa(pc.index) + "@" + pc.addr + "}"
 }
 
+// sessionCount returns how many sessions the connection started.
+func (pc *psConn) sessionCount() int {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	return pc.sessions
+}
+
 func (pc *psConn) healthy(now time.Time) bool {
 	return pc.up.Load() && pc.canaryAge(now) < pc.b.cfg.CanaryTimeout
 }

@@ -26,6 +26,17 @@ const libraryName = "pushd"
 // and returns seq. Every key shares the {<ch>} hash tag, so the function
 // touches one slot.
 //
+// pushd_fence KEYS[1]=pushd:{<ch>} ARGV: epoch gives the channel a new
+// epoch if its current one is still epoch (and its counter exists), and
+// returns {top, epoch}. A node calls it when it finds the counter below
+// the last seq it handed out in the same epoch: Redis lost acknowledged
+// writes (a failover to a replica that had not received them), so the
+// seqs after top would be numbered again for other publications; the new
+// epoch tells every client (recovered:false) instead of letting the reused
+// seqs pass as duplicates. The old epoch's stream is deleted (a client
+// resuming in it is told recovered:false anyway). Idempotent across nodes: only the first call
+// for an epoch changes it.
+//
 // pushd_history KEYS[1]=pushd:{<ch>} ARGV: [since] [count] (read-only)
 // returns {top, epoch} without since, else {top, epoch, id1, payload1,
 // ...}: up to count stream entries with seq > since, oldest first (epoch
@@ -95,7 +106,27 @@ local function history(keys, args)
   return out
 end
 
+local function fence(keys, args)
+  local base = keys[1]
+  local seqkey = base .. ':seq'
+  local epochkey = base .. ':e'
+  local top = tonumber(redis.call('GET', seqkey) or '0')
+  local epoch = redis.call('GET', epochkey)
+  if top > 0 and epoch and epoch == args[1] then
+    local t = redis.call('TIME')
+    epoch = string.format('%%x%%05x', tonumber(t[1]), tonumber(t[2]))
+    redis.call('SET', epochkey, epoch)
+    local ttl = redis.call('PTTL', seqkey)
+    if ttl > 0 then redis.call('PEXPIRE', epochkey, ttl) end
+    -- The old epoch's history goes with it (its IDs may be above top).
+    redis.call('DEL', base .. ':s')
+  end
+  if top == 0 or not epoch then epoch = '' end
+  return {top, epoch}
+end
+
 redis.register_function('pushd_publish', publish)
+redis.register_function('pushd_fence', fence)
 redis.register_function{function_name = 'pushd_history', callback = history, flags = {'no-writes'}}
 `
 

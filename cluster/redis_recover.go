@@ -322,6 +322,29 @@ func (b *Redis) resyncOne(rc *rchan, top uint64, epoch string) {
 		return // the running recovery reads the stream anyway
 	}
 	changed := epoch != rc.epoch && (rc.epoch != "" || epoch == "" && top < rc.last)
+	if !changed && epoch != "" && top < rc.last {
+		// The counter went back in the same epoch: Redis lost writes it
+		// had acknowledged (a failover to a replica that missed them).
+		// Its next seqs would number other publications: fence the epoch.
+		was := rc.epoch + ":" + strconv.FormatUint(rc.last, 10)
+		rc.mu.Unlock()
+		ftop, fepoch, err := b.fence(rc.name, epoch)
+		rc.mu.Lock()
+		if err == nil && !rc.recovering && !rc.gone {
+			b.stats.resets.Add(1)
+			b.log.Warn("redis: channel counter went back in its epoch (lost writes); fenced with a new epoch", "channel", rc.name, "was", was, "now", fepoch+":"+strconv.FormatUint(ftop, 10))
+			rc.epoch, rc.last = fepoch, ftop
+			rc.mu.Unlock()
+			return
+		}
+		if err != nil {
+			b.log.Warn("redis: fencing a channel whose counter went back failed", "channel", rc.name, "err", err)
+		}
+		if rc.recovering || rc.gone {
+			rc.mu.Unlock()
+			return
+		}
+	}
 	if changed || top < rc.last {
 		// Redis lost the channel's data (FLUSHALL, a restart without
 		// persistence, expiry, a failover): follow the new stream from
@@ -339,6 +362,19 @@ func (b *Redis) resyncOne(rc *rchan, top uint64, epoch string) {
 	if start {
 		b.startRecovery(rc)
 	}
+}
+
+// fence runs pushd_fence: a new epoch for the channel unless its epoch
+// is no longer epoch; it returns the channel's top and current epoch.
+func (b *Redis) fence(channel, epoch string) (uint64, string, error) {
+	ctx, cancel := context.WithTimeout(b.ctx, b.cfg.PublishTimeout)
+	defer cancel()
+	v, err := b.client.FCall(ctx, "pushd_fence", []string{rawName(channel)}, epoch).Slice()
+	if err != nil {
+		return 0, "", err
+	}
+	st, err := parseHistory(channel, v)
+	return st.top, st.epoch, err
 }
 
 // rehome moves rc to the primary that owns its slot now (Redis Cluster

@@ -35,7 +35,7 @@ func (l *pubLog) HandlePublication(p fanout.Publication) {
 	if l.busy[p.Channel] {
 		l.bad = append(l.bad, "concurrent HandlePublication on "+p.Channel)
 	}
-	l.pubs[p.Channel] = append(l.pubs[p.Channel], fanout.Publication{Channel: p.Channel, Seq: p.Seq, Data: slices.Clone(p.Data)})
+	l.pubs[p.Channel] = append(l.pubs[p.Channel], fanout.Publication{Channel: p.Channel, Epoch: p.Epoch, Seq: p.Seq, Data: slices.Clone(p.Data)})
 }
 
 func (l *pubLog) get(ch string) []fanout.Publication {

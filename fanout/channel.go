@@ -2,6 +2,7 @@ package fanout
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -29,19 +30,39 @@ type channel struct {
 	mailbox   []Publication   // received, not yet taken by a delivery task
 	mailBytes int             // payload bytes in mailbox
 	gaps      []gapMark       // HandleGap notices due before mailbox[at]
-	spare     []Publication   // the previous batch's array, reused
 	running   bool            // a delivery task owns the channel
 	paused    int             // joining subscribers fetching history: hold deliveries
 	lastSeq   uint64          // highest Seq handled in epoch
 	epoch     string          // the epoch of lastSeq
-	idle      time.Time       // when refs dropped to 0 (for the debounced unsubscribe)
+	idle      int64           // when refs dropped to 0, unix nanoseconds (for the debounced unsubscribe)
 
-	// brokerMu serialises broker.Subscribe for this channel; subscribed
-	// is guarded by it.
+	// The node-local window (window.go): held reports that lastSeq and
+	// epoch follow the broker's top, win is a ring of the publications
+	// (winBase, lastSeq].
+	held     bool
+	win      []winEntry
+	winHead  int
+	winN     int
+	winBytes int
+	winBase  uint64
+
+	// brokerMu serialises broker.Subscribe for this channel; subscribed,
+	// subErr and the end of an attempt (subGen) are guarded by it.
 	brokerMu   sync.Mutex
 	subscribed bool
+	subGen     atomic.Uint64 // broker subscribe attempts that failed
+	subErr     error         // the last failed attempt's error
 
-	// Delivery scratch, owned by the running delivery task.
+	// dl is the delivery scratch, allocated when the channel first
+	// delivers (startLocked): a channel that never receives a
+	// publication (an idle personal channel) does not carry it.
+	dl *delivery
+}
+
+// delivery is a channel's delivery scratch, owned by the running delivery
+// task (spare is guarded by channel.mu).
+type delivery struct {
+	spare   []Publication // the previous batch's array, reused
 	batch   []Publication
 	bgaps   []gapMark        // the gap notices of batch
 	need    [numFormats]bool // formats present in the batch's subscriber snapshot
@@ -69,21 +90,14 @@ type chunkTask struct {
 }
 
 func newChannel(h *Hub, name string) *channel {
-	c := &channel{name: name, hub: h, policy: h.policyFor(name)}
-	c.drainFn = c.drainPooled
-	return c
+	return &channel{name: name, hub: h, policy: h.policyFor(name)}
 }
 
 // enqueueLocked appends pub and reports whether the caller must start a
 // delivery task. Lock c.mu must be held.
 func (c *channel) enqueueLocked(pub Publication) (start bool) {
 	if pub.Seq != 0 {
-		if pub.Epoch != c.epoch {
-			// The stream was recreated: it counts from 1 again.
-			c.epoch, c.lastSeq = pub.Epoch, pub.Seq
-		} else if pub.Seq > c.lastSeq {
-			c.lastSeq = pub.Seq
-		}
+		c.windowAddLocked(&pub)
 	}
 	if len(c.subs) == 0 && c.paused == 0 {
 		return false // nobody to deliver to, nobody joining
@@ -112,10 +126,14 @@ func (c *channel) startLocked() bool {
 		return false
 	}
 	c.running = true
+	if c.dl == nil {
+		c.dl = &delivery{}
+		c.dl.drainFn = c.drainPooled
+	}
 	return true
 }
 
-// takeLocked moves the mailbox into c.batch and returns the subscriber
+// takeLocked moves the mailbox into c.dl.batch and returns the subscriber
 // snapshot, or false (and gives up the delivery task) when there is
 // nothing to do. Lock c.mu must be held.
 func (c *channel) takeLocked() ([]*Subscription, bool) {
@@ -123,11 +141,11 @@ func (c *channel) takeLocked() ([]*Subscription, bool) {
 		c.running = false
 		return nil, false
 	}
-	c.batch, c.mailbox, c.spare = c.mailbox, c.spare[:0], nil
-	c.bgaps, c.gaps = c.gaps, c.bgaps[:0]
+	c.dl.batch, c.mailbox, c.dl.spare = c.mailbox, c.dl.spare[:0], nil
+	c.dl.bgaps, c.gaps = c.gaps, c.dl.bgaps[:0]
 	c.mailBytes = 0
 	for f, n := range c.nFormat {
-		c.need[f] = n > 0
+		c.dl.need[f] = n > 0
 	}
 	c.shared = true
 	return c.subs, true
@@ -152,7 +170,7 @@ func (c *channel) drainInline() {
 	}
 	c.mu.Unlock()
 	if more {
-		c.hub.submit(c.drainFn)
+		c.hub.submit(c.dl.drainFn)
 	}
 }
 
@@ -176,13 +194,13 @@ func (c *channel) drainPooled() {
 // finishLocked recycles the batch array. Lock c.mu must be held.
 func (c *channel) finishLocked() {
 	c.shared = false // the snapshot is no longer read
-	clear(c.batch)
-	c.spare = c.batch[:0]
-	c.batch = nil
-	c.bgaps = c.bgaps[:0]
+	clear(c.dl.batch)
+	c.dl.spare = c.dl.batch[:0]
+	c.dl.batch = nil
+	c.dl.bgaps = c.dl.bgaps[:0]
 }
 
-// deliver encodes c.batch once per format that has subscribers and queues
+// deliver encodes c.dl.batch once per format that has subscribers and queues
 // it to subs, in chunks on the pool when subs is long. Run only by the
 // task that holds running.
 func (c *channel) deliver(subs []*Subscription) {
@@ -205,14 +223,14 @@ func (c *channel) deliver(subs []*Subscription) {
 		delivered = c.deliverTo(subs)
 	} else {
 		n := (len(subs) + size - 1) / size
-		for len(c.tasks) < n-1 {
+		for len(c.dl.tasks) < n-1 {
 			t := &chunkTask{c: c}
 			t.fn = t.run
-			c.tasks = append(c.tasks, t)
+			c.dl.tasks = append(c.dl.tasks, t)
 		}
-		c.wg.Add(n - 1)
+		c.dl.wg.Add(n - 1)
 		for i := 1; i < n; i++ {
-			t := c.tasks[i-1]
+			t := c.dl.tasks[i-1]
 			t.subs = subs[i*size : min((i+1)*size, len(subs))]
 			t.delivered = 0
 			if err := h.cfg.Pool.Submit(t.fn); err != nil {
@@ -221,16 +239,16 @@ func (c *channel) deliver(subs []*Subscription) {
 			}
 		}
 		delivered = c.deliverTo(subs[:size])
-		c.wg.Wait()
-		for _, t := range c.tasks[:n-1] {
+		c.dl.wg.Wait()
+		for _, t := range c.dl.tasks[:n-1] {
 			delivered += t.delivered
 			t.subs = nil
 		}
 	}
 	h.stats.delivered.Add(delivered)
-	for f := range c.frames {
-		clear(c.frames[f])
-		c.frames[f] = c.frames[f][:0]
+	for f := range c.dl.frames {
+		clear(c.dl.frames[f])
+		c.dl.frames[f] = c.dl.frames[f][:0]
 	}
 	if obs := h.cfg.ObserveDelivery; obs != nil {
 		obs(time.Since(start), len(subs))
@@ -239,21 +257,21 @@ func (c *channel) deliver(subs []*Subscription) {
 
 func (t *chunkTask) run() {
 	t.delivered = t.c.deliverTo(t.subs)
-	t.c.wg.Done()
+	t.c.dl.wg.Done()
 }
 
-// encode fills c.frames for the formats present in the snapshot.
+// encode fills c.dl.frames for the formats present in the snapshot.
 func (c *channel) encode() {
-	need := c.need
-	for i := range c.batch {
-		pub := &c.batch[i]
+	need := c.dl.need
+	for i := range c.dl.batch {
+		pub := &c.dl.batch[i]
 		isJSON := need[FormatJSON] && payloadIsJSON(pub.Data)
 		for f := range numFormats {
 			var fr []byte
 			if need[f] {
 				fr = encodePush(f, pub, isJSON)
 			}
-			c.frames[f] = append(c.frames[f], fr)
+			c.dl.frames[f] = append(c.dl.frames[f], fr)
 		}
 	}
 }
@@ -264,17 +282,17 @@ func (c *channel) encode() {
 func (c *channel) deliverTo(subs []*Subscription) uint64 {
 	var n uint64
 	for _, s := range subs {
-		frames := c.frames[s.format]
+		frames := c.dl.frames[s.format]
 		unflushed := 0
 		queued := false
 		s.mu.Lock()
 		g := 0
-		for i := range c.batch {
-			for ; g < len(c.bgaps) && c.bgaps[g].at <= i; g++ {
-				s.gapLocked(c.bgaps[g].epoch, c.bgaps[g].from, c.bgaps[g].to)
+		for i := range c.dl.batch {
+			for ; g < len(c.dl.bgaps) && c.dl.bgaps[g].at <= i; g++ {
+				s.gapLocked(c.dl.bgaps[g].epoch, c.dl.bgaps[g].from, c.dl.bgaps[g].to)
 				unflushed++
 			}
-			pub := &c.batch[i]
+			pub := &c.dl.batch[i]
 			if pub.Seq != 0 && pub.Seq <= s.minSeq && pub.Epoch == s.epoch {
 				continue // recovered or predates the subscription
 			}
@@ -289,8 +307,8 @@ func (c *channel) deliverTo(subs []*Subscription) uint64 {
 				n++
 			}
 		}
-		for ; g < len(c.bgaps); g++ {
-			s.gapLocked(c.bgaps[g].epoch, c.bgaps[g].from, c.bgaps[g].to)
+		for ; g < len(c.dl.bgaps); g++ {
+			s.gapLocked(c.dl.bgaps[g].epoch, c.dl.bgaps[g].from, c.dl.bgaps[g].to)
 			unflushed++
 		}
 		kick := s.takeKickLocked()

@@ -32,6 +32,18 @@
 // with the pushes (from and to 0 when only unsequenced publications were
 // shed); the notice names the channel's epoch. A PolicyConflate channel gets none (BatchHandler).
 //
+// Node-local subscribe (window.go): the first local subscriber of a
+// channel subscribes it at the broker and reads its top once
+// (TopSubscriber, or Subscribe then History); concurrent first subscribers
+// wait for that one call and share its result, error included. From then
+// on the channel is held: the hub's (epoch, seq) follows every publication
+// handed to it, and a window keeps the latest ones (Config.WindowSize,
+// WindowBytes; WindowNodeBytes for the node). A subscribe without since,
+// or with a since inside the window, is answered locally, with no broker
+// round trip; anything else (a since before the window or beyond the top,
+// another epoch with a partial window) reads the broker's history as
+// before. Stats.LocalSubscribes and BrokerReads count both.
+//
 // Subscribe links a subscriber so that its reply (SubscribeOptions.Ack) and
 // any recovered history are queued before the first push of the channel;
 // see Hub.Subscribe for how nothing is lost or duplicated while it joins.

@@ -57,6 +57,16 @@ type Config struct {
 	UnsubscribeDelay time.Duration
 	// Logger receives the hub's logs; nil discards them.
 	Logger *slog.Logger
+	// WindowSize and WindowBytes bound each channel's node-local window:
+	// the latest publications the hub was handed, from which a subscribe
+	// with a since inside it is answered without a broker round trip
+	// (window.go). WindowNodeBytes bounds the payload bytes all windows
+	// keep alive together. 0 selects the defaults; WindowSize < 0 keeps
+	// no publications (subscribes without since, or with since at the
+	// top, are still answered locally).
+	WindowSize      int
+	WindowBytes     int
+	WindowNodeBytes int64
 	// ObserveDelivery, when set, is called once per delivered batch with
 	// the time the delivery task took to encode it and queue it to the
 	// channel's local subscribers (all chunks), and their number. It runs
@@ -76,6 +86,7 @@ type Hub struct {
 	shards [numShards]shard
 	stats  counters
 
+	winBytes atomic.Int64 // payload bytes in every channel's window
 	closed   atomic.Bool
 	stopOnce sync.Once
 	stop     chan struct{}
@@ -100,6 +111,8 @@ type counters struct {
 	overflowed      atomic.Uint64
 	refused         atomic.Uint64
 	poolFallbacks   atomic.Uint64
+	localSubscribes atomic.Uint64
+	brokerReads     atomic.Uint64
 }
 
 // New validates cfg and builds a Hub.
@@ -128,6 +141,15 @@ func New(cfg Config) (*Hub, error) {
 	}
 	if cfg.UnsubscribeDelay == 0 {
 		cfg.UnsubscribeDelay = DefaultUnsubscribeDelay
+	}
+	if cfg.WindowSize == 0 {
+		cfg.WindowSize = DefaultWindowSize
+	}
+	if cfg.WindowBytes <= 0 {
+		cfg.WindowBytes = DefaultWindowBytes
+	}
+	if cfg.WindowNodeBytes <= 0 {
+		cfg.WindowNodeBytes = DefaultWindowNodeBytes
 	}
 	h := &Hub{
 		cfg:  cfg,
@@ -198,7 +220,7 @@ func (h *Hub) HandlePublication(pub Publication) {
 		c.drainInline()
 		return
 	}
-	h.submit(c.drainFn)
+	h.submit(c.dl.drainFn)
 }
 
 // HandleBatch is HandlePublication for several publications of one
@@ -232,7 +254,7 @@ func (h *Hub) HandleBatch(pubs []Publication) {
 		c.drainInline()
 		return
 	}
-	h.submit(c.drainFn)
+	h.submit(c.dl.drainFn)
 }
 
 // HandleGap tells every subscriber of channel that publications were
@@ -253,16 +275,18 @@ func (h *Hub) HandleGap(channel, epoch string, from, to uint64) {
 		return
 	}
 	c.mu.Lock()
-	if c.policy == PolicyConflate || len(c.subs) == 0 && c.paused == 0 {
-		c.mu.Unlock()
-		return
-	}
 	if to != 0 {
 		if epoch != c.epoch && epoch != "" {
 			c.epoch, c.lastSeq = epoch, to // the stream was recreated
+			c.windowResetLocked(to)
 		} else if to > c.lastSeq {
 			c.lastSeq = to
+			c.windowResetLocked(to) // the window must stay contiguous
 		}
+	}
+	if c.policy == PolicyConflate || len(c.subs) == 0 && c.paused == 0 {
+		c.mu.Unlock()
+		return
 	}
 	if c.running || c.paused > 0 || len(c.mailbox) > 0 {
 		// Publications before the gap are still on their way: the
@@ -275,7 +299,7 @@ func (h *Hub) HandleGap(channel, epoch string, from, to uint64) {
 			if small {
 				c.drainInline()
 			} else {
-				h.submit(c.drainFn)
+				h.submit(c.dl.drainFn)
 			}
 		}
 		return
@@ -300,7 +324,7 @@ func (h *Hub) HandleGap(channel, epoch string, from, to uint64) {
 		if small {
 			c.drainInline()
 		} else {
-			h.submit(c.drainFn)
+			h.submit(c.dl.drainFn)
 		}
 	}
 }
@@ -349,7 +373,7 @@ func (h *Hub) acquire(name string) *channel {
 func (c *channel) releaseLocked() {
 	c.refs--
 	if c.refs == 0 {
-		c.idle = time.Now()
+		c.idle = time.Now().UnixNano()
 	}
 }
 
@@ -386,15 +410,11 @@ func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, name string, opts S
 	}
 
 	c.mu.Lock()
-	if opts.Since == nil && c.lastSeq > 0 {
-		// Fast path: no broker round trip.
-		res := SubscribeResult{Seq: c.lastSeq, Epoch: c.epoch, Recovered: true}
-		for i := range c.mailbox {
-			if m := &c.mailbox[i]; m.Seq > 0 {
-				res.Seq, res.Epoch = m.Seq-1, m.Epoch
-				break
-			}
-		}
+	res, pubs, local := c.localLocked(opts)
+	if local && len(pubs) == 0 {
+		// The channel is held and nothing needs recovering: no broker
+		// round trip, no pause.
+		h.stats.localSubscribes.Add(1)
 		s.minSeq, s.epoch = res.Seq, res.Epoch
 		err := h.ackLocked(s, opts, res)
 		if err == nil {
@@ -415,7 +435,15 @@ func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, name string, opts S
 	c.paused++
 	c.mu.Unlock()
 
-	res, err := h.recover(ctx, s, opts)
+	var err error
+	if local {
+		// Served from the window: queued while deliveries are paused, so
+		// the mailbox's publications follow them.
+		h.stats.localSubscribes.Add(1)
+		err = h.queueHistory(s, opts, res, pubs)
+	} else {
+		res, err = h.recover(ctx, s, opts)
+	}
 
 	c.mu.Lock()
 	c.paused--
@@ -427,7 +455,7 @@ func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, name string, opts S
 	start := c.startLocked()
 	c.mu.Unlock()
 	if start {
-		h.submit(c.drainFn)
+		h.submit(c.dl.drainFn)
 	}
 	if err != nil {
 		if errors.Is(err, ErrSlowConsumer) && c.policy == PolicyDisconnect {
@@ -446,6 +474,7 @@ func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, name string, opts S
 // epoch follows from its start.
 func (h *Hub) recover(ctx context.Context, s *Subscription, opts SubscribeOptions) (SubscribeResult, error) {
 	since := opts.Since
+	h.stats.brokerReads.Add(1)
 	hr, err := h.cfg.Broker.History(ctx, s.ch.name, since)
 	if err != nil {
 		return SubscribeResult{}, fmt.Errorf("fanout: history of %q: %w", s.ch.name, err)
@@ -456,37 +485,48 @@ func (h *Hub) recover(ctx context.Context, s *Subscription, opts SubscribeOption
 		if *since != 0 {
 			zero := uint64(0)
 			since = &zero
+			h.stats.brokerReads.Add(1)
 			if hr, err = h.cfg.Broker.History(ctx, s.ch.name, since); err != nil {
 				return SubscribeResult{}, fmt.Errorf("fanout: history of %q: %w", s.ch.name, err)
 			}
 		}
 	}
 	res := SubscribeResult{Seq: hr.Top, Epoch: hr.Epoch, Recovered: recovered}
-	s.minSeq, s.epoch = hr.Top, hr.Epoch
+	pubs := hr.Pubs[:0:0]
+	for _, pub := range hr.Pubs {
+		if (since == nil || pub.Seq > *since) && pub.Seq <= hr.Top {
+			pubs = append(pubs, pub)
+		}
+	}
+	return res, h.queueHistory(s, opts, res, pubs)
+}
+
+// queueHistory sets s's live filter to (res.Epoch, res.Seq) and queues
+// the reply and pubs (oldest first). The subscription is not linked yet
+// and the channel's deliveries are paused.
+func (h *Hub) queueHistory(s *Subscription, opts SubscribeOptions, res SubscribeResult, pubs []Publication) error {
+	s.minSeq, s.epoch = res.Seq, res.Epoch
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := h.ackLocked(s, opts, res); err != nil {
-		return res, err
+		return err
 	}
 	var n uint64
 	unflushed := 1 // the reply
-	for i := range hr.Pubs {
-		pub := &hr.Pubs[i]
-		if since != nil && pub.Seq <= *since || pub.Seq > hr.Top {
-			continue
-		}
+	for i := range pubs {
+		pub := &pubs[i]
 		if s.deliverLocked(encodePush(s.format, pub, payloadIsJSON(pub.Data)), pub, &unflushed) {
 			n++
 		}
 	}
 	h.stats.delivered.Add(n)
 	if s.takeKickLocked() {
-		return res, ErrSlowConsumer
+		return ErrSlowConsumer
 	}
 	if s.dead {
-		return res, ErrClosed
+		return ErrClosed
 	}
-	return res, nil
+	return nil
 }
 
 // ackLocked queues the reply frame. Lock c.mu or s.mu is held (the
@@ -507,17 +547,38 @@ func (h *Hub) ackLocked(s *Subscription, opts SubscribeOptions, res SubscribeRes
 	}
 }
 
-// brokerSubscribe tells the broker this node wants the channel, once.
+// brokerSubscribe tells the broker this node wants the channel, once,
+// and makes the channel held (window.go) from the broker's top. Concurrent
+// first subscribers coalesce: one waits on brokerMu while another calls
+// the broker, then finds the channel subscribed; when that attempt failed,
+// the ones that waited for it share its error instead of each calling the
+// broker again. The attempt is not canceled with its caller: one client
+// giving up never fails the others waiting on it (the broker bounds it).
 func (c *channel) brokerSubscribe(ctx context.Context) error {
+	gen := c.subGen.Load()
 	c.brokerMu.Lock()
 	defer c.brokerMu.Unlock()
 	if c.subscribed {
 		return nil
 	}
-	if err := c.hub.cfg.Broker.Subscribe(ctx, c.name); err != nil {
-		return fmt.Errorf("fanout: broker subscribe %q: %w", c.name, err)
+	if c.subGen.Load() != gen {
+		return c.subErr
+	}
+	c.mu.Lock()
+	c.windowClearLocked()
+	c.mu.Unlock()
+	top, epoch, err := c.hub.subscribeTop(context.WithoutCancel(ctx), c.name)
+	if err != nil && !errors.Is(err, errNoTop) {
+		c.subErr = fmt.Errorf("fanout: broker subscribe %q: %w", c.name, err)
+		c.subGen.Add(1)
+		return c.subErr
 	}
 	c.subscribed = true
+	if err == nil {
+		c.mu.Lock()
+		c.holdLocked(top, epoch)
+		c.mu.Unlock()
+	}
 	return nil
 }
 
@@ -606,6 +667,9 @@ func (h *Hub) Stats() Stats {
 		Overflowed:      k.overflowed.Load(),
 		Refused:         k.refused.Load(),
 		PoolFallbacks:   k.poolFallbacks.Load(),
+		LocalSubscribes: k.localSubscribes.Load(),
+		BrokerReads:     k.brokerReads.Load(),
+		WindowBytes:     h.winBytes.Load(),
 	}
 }
 
@@ -672,7 +736,7 @@ func (h *Hub) sweep(ctx context.Context, now time.Time) {
 func (c *channel) idleFor(now time.Time, d time.Duration) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.refs == 0 && !c.running && len(c.mailbox) == 0 && now.Sub(c.idle) >= d
+	return c.refs == 0 && !c.running && len(c.mailbox) == 0 && now.UnixNano()-c.idle >= int64(d)
 }
 
 // retire unsubscribes an idle channel at the broker and forgets it unless
@@ -698,6 +762,7 @@ func (h *Hub) retire(ctx context.Context, c *channel, now time.Time) {
 	sh := h.shard(c.name)
 	sh.mu.Lock()
 	c.mu.Lock()
+	c.windowClearLocked() // no longer held; subscribing again reads the top
 	if c.refs == 0 && sh.channels[c.name] == c {
 		delete(sh.channels, c.name)
 		h.stats.channels.Add(-1)

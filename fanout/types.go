@@ -72,6 +72,16 @@ type Broker interface {
 	History(ctx context.Context, channel string, since *uint64) (HistoryResult, error)
 }
 
+// TopSubscriber is an optional Broker capability: SubscribeTop is
+// Subscribe that also returns the channel's top (epoch, seq), read once
+// the subscription is confirmed, so that every publication after it is
+// handed to the hub. The hub then answers later subscribes to the channel
+// from its node-local window, with no broker round trip. A broker without
+// it gets one History(nil) call after Subscribe instead.
+type TopSubscriber interface {
+	SubscribeTop(ctx context.Context, channel string) (top uint64, epoch string, err error)
+}
+
 // PublicationHandler is the inbound side of a Broker: the Hub implements it.
 // HandlePublication must not block; brokers call it in sequence order per
 // channel and never concurrently for one channel.
@@ -222,6 +232,9 @@ type Stats struct {
 	Overflowed      uint64 // publications dropped because a channel's mailbox was full
 	Refused         uint64 // publications refused by Admit (mailbox over MaxMailboxBytes)
 	PoolFallbacks   uint64 // fan-out tasks run inline because the pool refused them
+	LocalSubscribes uint64 // subscribes answered from the node-local window (no broker round trip)
+	BrokerReads     uint64 // broker reads for subscribes (top at first subscribe, History)
+	WindowBytes     int64  // payload bytes the node-local windows keep alive (gauge)
 }
 
 // MaxEpochLen bounds an epoch id in bytes.

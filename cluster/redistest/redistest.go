@@ -14,6 +14,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -28,6 +30,13 @@ type Options struct {
 	Cluster bool
 	// Args are extra redis-server arguments ("--name", "value", ...).
 	Args []string
+	// TLSCert, TLSKey and TLSCA, when set, make the server speak TLS only
+	// (tls-port; no plain port) with that certificate; clients are not
+	// asked for one. Do talks TLS to it, trusting TLSCA.
+	TLSCert, TLSKey, TLSCA string
+	// SentinelConf, when set, starts a sentinel (redis-server
+	// sentinel.conf --sentinel) whose config file holds these lines.
+	SentinelConf string
 }
 
 // Server is a running redis-server.
@@ -85,6 +94,22 @@ func (s *Server) start() error {
 		"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1", "--dir", s.Dir,
 		"--save", "", "--daemonize", "no", "--protected-mode", "no", "--loglevel", "warning",
 		"--logfile", "redis.log",
+	}
+	if s.opts.TLSCert != "" {
+		args[1] = "0"
+		args = append(args, "--tls-port", strconv.Itoa(s.Port), "--tls-cert-file", s.opts.TLSCert,
+			"--tls-key-file", s.opts.TLSKey, "--tls-ca-cert-file", s.opts.TLSCA, "--tls-auth-clients", "no")
+	}
+	if s.opts.SentinelConf != "" {
+		// The sentinel rewrites its file (known replicas, epochs).
+		conf := filepath.Join(s.Dir, "sentinel.conf")
+		if err := os.WriteFile(conf, []byte(s.opts.SentinelConf), 0o600); err != nil {
+			return err
+		}
+		args = append([]string{conf, "--sentinel"}, args...)
+		args = slices.DeleteFunc(args, func(a string) bool { return a == "--save" })
+		// "--save" "" became a lone "": drop it too.
+		args = slices.DeleteFunc(args, func(a string) bool { return a == "" })
 	}
 	if s.opts.AOF {
 		args = append(args, "--appendonly", "yes", "--appendfsync", "always")
@@ -155,7 +180,11 @@ func (s *Server) Restart(tb testing.TB) {
 func (s *Server) Do(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "redis-cli", append([]string{"-h", "127.0.0.1", "-p", strconv.Itoa(s.Port)}, args...)...)
+	base := []string{"-h", "127.0.0.1", "-p", strconv.Itoa(s.Port)}
+	if s.opts.TLSCert != "" {
+		base = append(base, "--tls", "--cacert", s.opts.TLSCA)
+	}
+	cmd := exec.CommandContext(ctx, "redis-cli", append(base, args...)...)
 	out, err := cmd.CombinedOutput()
 	res := strings.TrimSpace(string(out))
 	if err != nil {

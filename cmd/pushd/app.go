@@ -19,7 +19,7 @@ import (
 )
 
 // pushApp is the pushd.v1 server behind the poller: the broker (the
-// embedded memory broker, or Redis with -redis / -redis-cluster), the hub
+// embedded memory broker, or Redis with -redis / -redis-sentinel / -redis-cluster), the hub
 // and the protocol handler. One delivery path: POST /publish → broker →
 // hub → subscribers.
 type pushApp struct {
@@ -65,31 +65,16 @@ func brokerReady(br appBroker) func() bool {
 }
 
 // newBroker builds the memory broker, or the Redis broker and its client
-// when -redis or -redis-cluster is set.
+// when -redis, -redis-sentinel or -redis-cluster is set.
 func newBroker(cfg Config, historySize int, log *slog.Logger) (appBroker, redis.UniversalClient, error) {
-	if cfg.redisOptions != nil || len(cfg.redisCluster) > 0 {
-		// go-redis logs through a process-wide logger (pool dial errors
-		// while Redis is down): route it into slog, rate-limited.
-		redis.SetLogger(&redisLogger{log: log, limit: newRateLimit(5, time.Second)})
-	}
-	var client redis.UniversalClient
-	switch {
-	case cfg.redisOptions != nil:
-		client = redis.NewClient(cfg.redisOptions)
-	case len(cfg.redisCluster) > 0:
-		client = redis.NewClusterClient(&redis.ClusterOptions{
-			Addrs:        cfg.redisCluster,
-			MaxRetries:   -1, // a retried FCALL could publish twice
-			Protocol:     2,
-			DialTimeout:  time.Second,
-			ReadTimeout:  2 * time.Second,
-			WriteTimeout: 2 * time.Second,
-			PoolTimeout:  time.Second,
-		})
-	default:
+	if !cfg.redis.enabled() {
 		mem, err := cluster.NewMemory(cluster.MemoryConfig{HistorySize: historySize, HistoryTTL: cfg.HistoryTTL})
 		return mem, nil, err
 	}
+	// go-redis logs through a process-wide logger (pool dial errors while
+	// Redis is down): route it into slog, rate-limited.
+	redis.SetLogger(&redisLogger{log: log, limit: newRateLimit(5, time.Second)})
+	client := cfg.redis.client()
 	rb, err := cluster.NewRedis(cluster.RedisConfig{
 		Client:      client,
 		HistorySize: historySize,

@@ -5,11 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"strings"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/pushd/pushd/auth"
 	"github.com/pushd/pushd/cluster"
@@ -67,9 +64,21 @@ type Config struct {
 	MaxPublishBytes  int64
 	MaxSubscriptions int
 
-	// Redis broker (both empty: the embedded memory broker).
-	Redis        string
-	RedisCluster string
+	// Redis broker (all three empty: the embedded memory broker) and how
+	// to reach it (redisconf.go).
+	Redis                     string
+	RedisCluster              string
+	RedisSentinel             string
+	RedisUsername             string
+	RedisPassword             string
+	RedisPasswordFile         string
+	RedisSentinelPassword     string
+	RedisSentinelPasswordFile string
+	RedisTLS                  bool
+	RedisTLSCA                string
+	RedisTLSCert              string
+	RedisTLSKey               string
+	RedisTLSServerName        string
 	// The Redis ingest (cluster.RedisConfig PubSubConns, Ingest*).
 	RedisPubSubConns        int
 	RedisIngestChannelBytes int
@@ -114,12 +123,11 @@ type Config struct {
 	// flags is the parsed FlagSet (-print-config walks it).
 	flags *flag.FlagSet
 
-	// Parsed from Public, Policy, Redis and RedisCluster by validate.
+	// Parsed from Public, Policy and the Redis flags by validate.
 	publicSet      bool // -public or PUSHD_PUBLIC was given
 	publicPatterns []string
 	policyRules    []fanout.PolicyRule
-	redisOptions   *redis.Options
-	redisCluster   []string
+	redis          *redisConn // nil: the memory broker
 	// presencePatterns and presenceEventPatterns are parsed from Presence
 	// and PresenceEvents.
 	presencePatterns      []string
@@ -175,6 +183,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 	fs.IntVar(&c.RedisPubSubConns, "redis-pubsub-conns", cluster.DefaultPubSubConns, "Redis pub/sub connections (per primary with -redis-cluster); channels are spread over them by hash, so a broken one touches only its share")
 	fs.IntVar(&c.RedisIngestChannelBytes, "redis-ingest-channel-bytes", cluster.DefaultIngestChannelBytes, "bytes one channel may have waiting between the Redis reader and delivery; past it the channel sheds (drop + gap notice, or conflate by -policy), counted")
 	fs.Int64Var(&c.RedisIngestNodeBytes, "redis-ingest-node-bytes", cluster.DefaultIngestNodeBytes, "bytes all channels together may have waiting between the Redis readers and delivery; past it busy channels shed (quiet ones never)")
+	redisFlags(fs, &c)
 	securityFlags(fs, &c)
 	drainFlags(fs, &c)
 	demoFlags(fs, &c)
@@ -318,50 +327,6 @@ func (c *Config) validate() []error {
 	}
 	if err := c.pollerConfig(nil).Validate(); err != nil {
 		errs = append(errs, err)
-	}
-	return errs
-}
-
-// validateRedis parses -redis and -redis-cluster.
-func (c *Config) validateRedis() []error {
-	c.redisOptions, c.redisCluster = nil, nil
-	var errs []error
-	if c.RedisPubSubConns < 1 || c.RedisPubSubConns > 64 {
-		errs = append(errs, fmt.Errorf("-redis-pubsub-conns %d: want 1..64", c.RedisPubSubConns))
-	}
-	if c.RedisIngestChannelBytes < 1024 {
-		errs = append(errs, fmt.Errorf("-redis-ingest-channel-bytes %d: want at least 1024", c.RedisIngestChannelBytes))
-	}
-	if c.RedisIngestNodeBytes < int64(c.RedisIngestChannelBytes) {
-		errs = append(errs, fmt.Errorf("-redis-ingest-node-bytes %d: want at least -redis-ingest-channel-bytes (%d)", c.RedisIngestNodeBytes, c.RedisIngestChannelBytes))
-	}
-	if c.Redis != "" && c.RedisCluster != "" {
-		errs = append(errs, errors.New("-redis and -redis-cluster are exclusive"))
-	}
-	if c.Redis != "" {
-		opt, err := redis.ParseURL(c.Redis)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("-redis: %w", err))
-		} else {
-			opt.MaxRetries = -1 // a retried FCALL could publish twice
-			opt.Protocol = 2
-			opt.DialTimeout = time.Second
-			opt.ReadTimeout = 2 * time.Second
-			opt.WriteTimeout = 2 * time.Second
-			opt.PoolTimeout = time.Second
-			c.redisOptions = opt
-		}
-	}
-	if c.RedisCluster != "" {
-		c.redisCluster = splitList(c.RedisCluster)
-		for _, a := range c.redisCluster {
-			if _, _, err := net.SplitHostPort(a); err != nil {
-				errs = append(errs, fmt.Errorf("-redis-cluster: bad address %q: %w", a, err))
-			}
-		}
-		if len(c.redisCluster) == 0 {
-			errs = append(errs, errors.New("-redis-cluster: no address"))
-		}
 	}
 	return errs
 }

@@ -46,7 +46,7 @@ func listKey(name string) bool {
 
 // secretKey reports the flags whose values -print-config never prints.
 func secretKey(name string) bool {
-	return name == "jwt-hs256-secret" || name == "admin-api-key"
+	return name == "jwt-hs256-secret" || name == "admin-api-key" || name == "redis-password" || name == "redis-sentinel-password"
 }
 
 // applyConfigFile reads the YAML file at path and sets every flag it names

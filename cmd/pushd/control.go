@@ -13,7 +13,7 @@ import (
 )
 
 // appControl is the server API's control channel: Redis pub/sub with
-// -redis / -redis-cluster, a direct call with the memory broker.
+// -redis, -redis-sentinel or -redis-cluster, a direct call with the memory broker.
 type appControl interface {
 	admin.Controller
 	Run(ctx context.Context) error
