@@ -25,6 +25,8 @@ type channel struct {
 	subs      []*Subscription // live list; never modified while shared
 	shared    bool            // a delivery task holds a snapshot of subs
 	nFormat   [numFormats]int // subscribers per format in subs
+	nDeflate  [numFormats]int // of nFormat: subscribers that negotiated permessage-deflate
+	deflate   bool            // DeflateConfig selects this channel (fixed at creation)
 	refs      int             // linked plus joining subscribers
 	mailbox   []Publication   // received, not yet taken by a delivery task
 	mailBytes int             // payload bytes in mailbox
@@ -46,6 +48,8 @@ type channel struct {
 	bgaps   []gapMark        // the gap notices of batch
 	need    [numFormats]bool // formats present in the batch's subscriber snapshot
 	frames  [numFormats][][]byte
+	needZ   [numFormats]bool     // compressed frames wanted per format (deflate.go)
+	zframes [numFormats][][]byte // compressed frames of batch, per format (deflate.go)
 	tasks   []*chunkTask
 	wg      sync.WaitGroup
 	drainFn func()
@@ -69,7 +73,7 @@ type chunkTask struct {
 }
 
 func newChannel(h *Hub, name string) *channel {
-	c := &channel{name: name, hub: h, policy: h.policyFor(name)}
+	c := &channel{name: name, hub: h, policy: h.policyFor(name), deflate: h.deflateFor(name)}
 	c.drainFn = c.drainPooled
 	return c
 }
@@ -128,6 +132,7 @@ func (c *channel) takeLocked() ([]*Subscription, bool) {
 	c.mailBytes = 0
 	for f, n := range c.nFormat {
 		c.need[f] = n > 0
+		c.needZ[f] = c.deflate && c.nDeflate[f] > 0
 	}
 	c.shared = true
 	return c.subs, true
@@ -231,6 +236,8 @@ func (c *channel) deliver(subs []*Subscription) {
 	for f := range c.frames {
 		clear(c.frames[f])
 		c.frames[f] = c.frames[f][:0]
+		clear(c.zframes[f])
+		c.zframes[f] = c.zframes[f][:0]
 	}
 	if obs := h.cfg.ObserveDelivery; obs != nil {
 		obs(time.Since(start), len(subs))
@@ -256,6 +263,7 @@ func (c *channel) encode() {
 			c.frames[f] = append(c.frames[f], fr)
 		}
 	}
+	c.compressBatch()
 }
 
 // deliverTo queues the batch to every subscription of subs and flushes each
@@ -278,7 +286,7 @@ func (c *channel) deliverTo(subs []*Subscription) uint64 {
 			if pub.Seq != 0 && pub.Seq <= s.minSeq && pub.Epoch == s.epoch {
 				continue // recovered or predates the subscription
 			}
-			fr := frames[i]
+			fr := c.frameFor(s, frames, i)
 			if fr == nil {
 				// The format appeared after the counts were read: encode
 				// for this subscriber only (rare, correct).
