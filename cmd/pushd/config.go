@@ -37,6 +37,11 @@ type Config struct {
 	DrainRestart    bool
 	ReconnectJitter time.Duration
 
+	// permessage-deflate (deflate.go).
+	DeflateChannels string
+	DeflateMinSize  int
+	DeflateLevel    int
+
 	MaxFrame         int64
 	MaxMessage       int64
 	MaxHeaderBytes   int
@@ -111,10 +116,12 @@ type Config struct {
 	publicSet      bool // -public or PUSHD_PUBLIC was given
 	publicPatterns []string
 	policyRules    []fanout.PolicyRule
-	redisOptions   *redis.Options
-	redisCluster   []string
-	adminKey       string     // AdminAPIKey, or read from AdminAPIKeyFile
-	jwks           *auth.JWKS // the running -jwt-jwks-url source (newPushApp); nil in validation
+	// Parsed from DeflateChannels by validateDeflate.
+	deflatePatterns []string
+	redisOptions    *redis.Options
+	redisCluster    []string
+	adminKey        string     // AdminAPIKey, or read from AdminAPIKeyFile
+	jwks            *auth.JWKS // the running -jwt-jwks-url source (newPushApp); nil in validation
 }
 
 // parseConfig builds the Config from the defaults, the -config file (or
@@ -166,6 +173,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 	fs.Int64Var(&c.RedisIngestNodeBytes, "redis-ingest-node-bytes", cluster.DefaultIngestNodeBytes, "bytes all channels together may have waiting between the Redis readers and delivery; past it busy channels shed (quiet ones never)")
 	securityFlags(fs, &c)
 	drainFlags(fs, &c)
+	deflateFlags(fs, &c)
 	demoFlags(fs, &c)
 
 	if err := fs.Parse(args); err != nil {
@@ -293,6 +301,7 @@ func (c *Config) validate() []error {
 		errs = append(errs, fmt.Errorf("-shutdown-timeout must be positive (got %v)", c.ShutdownTimeout))
 	}
 	errs = append(errs, c.validateDrain()...)
+	errs = append(errs, c.validateDeflate()...)
 	switch c.LogFormat {
 	case "auto", "json", "text":
 	default:
