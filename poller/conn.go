@@ -358,14 +358,26 @@ func (c *Conn) deliver(op ws.OpCode, msg, rest []byte) (handedOff bool) {
 // permessage-deflate) on its way to message; not a WebSocket opcode.
 const opInflate ws.OpCode = 0x20
 
+// inflateFirst is the pooled buffer a compressed message is first inflated
+// into: client messages (ops) fit; larger ones are measured, then inflated
+// again into a buffer of exactly their size.
+const inflateFirst = 16 << 10
+
 // message calls Handler.Message with a complete data message, inflating it
 // first when op carries opInflate. Inflating runs here, on the goroutine
 // that owns the read side (a worker on lean, never an event loop), with an
 // inflater and an output buffer taken from pools for this message only: an
 // idle connection holds no flate state. The inflated size is bounded by
-// MaxMessageSize while inflating (1009 past it, however small the
-// compressed input: a zip bomb never grows the buffer beyond the limit);
-// data that does not inflate gets 1007, text that is not UTF-8 1007.
+// MaxMessageSize (1009 past it); data that does not inflate gets 1007, text
+// that is not UTF-8 1007.
+//
+// Memory: a message is inflated into a pooled 16 KiB buffer; one that does
+// not fit is first measured without keeping its output
+// (codec.Decompressor.InflatedSize, a 16 KiB scratch) and only then, if
+// within the limit, inflated into a buffer of exactly its size. So a
+// decompression bomb costs CPU up to MaxMessageSize of output and no
+// memory beyond the pooled buffers, and a legitimate large message one
+// exact allocation (TestZipBomb measures pushd's peak RSS).
 func (c *Conn) message(op ws.OpCode, msg []byte) {
 	s := c.srv
 	if op&opInflate == 0 {
@@ -378,8 +390,22 @@ func (c *Conn) message(op ws.OpCode, msg []byte) {
 	if d == nil {
 		d = new(codec.Decompressor)
 	}
-	buf := s.bufs.get(min(max(4*len(msg), 256), 64<<10))
-	out, err := d.Decompress(buf, msg, s.cfg.MaxMessageSize)
+	limit := s.cfg.MaxMessageSize
+	buf := s.bufs.get(inflateFirst)
+	// cap-1: Decompress reads one byte past its limit to see it crossed;
+	// within cap it never reallocates the pooled buffer.
+	first := int64(cap(buf) - 1)
+	if limit > 0 {
+		first = min(first, limit)
+	}
+	out, err := d.Decompress(buf, msg, first)
+	if errors.Is(err, codec.ErrMessageTooBig) && (limit <= 0 || limit > first) {
+		var n int64
+		if n, err = d.InflatedSize(msg, limit); err == nil {
+			s.bufs.put(buf)
+			out, err = d.Decompress(make([]byte, 0, n+1), msg, limit)
+		}
+	}
 	s.inflaters.Put(d)
 	switch {
 	case errors.Is(err, codec.ErrMessageTooBig):
@@ -392,8 +418,8 @@ func (c *Conn) message(op ws.OpCode, msg []byte) {
 	default:
 		s.h.Message(c, op, out)
 	}
-	// A buffer that grew past its size class is left to the GC (put
-	// keeps exact class sizes only).
+	// An exact-size buffer is left to the GC (put keeps exact class sizes
+	// only); on error out may be the pooled buffer emptied.
 	s.bufs.put(out)
 }
 
