@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/panjf2000/ants/v2"
+
+	"github.com/pushd/pushd/codec"
 )
 
 // numShards is the number of independently locked channel maps.
@@ -144,7 +146,7 @@ func New(cfg Config) (*Hub, error) {
 		cfg.Deflate.MinSize = DefaultDeflateMinSize
 	}
 	h := &Hub{
-		deflaters: deflaters{level: cfg.Deflate.Level},
+		deflaters: deflaters{level: cfg.Deflate.Level, free: make(chan *codec.Compressor, cfg.MaxChunks)},
 		cfg:       cfg,
 		log:       cfg.Logger,
 		seed:      maphash.MakeSeed(),
