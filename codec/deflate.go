@@ -189,14 +189,70 @@ func (c *Compressor) CompileFrame(op ws.OpCode, payload []byte) ([]byte, error) 
 	return CompileCompressedFrame(op, z), nil
 }
 
+// reset points the inflater at compressed plus deflateTail.
+func (d *Decompressor) reset(compressed []byte) error {
+	// The inflater has a fast path for *bytes.Reader (no interface call per
+	// input byte): copying the message next to the tail costs less than it
+	// saves (BenchmarkDeflateDecompress, impl=codec vs impl=klauspost). The
+	// copy is kept, so d retains the largest compressed message's size.
+	d.in = append(append(d.in[:0], compressed...), deflateTail...)
+	d.src.Reset(d.in)
+	if d.r == nil {
+		d.r = flate.NewReader(&d.src)
+	} else if err := d.r.(flate.Resetter).Reset(&d.src, nil); err != nil {
+		return fmt.Errorf("%w: %w", ErrDeflateData, err)
+	}
+	return nil
+}
+
+// inflatedSizeScratch is the buffer InflatedSize inflates through.
+const inflatedSizeScratch = 16 << 10
+
+// InflatedSize inflates the compressed message payload without keeping the
+// output and returns its size, or ErrMessageTooBig as soon as it passes
+// limit (limit <= 0: no limit), or an error wrapping ErrDeflateData. It
+// needs a 16 KiB scratch buffer (kept in d) and nothing that grows with
+// the output: a caller can size a buffer exactly, or refuse a
+// decompression bomb, before allocating for it.
+func (d *Decompressor) InflatedSize(compressed []byte, limit int64) (int64, error) {
+	if len(compressed) == 0 {
+		return 0, nil
+	}
+	if err := d.reset(compressed); err != nil {
+		return 0, err
+	}
+	if limit <= 0 {
+		limit = maxInt64 - 1
+	}
+	if d.scratch == nil {
+		d.scratch = make([]byte, inflatedSizeScratch)
+	}
+	var n int64
+	for {
+		m, err := d.r.Read(d.scratch)
+		n += int64(m)
+		if n > limit {
+			return 0, ErrMessageTooBig
+		}
+		switch err {
+		case nil:
+		case io.EOF:
+			return n, nil
+		default:
+			return 0, fmt.Errorf("%w: %w", ErrDeflateData, err)
+		}
+	}
+}
+
 // Decompressor inflates whole permessage-deflate messages (RFC 7692 §7.2.2)
 // received without context takeover, with a hard limit on the output. Its
 // zero value is ready; it holds about 36 KiB of inflate state once used. Not
 // goroutine safe; do not copy after first use.
 type Decompressor struct {
-	r   io.ReadCloser
-	in  []byte // the message and deflateTail, reused
-	src bytes.Reader
+	r       io.ReadCloser
+	in      []byte // the message and deflateTail, reused
+	src     bytes.Reader
+	scratch []byte // InflatedSize's output, discarded
 }
 
 // Decompress appends the inflated form of the compressed message payload
@@ -214,16 +270,8 @@ func (d *Decompressor) Decompress(dst, compressed []byte, limit int64) ([]byte, 
 		// the empty message.
 		return dst, nil
 	}
-	// The inflater has a fast path for *bytes.Reader (no interface call per
-	// input byte): copying the message next to the tail costs less than it
-	// saves (BenchmarkDeflateDecompress, impl=codec vs impl=klauspost). The
-	// copy is kept, so d retains the largest compressed message's size.
-	d.in = append(append(d.in[:0], compressed...), deflateTail...)
-	d.src.Reset(d.in)
-	if d.r == nil {
-		d.r = flate.NewReader(&d.src)
-	} else if err := d.r.(flate.Resetter).Reset(&d.src, nil); err != nil {
-		return dst, fmt.Errorf("%w: %w", ErrDeflateData, err)
+	if err := d.reset(compressed); err != nil {
+		return dst, err
 	}
 	if limit <= 0 {
 		limit = maxInt64 - 1

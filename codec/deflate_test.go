@@ -290,3 +290,70 @@ func TestDeflateNegotiator(t *testing.T) {
 			r1, r2, r3, n.Accepted())
 	}
 }
+
+func TestInflatedSize(t *testing.T) {
+	var c Compressor
+	var d Decompressor
+	for _, n := range []int{0, 1, 100, 16 << 10, 16<<10 + 1, 100 << 10} {
+		payload := benchJSON(n)[:n]
+		z, err := c.Compress(nil, payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := d.InflatedSize(z, 1<<20); err != nil || got != int64(n) {
+			t.Fatalf("size %d: InflatedSize = %d, %v", n, got, err)
+		}
+		if n > 1 { // limit 0 means none
+			if _, err := d.InflatedSize(z, int64(n-1)); err != ErrMessageTooBig {
+				t.Fatalf("size %d, limit %d: %v, want ErrMessageTooBig", n, n-1, err)
+			}
+		}
+		if got, err := d.InflatedSize(z, int64(n)); err != nil || got != int64(n) {
+			t.Fatalf("size %d at limit: %d, %v", n, got, err)
+		}
+	}
+	bomb, _ := c.Compress(nil, make([]byte, 10<<20))
+	if _, err := d.InflatedSize(bomb, 1<<20); err != ErrMessageTooBig {
+		t.Fatalf("bomb: %v", err)
+	}
+	if cap(d.scratch) != inflatedSizeScratch {
+		t.Fatalf("scratch grew to %d", cap(d.scratch))
+	}
+	if _, err := d.InflatedSize([]byte{0xff, 0xff, 0xff}, 1000); !errors.Is(err, ErrDeflateData) {
+		t.Fatalf("corrupt: %v", err)
+	}
+	if raceEnabled {
+		return
+	}
+	z, _ := c.Compress(nil, benchJSON(4096))
+	if allocs := testing.AllocsPerRun(50, func() { _, _ = d.InflatedSize(z, 1<<20) }); allocs != 0 {
+		t.Fatalf("InflatedSize with warm state: %v allocs per run, want 0", allocs)
+	}
+}
+
+// FuzzDecompress: inflating arbitrary bytes never panics, never returns
+// more than the limit, and InflatedSize agrees with Decompress.
+func FuzzDecompress(f *testing.F) {
+	var c Compressor
+	for _, p := range [][]byte{nil, []byte("Hello"), benchJSON(2048), make([]byte, 1<<16)} {
+		z, _ := c.Compress(nil, p)
+		f.Add(z, uint16(4096))
+	}
+	f.Add([]byte{0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00}, uint16(5))
+	f.Add([]byte{0xff, 0xfe, 0xfd}, uint16(100))
+	f.Fuzz(func(t *testing.T, in []byte, lim uint16) {
+		limit := int64(lim)
+		var d Decompressor
+		out, err := d.Decompress(nil, in, limit)
+		n, serr := d.InflatedSize(in, limit)
+		if limit > 0 && int64(len(out)) > limit {
+			t.Fatalf("Decompress returned %d bytes for limit %d", len(out), limit)
+		}
+		if (err == nil) != (serr == nil) || err == nil && n != int64(len(out)) {
+			t.Fatalf("Decompress: %d bytes, %v; InflatedSize: %d, %v", len(out), err, n, serr)
+		}
+		if errors.Is(err, ErrMessageTooBig) != errors.Is(serr, ErrMessageTooBig) {
+			t.Fatalf("Decompress %v, InflatedSize %v", err, serr)
+		}
+	})
+}

@@ -14,6 +14,14 @@
 // failing case must end with the expected close code followed by the server
 // closing TCP, so dropping TCP without a close frame fails.
 //
+// permessage-deflate (RFC 7692): the raw client also runs groups 12 and 13
+// style cases (compressed payloads of every size, fragmented, parameter
+// offers accepted and declined, RSV1 misuse, undecodable data, inflating
+// past -max-message; rawdeflate_test.go), and npm ws (perMessageDeflate on
+// and off, bytes on the wire compared), python3-websockets and headless
+// Chromium receive compressed pushes from pushd in its normal mode
+// (deflate_test.go, scripts node/pushpeer.js and python/pushpeer.py).
+//
 // The peers are installed by scripts/test.sh. A missing peer fails its test
 // with a message that says so; PUSHD_SKIP_PEERS=chromium,node,python is the
 // only way to skip peers on purpose (scripts/test.sh never sets it).

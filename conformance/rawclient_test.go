@@ -128,6 +128,17 @@ type rawConn struct {
 // (RFC 6455 §4.1), checking the 101 response and Sec-WebSocket-Accept.
 func dialRaw(t testing.TB, addr string) *rawConn {
 	t.Helper()
+	r, ext := dialRawOffer(t, addr, "")
+	if ext != "" {
+		t.Fatalf("handshake: unrequested extension %q", ext)
+	}
+	return r
+}
+
+// dialRawOffer is dialRaw offering the Sec-WebSocket-Extensions value
+// offer (none when empty); it returns the server's answer.
+func dialRawOffer(t testing.TB, addr, offer string) (*rawConn, string) {
+	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
@@ -137,7 +148,11 @@ func dialRaw(t testing.TB, addr string) *rawConn {
 	_, _ = rand.Read(k[:])
 	key := base64.StdEncoding.EncodeToString(k[:])
 	req := "GET /raw HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: " + key + "\r\nSec-WebSocket-Version: 13\r\n\r\n"
+		"Sec-WebSocket-Key: " + key + "\r\nSec-WebSocket-Version: 13\r\n"
+	if offer != "" {
+		req += "Sec-WebSocket-Extensions: " + offer + "\r\n"
+	}
+	req += "\r\n"
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.WriteString(c, req); err != nil {
 		t.Fatalf("write handshake: %v", err)
@@ -160,11 +175,8 @@ func dialRaw(t testing.TB, addr string) *rawConn {
 	if p := resp.Header.Get("Sec-WebSocket-Protocol"); p != "" {
 		t.Fatalf("handshake: unrequested subprotocol %q", p)
 	}
-	if e := resp.Header.Get("Sec-WebSocket-Extensions"); e != "" {
-		t.Fatalf("handshake: unrequested extension %q", e)
-	}
 	_ = c.SetDeadline(time.Time{})
-	return &rawConn{t: t, c: c, br: br}
+	return &rawConn{t: t, c: c, br: br}, resp.Header.Get("Sec-WebSocket-Extensions")
 }
 
 // send writes b in one write. Write errors are logged, not fatal: a server

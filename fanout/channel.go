@@ -26,6 +26,8 @@ type channel struct {
 	subs      []*Subscription // live list; never modified while shared
 	shared    bool            // a delivery task holds a snapshot of subs
 	nFormat   [numFormats]int // subscribers per format in subs
+	nDeflate  [numFormats]int // of nFormat: subscribers that negotiated permessage-deflate
+	deflate   bool            // DeflateConfig selects this channel (fixed at creation)
 	refs      int             // linked plus joining subscribers
 	mailbox   []Publication   // received, not yet taken by a delivery task
 	mailBytes int             // payload bytes in mailbox
@@ -67,6 +69,8 @@ type delivery struct {
 	bgaps   []gapMark        // the gap notices of batch
 	need    [numFormats]bool // formats present in the batch's subscriber snapshot
 	frames  [numFormats][][]byte
+	needZ   [numFormats]bool     // compressed frames wanted per format (deflate.go)
+	zframes [numFormats][][]byte // compressed frames of batch, per format (deflate.go)
 	tasks   []*chunkTask
 	wg      sync.WaitGroup
 	drainFn func()
@@ -90,7 +94,7 @@ type chunkTask struct {
 }
 
 func newChannel(h *Hub, name string) *channel {
-	return &channel{name: name, hub: h, policy: h.policyFor(name)}
+	return &channel{name: name, hub: h, policy: h.policyFor(name), deflate: h.deflateFor(name)}
 }
 
 // enqueueLocked appends pub and reports whether the caller must start a
@@ -146,6 +150,7 @@ func (c *channel) takeLocked() ([]*Subscription, bool) {
 	c.mailBytes = 0
 	for f, n := range c.nFormat {
 		c.dl.need[f] = n > 0
+		c.dl.needZ[f] = c.deflate && c.nDeflate[f] > 0
 	}
 	c.shared = true
 	return c.subs, true
@@ -249,6 +254,8 @@ func (c *channel) deliver(subs []*Subscription) {
 	for f := range c.dl.frames {
 		clear(c.dl.frames[f])
 		c.dl.frames[f] = c.dl.frames[f][:0]
+		clear(c.dl.zframes[f])
+		c.dl.zframes[f] = c.dl.zframes[f][:0]
 	}
 	if obs := h.cfg.ObserveDelivery; obs != nil {
 		obs(time.Since(start), len(subs))
@@ -274,6 +281,7 @@ func (c *channel) encode() {
 			c.dl.frames[f] = append(c.dl.frames[f], fr)
 		}
 	}
+	c.compressBatch()
 }
 
 // deliverTo queues the batch to every subscription of subs and flushes each
@@ -296,7 +304,7 @@ func (c *channel) deliverTo(subs []*Subscription) uint64 {
 			if pub.Seq != 0 && pub.Seq <= s.minSeq && pub.Epoch == s.epoch {
 				continue // recovered or predates the subscription
 			}
-			fr := frames[i]
+			fr := c.frameFor(s, frames, i)
 			if fr == nil {
 				// The format appeared after the counts were read: encode
 				// for this subscriber only (rare, correct).

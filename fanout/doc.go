@@ -55,6 +55,19 @@
 // frames go out on the next publication or Hub.Resume. Every action is
 // counted in Stats.
 //
+// # permessage-deflate
+//
+// A subscriber that negotiated permessage-deflate (SubscribeOptions.Deflate;
+// the server never keeps compression context) on a channel Config.Deflate
+// selects, for a payload of at least Deflate.MinSize bytes, is queued the
+// publication's compressed frame: built once per wire format from the plain
+// frame by the delivery task (a pooled codec.Compressor held for that one
+// publication) and shared by every such subscriber (TestDeflateOncePerFormat).
+// Subscribers without deflate get the plain frame of the same publication;
+// recovered history, gap notices and conflated frames travel plain. A frame
+// that compression does not shrink goes plain too. The plain path allocates
+// nothing more than before.
+//
 // # What it must never do
 //
 // Import the poller, cluster or Redis; block a publisher on a subscriber;

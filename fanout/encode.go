@@ -1,6 +1,7 @@
 package fanout
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"strconv"
 	"unicode/utf8"
@@ -108,15 +109,21 @@ func payloadIsJSON(data []byte) bool { return len(data) > 0 && json.Valid(data) 
 
 // encodeJSONPush builds {"ch":<ch>,"epoch":<epoch>,"seq":N,"data":<data>}
 // ("epoch" only when not empty): data verbatim when isJSON, else as a JSON
-// string.
+// string when it is valid UTF-8, else (bytes no JSON string can carry) as
+// standard base64 in a string followed by "b64":true, so that nothing is
+// replaced by U+FFFD on the way.
 func encodeJSONPush(ch, epoch string, seq uint64, data []byte, isJSON bool) []byte {
 	n := len(`{"ch":,"seq":,"data":}`) + jsonStringLen(ch) + uintLen(seq)
 	if epoch != "" {
 		n += len(`,"epoch":`) + jsonStringLen(epoch)
 	}
-	if isJSON {
+	b64 := !isJSON && !codec.ValidUTF8(data)
+	switch {
+	case isJSON:
 		n += len(data)
-	} else {
+	case b64:
+		n += 2 + base64.StdEncoding.EncodedLen(len(data)) + len(`,"b64":true`)
+	default:
 		n += jsonStringLen(bytesString(data))
 	}
 	b := newFrame(ws.OpText, n)
@@ -129,9 +136,14 @@ func encodeJSONPush(ch, epoch string, seq uint64, data []byte, isJSON bool) []by
 	b = append(b, `,"seq":`...)
 	b = strconv.AppendUint(b, seq, 10)
 	b = append(b, `,"data":`...)
-	if isJSON {
+	switch {
+	case isJSON:
 		b = append(b, data...)
-	} else {
+	case b64:
+		b = append(b, '"')
+		b = base64.StdEncoding.AppendEncode(b, data)
+		b = append(b, `","b64":true`...)
+	default:
 		b = appendJSONString(b, bytesString(data))
 	}
 	return append(b, '}')

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/panjf2000/ants/v2"
+
+	"github.com/pushd/pushd/codec"
 )
 
 // numShards is the number of independently locked channel maps.
@@ -74,6 +76,9 @@ type Config struct {
 	// or allocate (a histogram's Observe). nil costs nothing: no clock is
 	// read.
 	ObserveDelivery func(d time.Duration, subscribers int)
+	// Deflate selects the publications compressed (once, for every
+	// subscriber that negotiated permessage-deflate); zero: none.
+	Deflate DeflateConfig
 }
 
 // Hub is the channel → subscribers index of one node and its fan-out.
@@ -85,6 +90,8 @@ type Hub struct {
 	seed   maphash.Seed
 	shards [numShards]shard
 	stats  counters
+	// deflaters compress publications for permessage-deflate (deflate.go).
+	deflaters deflaters
 
 	winBytes atomic.Int64 // payload bytes in every channel's window
 	closed   atomic.Bool
@@ -113,6 +120,9 @@ type counters struct {
 	poolFallbacks   atomic.Uint64
 	localSubscribes atomic.Uint64
 	brokerReads     atomic.Uint64
+	deflated        atomic.Uint64
+	deflateSkipped  atomic.Uint64
+	deflateSaved    atomic.Uint64
 }
 
 // New validates cfg and builds a Hub.
@@ -123,6 +133,9 @@ func New(cfg Config) (*Hub, error) {
 	}
 	if cfg.ChunkSize < 0 || cfg.MaxMailbox < 0 || cfg.MaxMailboxBytes < 0 || cfg.UnsubscribeDelay < 0 {
 		errs = append(errs, errors.New("ChunkSize, MaxMailbox, MaxMailboxBytes and UnsubscribeDelay must not be negative"))
+	}
+	if err := cfg.Deflate.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))
@@ -151,12 +164,16 @@ func New(cfg Config) (*Hub, error) {
 	if cfg.WindowNodeBytes <= 0 {
 		cfg.WindowNodeBytes = DefaultWindowNodeBytes
 	}
+	if cfg.Deflate.MinSize == 0 {
+		cfg.Deflate.MinSize = DefaultDeflateMinSize
+	}
 	h := &Hub{
-		cfg:  cfg,
-		log:  cfg.Logger,
-		seed: maphash.MakeSeed(),
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
+		deflaters: deflaters{level: cfg.Deflate.Level, free: make(chan *codec.Compressor, cfg.MaxChunks)},
+		cfg:       cfg,
+		log:       cfg.Logger,
+		seed:      maphash.MakeSeed(),
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -401,7 +418,7 @@ func (h *Hub) Subscribe(ctx context.Context, sub Subscriber, name string, opts S
 		return nil, SubscribeResult{}, fmt.Errorf("%w: unknown format %d", ErrConfig, opts.Format)
 	}
 	c := h.acquire(name)
-	s := &Subscription{ch: c, sub: sub, format: opts.Format, idx: -1}
+	s := &Subscription{ch: c, sub: sub, format: opts.Format, deflate: opts.Deflate, idx: -1}
 	if err := c.brokerSubscribe(ctx); err != nil {
 		c.mu.Lock()
 		c.releaseLocked()
@@ -594,6 +611,9 @@ func (c *channel) linkLocked(s *Subscription) {
 	s.idx = len(c.subs)
 	c.subs = append(c.subs, s)
 	c.nFormat[s.format]++
+	if s.deflate {
+		c.nDeflate[s.format]++
+	}
 	c.hub.stats.subscriptions.Add(1)
 }
 
@@ -615,6 +635,9 @@ func (c *channel) unlinkLocked(s *Subscription) {
 	c.subs = c.subs[:last]
 	s.idx = -1
 	c.nFormat[s.format]--
+	if s.deflate {
+		c.nDeflate[s.format]--
+	}
 	c.hub.stats.subscriptions.Add(-1)
 }
 
@@ -670,6 +693,9 @@ func (h *Hub) Stats() Stats {
 		LocalSubscribes: k.localSubscribes.Load(),
 		BrokerReads:     k.brokerReads.Load(),
 		WindowBytes:     h.winBytes.Load(),
+		Deflated:        k.deflated.Load(),
+		DeflateSkipped:  k.deflateSkipped.Load(),
+		DeflateSaved:    k.deflateSaved.Load(),
 	}
 }
 

@@ -2,6 +2,7 @@ package fanout_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -48,18 +49,20 @@ func TestEncoding(t *testing.T) {
 	if len(got) != 6 {
 		t.Fatalf("json subscriber got %d frames, want 6", len(got))
 	}
-	wantData := []any{map[string]any{"hi": 1.0}, "not json", "tab\tand\x01ctl\ufffd", []any{1.0, 2.0}, "", "s"}
+	// Not valid UTF-8: base64 with "b64":true, byte-exact.
+	wantData := []any{map[string]any{"hi": 1.0}, "not json", base64.StdEncoding.EncodeToString([]byte("tab\tand\x01ctl\xff")), []any{1.0, 2.0}, "", "s"}
 	for i, g := range got {
 		var push struct {
 			Ch   string `json:"ch"`
 			Seq  uint64 `json:"seq"`
 			Data any    `json:"data"`
+			B64  bool   `json:"b64"`
 		}
 		if err := json.Unmarshal([]byte(g), &push); err != nil {
 			t.Fatalf("frame %d %q is not JSON: %v", i, g, err)
 		}
-		if push.Ch != `we"ird\ch` || push.Seq != uint64(i+1) || fmt.Sprint(push.Data) != fmt.Sprint(wantData[i]) {
-			t.Errorf("frame %d = %+v, want seq %d data %v", i, push, i+1, wantData[i])
+		if push.Ch != `we"ird\ch` || push.Seq != uint64(i+1) || fmt.Sprint(push.Data) != fmt.Sprint(wantData[i]) || push.B64 != (i == 2) {
+			t.Errorf("frame %d = %+v, want seq %d data %v b64 %v", i, push, i+1, wantData[i], i == 2)
 		}
 	}
 	if got[0] != `{"ch":"we\"ird\\ch","epoch":"e1","seq":1,"data":{"hi":1}}` {

@@ -15,6 +15,8 @@ type Subscription struct {
 	ch     *channel
 	sub    Subscriber
 	format Format
+	// deflate: the subscriber negotiated permessage-deflate (immutable).
+	deflate bool
 
 	// minSeq filters the live path: publications of epoch with 0 < Seq <=
 	// minSeq were recovered from history or predate the subscription. A

@@ -118,7 +118,8 @@ const (
 	// FormatJSON pushes {"ch":"<channel>","epoch":"<epoch>","seq":N,
 	// "data":<payload>} text frames ("epoch" only on sequenced
 	// publications); a payload that is not valid JSON is embedded as a
-	// JSON string.
+	// JSON string, and one that is not valid UTF-8 either as base64 in a
+	// string with "b64":true after it (bytes arrive exact).
 	FormatJSON Format = iota
 	// FormatRaw pushes the payload bytes alone: a text frame when they are
 	// valid UTF-8, else a binary frame.
@@ -203,6 +204,11 @@ type SubscribeOptions struct {
 	// Ack, when set, builds the subscribe reply frame from the result. The
 	// hub queues it before any push of the channel reaches the subscriber.
 	Ack func(SubscribeResult) []byte
+	// Deflate tells that the subscriber negotiated permessage-deflate with
+	// no context takeover: on channels Config.Deflate selects, it is sent
+	// the publication's compressed frame (RSV1), shared with every other
+	// such subscriber, instead of the plain one.
+	Deflate bool
 }
 
 // SubscribeResult describes a new subscription.
@@ -235,6 +241,9 @@ type Stats struct {
 	LocalSubscribes uint64 // subscribes answered from the node-local window (no broker round trip)
 	BrokerReads     uint64 // broker reads for subscribes (top at first subscribe, History)
 	WindowBytes     int64  // payload bytes the node-local windows keep alive (gauge)
+	Deflated        uint64 // compressed frames built (one per publication and format)
+	DeflateSkipped  uint64 // frames sent plain because compressing did not shrink them
+	DeflateSaved    uint64 // bytes saved per compressed frame built (not per delivery)
 }
 
 // MaxEpochLen bounds an epoch id in bytes.

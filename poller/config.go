@@ -28,7 +28,18 @@ type Config struct {
 	// MaxFrameSize bounds the payload of one inbound frame (close 1009 above).
 	MaxFrameSize int64
 	// MaxMessageSize bounds one assembled inbound message (close 1009 above).
+	// A compressed message (permessage-deflate) is bounded twice: on the
+	// wire, and after inflating, where the limit is enforced while
+	// inflating (a decompression bomb never grows a buffer past it).
 	MaxMessageSize int64
+	// Deflate accepts permessage-deflate offers (RFC 7692) with no context
+	// takeover in either direction (codec.NegotiateDeflate): the server
+	// can then share one compressed frame between every subscriber of a
+	// broadcast, and neither side keeps an LZ77 window between messages.
+	// Inbound compressed messages are inflated on a worker with a pooled
+	// inflater; an idle connection holds no flate state. Conn.Deflate
+	// reports the outcome per connection.
+	Deflate bool
 	// MaxHeaderBytes bounds the HTTP upgrade request (431 above).
 	MaxHeaderBytes int
 	// MaxPendingBytes bounds the bytes queued for one connection; a Send

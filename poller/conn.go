@@ -1,6 +1,7 @@
 package poller
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
@@ -61,6 +62,7 @@ type Conn struct {
 	lowat      int32 // SO_RCVLOWAT currently set on fd (0: kernel default 1)
 	value      any
 	opened     bool // Handler.Open ran; Handler.Close is owed
+	deflate    bool // permessage-deflate negotiated; set during the upgrade
 	// inline: this read runs on a lean event loop goroutine, so Handler
 	// calls must be handed off to a worker (see handoff).
 	inline bool
@@ -88,6 +90,12 @@ type Conn struct {
 	closeNow bool     // a write failed: hang up before mu is released
 	endCode  ws.StatusCode
 }
+
+// Deflate reports whether the connection negotiated permessage-deflate
+// (Config.Deflate): frames with RSV1 set (codec.CompileCompressedFrame)
+// may then be queued to it. Valid from Handler.Upgrade on; it never
+// changes afterwards.
+func (c *Conn) Deflate() bool { return c.deflate }
 
 // ID returns the connection's server-unique id.
 func (c *Conn) ID() uint64 { return c.id }
@@ -319,8 +327,12 @@ func (c *Conn) control(op ws.OpCode, payload []byte) {
 // and rest, the unparsed bytes after it, go to a worker, and dataChunk
 // reports true.
 func (c *Conn) dataChunk(ch codec.Chunk, rest []byte) (handedOff bool) {
+	op := ch.MsgOp
+	if ch.Compressed {
+		op |= opInflate
+	}
 	if !c.assembling && ch.First && ch.MsgEnd {
-		return c.deliver(ch.MsgOp, ch.Payload, rest)
+		return c.deliver(op, ch.Payload, rest)
 	}
 	c.assembling = true
 	c.partial = append(c.partial, ch.Payload...)
@@ -329,7 +341,7 @@ func (c *Conn) dataChunk(ch codec.Chunk, rest []byte) (handedOff bool) {
 	}
 	msg := c.partial
 	c.partial, c.assembling = nil, false
-	return c.deliver(ch.MsgOp, msg, rest)
+	return c.deliver(op, msg, rest)
 }
 
 // deliver passes a complete message to Handler.Message, or, on a lean
@@ -339,8 +351,77 @@ func (c *Conn) deliver(op ws.OpCode, msg, rest []byte) (handedOff bool) {
 		c.handoff(op, msg, rest)
 		return true
 	}
-	c.srv.h.Message(c, op, msg)
+	c.message(op, msg)
 	return false
+}
+
+// opInflate marks a data message that arrived compressed (RSV1,
+// permessage-deflate) on its way to message; not a WebSocket opcode.
+const opInflate ws.OpCode = 0x20
+
+// inflateFirst is the pooled buffer a compressed message is first inflated
+// into: client messages (ops) fit; larger ones are measured, then inflated
+// again into a buffer of exactly their size.
+const inflateFirst = 16 << 10
+
+// message calls Handler.Message with a complete data message, inflating it
+// first when op carries opInflate. Inflating runs here, on the goroutine
+// that owns the read side (a worker on lean, never an event loop), with an
+// inflater and an output buffer taken from pools for this message only: an
+// idle connection holds no flate state. The inflated size is bounded by
+// MaxMessageSize (1009 past it); data that does not inflate gets 1007, text
+// that is not UTF-8 1007.
+//
+// Memory: a message is inflated into a pooled 16 KiB buffer; one that does
+// not fit is first measured without keeping its output
+// (codec.Decompressor.InflatedSize, a 16 KiB scratch) and only then, if
+// within the limit, inflated into a buffer of exactly its size. So a
+// decompression bomb costs CPU up to MaxMessageSize of output and no
+// memory beyond the pooled buffers, and a legitimate large message one
+// exact allocation (TestZipBomb measures pushd's peak RSS).
+func (c *Conn) message(op ws.OpCode, msg []byte) {
+	s := c.srv
+	if op&opInflate == 0 {
+		s.h.Message(c, op, msg)
+		return
+	}
+	op &^= opInflate
+	s.stats.inflated.Add(1)
+	d, _ := s.inflaters.Get().(*codec.Decompressor)
+	if d == nil {
+		d = new(codec.Decompressor)
+	}
+	limit := s.cfg.MaxMessageSize
+	buf := s.bufs.get(inflateFirst)
+	// cap-1: Decompress reads one byte past its limit to see it crossed;
+	// within cap it never reallocates the pooled buffer.
+	first := int64(cap(buf) - 1)
+	if limit > 0 {
+		first = min(first, limit)
+	}
+	out, err := d.Decompress(buf, msg, first)
+	if errors.Is(err, codec.ErrMessageTooBig) && (limit <= 0 || limit > first) {
+		var n int64
+		if n, err = d.InflatedSize(msg, limit); err == nil {
+			s.bufs.put(buf)
+			out, err = d.Decompress(make([]byte, 0, n+1), msg, limit)
+		}
+	}
+	s.inflaters.Put(d)
+	switch {
+	case errors.Is(err, codec.ErrMessageTooBig):
+		s.stats.inflateTooBig.Add(1)
+		c.fail(codec.ErrMessageTooBig)
+	case err != nil:
+		c.fail(codec.ErrDeflateData)
+	case op == ws.OpText && !codec.ValidUTF8(out):
+		c.fail(codec.ErrInvalidUTF8)
+	default:
+		s.h.Message(c, op, out)
+	}
+	// An exact-size buffer is left to the GC (put keeps exact class sizes
+	// only); on error out may be the pooled buffer emptied.
+	s.bufs.put(out)
 }
 
 // peerClose answers the peer's close frame (RFC 6455 §5.5.1).

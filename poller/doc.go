@@ -124,6 +124,20 @@
 // Flush (bounded by WriteTimeout), so there goroutines grow only with
 // connections that are stalled at that moment. See write.go.
 //
+// # permessage-deflate
+//
+// With Config.Deflate the upgrade accepts a permessage-deflate offer (RFC
+// 7692, codec.NegotiateDeflate) and answers server_no_context_takeover and
+// client_no_context_takeover whatever was offered; client_max_window_bits
+// is accepted at any value. Conn.Deflate tells the Handler, which may then
+// queue frames compressed once for many connections
+// (codec.CompileCompressedFrame). A compressed inbound message is collected
+// like any other and inflated where the Handler would run (a worker on
+// lean, never an event loop) with a pooled codec.Decompressor into a pooled
+// buffer, bounded by MaxMessageSize after inflating: a decompression bomb
+// is closed with 1009 without its buffer ever passing the limit. Nothing
+// flate-related stays with a connection between messages.
+//
 // # wss
 //
 // ListenTLS opens a second listener on the lean loops. Its connections

@@ -10,6 +10,8 @@ import (
 
 	"github.com/gobwas/httphead"
 	"github.com/gobwas/ws"
+
+	"github.com/pushd/pushd/codec"
 )
 
 // headerEnd terminates an HTTP request head.
@@ -103,6 +105,7 @@ func (c *Conn) upgrade(head []byte) bool {
 		req      Request
 		hc       hsConn
 		rejected bool
+		neg      codec.DeflateNegotiator
 	)
 	hc.r.Reset(head)
 	req.RemoteAddr = c.RemoteAddr()
@@ -135,6 +138,7 @@ func (c *Conn) upgrade(head []byte) bool {
 			return "", ok
 		},
 		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
+			c.deflate = neg.Accepted()
 			proto, err := s.h.Upgrade(c, &req)
 			if err != nil {
 				rejected = true
@@ -145,6 +149,9 @@ func (c *Conn) upgrade(head []byte) bool {
 			}
 			return ws.HandshakeHeaderString("Sec-WebSocket-Protocol: " + proto + "\r\n"), nil
 		},
+	}
+	if s.cfg.Deflate {
+		u.Negotiate = neg.Negotiate
 	}
 	_, err := u.Upgrade(&hc)
 	if err != nil {
@@ -164,8 +171,15 @@ func (c *Conn) upgrade(head []byte) bool {
 	if !c.state.CompareAndSwap(stateHandshake, stateOpen) {
 		return false
 	}
-	c.parser.Init(&s.codecCfg)
+	if c.deflate {
+		c.parser.Init(&s.zCodecCfg)
+	} else {
+		c.parser.Init(&s.codecCfg)
+	}
 	s.stats.upgraded.Add(1)
+	if c.deflate {
+		s.stats.deflateConns.Add(1)
+	}
 	c.sendControl(hc.out)
 	s.wheel.schedule(c, c.capDue(s.wheel.now.Load()+s.firstPingTicks(c.id)))
 	c.opened = true

@@ -173,7 +173,7 @@ func (c *Conn) resume(op ws.OpCode, b []byte, m int) {
 	if op == opUpgrade {
 		c.finishHandshake(b[:m], b[m:])
 	} else {
-		s.h.Message(c, op, b[:m])
+		c.message(op, b[:m])
 		if st := c.state.Load(); (st == stateOpen || st == stateClosing) && m < len(b) {
 			c.readFrames(b[m:])
 		}

@@ -33,8 +33,14 @@ type Server struct {
 	h        Handler
 	log      *slog.Logger
 	codecCfg codec.Config
-	maxConns int64
-	adm      *admission // nil without per-IP limits
+	// zCodecCfg is codecCfg with RSV1 allowed, for connections that
+	// negotiated permessage-deflate.
+	zCodecCfg codec.Config
+	// inflaters pools *codec.Decompressor (about 36 KiB each once used):
+	// held only while one compressed message is inflated.
+	inflaters sync.Pool
+	maxConns  int64
+	adm       *admission // nil without per-IP limits
 
 	wheel          *wheel
 	handshakeTicks int64
@@ -92,6 +98,8 @@ func New(cfg Config, h Handler) (*Server, error) {
 		},
 		pingFrame: codec.CompileFrame(ws.OpPing, nil),
 	}
+	s.zCodecCfg = s.codecCfg
+	s.zCodecCfg.AllowRSV1 = true
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}

@@ -28,6 +28,9 @@ type counters struct {
 	tlsFailures       atomic.Uint64
 	tlsPlaintext      atomic.Uint64
 	tlsRecordErrors   atomic.Uint64
+	deflateConns      atomic.Uint64
+	inflated          atomic.Uint64
+	inflateTooBig     atomic.Uint64
 
 	mu     sync.Mutex
 	closed map[ws.StatusCode]uint64
@@ -63,6 +66,9 @@ type Stats struct {
 	TLSFailures       uint64 // wss handshakes that failed (timeouts included)
 	TLSPlaintext      uint64 // plain HTTP sent to the wss port (answered 400)
 	TLSRecordErrors   uint64 // established wss connections ended by a TLS error (bad record, renegotiation, close_notify)
+	DeflateConns      uint64 // upgrades that negotiated permessage-deflate
+	Inflated          uint64 // compressed inbound messages inflated (failures included)
+	InflateTooBig     uint64 // of Inflated: closed with 1009 past MaxMessageSize once inflated
 	ClosedByCode      map[ws.StatusCode]uint64
 }
 
@@ -92,6 +98,9 @@ func (s *Server) Stats() Stats {
 		TLSFailures:       k.tlsFailures.Load(),
 		TLSPlaintext:      k.tlsPlaintext.Load(),
 		TLSRecordErrors:   k.tlsRecordErrors.Load(),
+		DeflateConns:      k.deflateConns.Load(),
+		Inflated:          k.inflated.Load(),
+		InflateTooBig:     k.inflateTooBig.Load(),
 		ClosedByCode:      make(map[ws.StatusCode]uint64),
 	}
 	k.mu.Lock()

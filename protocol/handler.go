@@ -211,6 +211,7 @@ func (h *Handler) Upgrade(c *poller.Conn, r *poller.Request) (string, error) {
 		}
 	}
 	s := newSession(h, c, u, g)
+	s.deflate = c.Deflate()
 	for _, ch := range u.channels {
 		if !s.allowed(ch) {
 			h.forbidden.Add(1)

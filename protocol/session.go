@@ -31,10 +31,13 @@ type session struct {
 	w      wire
 	url    *urlRequest // URL subscriptions, consumed (set to nil) by Open
 	format fanout.Format
-	errors int // refused requests; processing goroutine only
-	grant  auth.Grant
-	tokens float64 // message bucket; processing goroutine only
-	last   int64   // nanos since h.start of the last refill
+	// deflate: the connection negotiated permessage-deflate, so the hub may
+	// queue it shared compressed frames (immutable after Upgrade).
+	deflate bool
+	errors  int // refused requests; processing goroutine only
+	grant   auth.Grant
+	tokens  float64 // message bucket; processing goroutine only
+	last    int64   // nanos since h.start of the last refill
 
 	subject string // grant.Subject at Open (the user index key); immutable after
 	indexed bool   // in h.users; set in Open, read in Close
@@ -230,7 +233,7 @@ func (s *session) subscribe(req Request, ack bool) bool {
 		s.refuse(&RequestError{Code: CodeTooManyRequests, Ch: req.Ch, Reason: "too many subscriptions"})
 		return true
 	}
-	opts := fanout.SubscribeOptions{Format: s.format, Since: req.Since, Epoch: req.Epoch}
+	opts := fanout.SubscribeOptions{Format: s.format, Since: req.Since, Epoch: req.Epoch, Deflate: s.deflate}
 	if ack {
 		ch := req.Ch
 		opts.Ack = func(res fanout.SubscribeResult) []byte { return subokFrame(ch, res) }

@@ -115,7 +115,7 @@ func (s *session) serverSubscribe(ch string) bool {
 	if closed || dup != nil || full {
 		return false
 	}
-	opts := fanout.SubscribeOptions{Format: s.format}
+	opts := fanout.SubscribeOptions{Format: s.format, Deflate: s.deflate}
 	if s.format != fanout.FormatRaw {
 		opts.Ack = func(res fanout.SubscribeResult) []byte { return subokFrame(ch, res) }
 	}

@@ -60,7 +60,7 @@ export interface Message<T = unknown> {
   epoch?: string;
   /** The channel's sequence number (durable channels; 0 or absent otherwise). */
   seq: number;
-  /** The published payload: the JSON value, or a string for non-JSON payloads. */
+  /** The published payload: the JSON value, a string for other UTF-8 payloads, or a Uint8Array of the exact bytes for payloads that are not valid UTF-8 (sent as base64 with "b64":true). */
   data: T;
 }
 

@@ -354,7 +354,7 @@ export class PushdClient {
       sub.last = seq;
     }
     this.stats.messages++;
-    this._emit("message", { ch: m.ch, epoch, seq, data: m.data });
+    this._emit("message", { ch: m.ch, epoch, seq, data: m.b64 === true ? decodeBase64(m.data) : m.data });
   }
 
   _onOp(m) {
@@ -607,4 +607,15 @@ export function connect(url, options) {
 
 function monotonic() {
   return globalThis.performance?.now?.() ?? Date.now();
+}
+
+// decodeBase64 turns the data of a "b64":true push (a payload that is not
+// valid UTF-8, sent as standard base64) back into its exact bytes. atob is
+// in browsers, Node 16+, Deno and Bun; no dependency is needed.
+function decodeBase64(s) {
+  if (typeof s !== "string") return s;
+  const bin = atob(s);
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
 }

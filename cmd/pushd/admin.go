@@ -76,6 +76,9 @@ func statsDoc(ps *poller.Server, app *pushApp, nofile uint64) map[string]any {
 		"protocol_errors":    st.ProtocolErrors,
 		"stalls":             st.Stalls,
 		"write_timeouts":     st.WriteTimeouts,
+		"deflate_conns":      st.DeflateConns,
+		"inflated":           st.Inflated,
+		"inflate_too_big":    st.InflateTooBig,
 		"closed_by_code":     closed,
 		"rss_bytes":          rss(),
 		"heap_inuse":         ms.HeapInuse,
@@ -93,6 +96,9 @@ func statsDoc(ps *poller.Server, app *pushApp, nofile uint64) map[string]any {
 		doc["mailbox_overflows"] = hs.Overflowed
 		doc["publish_refused"] = hs.Refused
 		doc["pool_fallbacks"] = hs.PoolFallbacks
+		doc["deflated"] = hs.Deflated
+		doc["deflate_skipped"] = hs.DeflateSkipped
+		doc["deflate_saved_bytes"] = hs.DeflateSaved
 		doc["broker_channels"] = app.broker.Channels()
 		doc["broker_ready"] = app.ready()
 		if app.presence != nil {

@@ -110,6 +110,7 @@ func newPushApp(cfg Config, pool *ants.Pool, m *metrics, log *slog.Logger) (*pus
 		Pool:      pool,
 		ChunkSize: cfg.ChunkSize,
 		Policies:  cfg.policyRules,
+		Deflate:   cfg.deflateConfig(),
 		Logger:    log,
 		// The fan-out duration histogram: one Observe per delivered batch.
 		ObserveDelivery: m.observeDelivery,

@@ -34,6 +34,11 @@ type Config struct {
 	DrainRestart    bool
 	ReconnectJitter time.Duration
 
+	// permessage-deflate (deflate.go).
+	DeflateChannels string
+	DeflateMinSize  int
+	DeflateLevel    int
+
 	MaxFrame         int64
 	MaxMessage       int64
 	MaxHeaderBytes   int
@@ -134,6 +139,8 @@ type Config struct {
 	presenceEventPatterns []string
 	adminKey              string     // AdminAPIKey, or read from AdminAPIKeyFile
 	jwks                  *auth.JWKS // the running -jwt-jwks-url source (newPushApp); nil in validation
+	// Parsed from DeflateChannels by validateDeflate.
+	deflatePatterns []string
 }
 
 // parseConfig builds the Config from the defaults, the -config file (or
@@ -186,6 +193,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 	redisFlags(fs, &c)
 	securityFlags(fs, &c)
 	drainFlags(fs, &c)
+	deflateFlags(fs, &c)
 	demoFlags(fs, &c)
 	presenceFlags(fs, &c)
 
@@ -315,6 +323,7 @@ func (c *Config) validate() []error {
 		errs = append(errs, fmt.Errorf("-shutdown-timeout must be positive (got %v)", c.ShutdownTimeout))
 	}
 	errs = append(errs, c.validateDrain()...)
+	errs = append(errs, c.validateDeflate()...)
 	switch c.LogFormat {
 	case "auto", "json", "text":
 	default:

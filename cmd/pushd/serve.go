@@ -183,6 +183,7 @@ func (c Config) pollerConfig(log *slog.Logger) poller.Config {
 		Loops:            c.leanLoops(),
 		MaxFrameSize:     c.MaxFrame,
 		MaxMessageSize:   c.MaxMessage,
+		Deflate:          len(c.deflatePatterns) > 0,
 		MaxHeaderBytes:   c.MaxHeaderBytes,
 		MaxPendingBytes:  c.MaxPending,
 		MaxConns:         c.MaxConns,

@@ -263,3 +263,32 @@ test("resume across kill -9 of pushd: with Redis the history survives, seq 1..20
   assert.ok(subs[1].recovered, "the resume after the restart was not recovered");
   console.log(`redis: ${total} delivered once each; ${downTo - downFrom} published while the client's pushd was dead; sub errors retried: ${JSON.stringify(subErrors)}`);
 });
+
+// Binary payloads and permessage-deflate through the client: every byte
+// 0x00-0xff published over HTTP arrives as the same bytes (a Uint8Array
+// decoded from the "b64":true push), and npm ws negotiates
+// permessage-deflate by default, so a 4 KB compressible push arrives
+// compressed and is decoded transparently.
+test("binary payloads and compressed pushes arrive exact", async () => {
+  const p = await startPushd();
+  after(() => p.kill("SIGTERM"));
+  const c = connect(`ws://${p.ws}/ws`, { WebSocket, pingInterval: 0 });
+  after(() => c.close());
+  const got = [];
+  let subscribed = 0;
+  c.on("message", (m) => got.push(m.data));
+  c.on("subscribed", () => subscribed++);
+  c.subscribe("bin:1");
+  await waitFor(() => subscribed === 1, 10000, "subscribed");
+  assert.match(c._sock.extensions, /permessage-deflate/, "npm ws negotiated permessage-deflate");
+  const bytes = Uint8Array.from({ length: 256 }, (_, i) => i);
+  const res = await fetch(`http://${p.admin}/publish?ch=bin:1`, { method: "POST", body: bytes });
+  assert.equal(res.status, 200, await res.text());
+  const big = { players: Array.from({ length: 100 }, (_, i) => ({ id: i, x: 100 + i, y: 200, name: "player-name" })) };
+  assert.ok(JSON.stringify(big).length >= 4096);
+  await publish(p.admin, "bin:1", big);
+  await waitFor(() => got.length === 2, 10000, "two pushes");
+  assert.ok(got[0] instanceof Uint8Array, `binary push decoded to ${Object.prototype.toString.call(got[0])}`);
+  assert.deepEqual([...got[0]], [...bytes]);
+  assert.deepEqual(got[1], big);
+});
