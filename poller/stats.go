@@ -28,6 +28,7 @@ type counters struct {
 	tlsFailures       atomic.Uint64
 	tlsPlaintext      atomic.Uint64
 	tlsRecordErrors   atomic.Uint64
+	streams           atomic.Uint64
 
 	mu     sync.Mutex
 	closed map[ws.StatusCode]uint64
@@ -63,6 +64,7 @@ type Stats struct {
 	TLSFailures       uint64 // wss handshakes that failed (timeouts included)
 	TLSPlaintext      uint64 // plain HTTP sent to the wss port (answered 400)
 	TLSRecordErrors   uint64 // established wss connections ended by a TLS error (bad record, renegotiation, close_notify)
+	Streams           uint64 // of Upgraded: HTTP streams opened by a Streamer (SSE, NDJSON)
 	ClosedByCode      map[ws.StatusCode]uint64
 }
 
@@ -92,6 +94,7 @@ func (s *Server) Stats() Stats {
 		TLSFailures:       k.tlsFailures.Load(),
 		TLSPlaintext:      k.tlsPlaintext.Load(),
 		TLSRecordErrors:   k.tlsRecordErrors.Load(),
+		Streams:           k.streams.Load(),
 		ClosedByCode:      make(map[ws.StatusCode]uint64),
 	}
 	k.mu.Lock()
