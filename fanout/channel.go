@@ -247,7 +247,7 @@ func (c *channel) encode() {
 	need := c.need
 	for i := range c.batch {
 		pub := &c.batch[i]
-		isJSON := need[FormatJSON] && payloadIsJSON(pub.Data)
+		isJSON := (need[FormatJSON] || need[FormatNDJSON]) && payloadIsJSON(pub.Data)
 		for f := range numFormats {
 			var fr []byte
 			if need[f] {
