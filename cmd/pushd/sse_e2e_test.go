@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -353,4 +354,48 @@ func TestSSELastEventIDResume(t *testing.T) {
 		t.Fatalf("unexpected extra event %+v", ev)
 	case <-time.After(200 * time.Millisecond):
 	}
+}
+
+// TestSSEDrain: a drain (SIGTERM) reaches an SSE stream and an NDJSON
+// stream like a WebSocket: the reconnect hint in their framing (SSE:
+// "retry: N" then the reconnect event), then a close event with 1001, then
+// the end of the response.
+func TestSSEDrain(t *testing.T) {
+	t.Parallel()
+	p := pushdtest.Start(t, pushdtest.Build(t), pushdtest.Options{Args: []string{"-drain-delay", "0s", "-drain-duration", "0s", "-reconnect-jitter", "300ms"}})
+	get := func(path string) *http.Response {
+		resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Get("http://" + p.WSAddr + path)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %v %v", path, resp, err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	sse, nd := get("/sse?ch=news"), get("/stream?ch=news")
+	limWaitConns(t, p, 2, 10*time.Second)
+	if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	read := func(r io.Reader) string {
+		done := make(chan []byte, 1)
+		go func() { b, _ := io.ReadAll(r); done <- b }()
+		select {
+		case b := <-done:
+			return string(b)
+		case <-time.After(20 * time.Second):
+			t.Fatal("stream did not end within 20 s of SIGTERM")
+		}
+		return ""
+	}
+	s, n := read(sse.Body), read(nd.Body)
+	t.Logf("sse: %q\nndjson: %q", s, n)
+	i := strings.Index(s, "retry: ")
+	if i < 0 || !strings.Contains(s[i:], "\nevent: pushd\ndata: {\"op\":\"reconnect\",\"after_ms\":") ||
+		!strings.HasSuffix(s, "event: pushd\ndata: {\"op\":\"close\",\"code\":1001,\"reason\":\"server shutting down\"}\n\n") {
+		t.Errorf("sse tail %q", s)
+	}
+	if !strings.Contains(n, "{\"op\":\"reconnect\",\"after_ms\":") || !strings.HasSuffix(n, "{\"op\":\"close\",\"code\":1001,\"reason\":\"server shutting down\"}\n") {
+		t.Errorf("ndjson tail %q", n)
+	}
+	waitExit(t, p, 15*time.Second)
 }
