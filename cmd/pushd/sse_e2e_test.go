@@ -388,6 +388,8 @@ func TestSSEDrain(t *testing.T) {
 		return ""
 	}
 	s, n := read(sse.Body), read(nd.Body)
+	sse.Body.Close() // our FIN: the server need not wait its close timeout
+	nd.Body.Close()
 	t.Logf("sse: %q\nndjson: %q", s, n)
 	i := strings.Index(s, "retry: ")
 	if i < 0 || !strings.Contains(s[i:], "\nevent: pushd\ndata: {\"op\":\"reconnect\",\"after_ms\":") ||
