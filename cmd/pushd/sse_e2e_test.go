@@ -401,3 +401,37 @@ func TestSSEDrain(t *testing.T) {
 	}
 	waitExit(t, p, 15*time.Second)
 }
+
+// TestSSEOverTLS: /sse on the wss listener (-tls-listen) is an https
+// event stream on the same loops: curl with the test CA receives a
+// publication as an event.
+func TestSSEOverTLS(t *testing.T) {
+	t.Parallel()
+	curl, err := exec.LookPath("curl")
+	if err != nil {
+		t.Fatalf("curl is not installed: %v", err)
+	}
+	pki := newTestPKI(t)
+	p, addr := startTLS(t, pki)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, curl, "-sSN", "--cacert", pki.caFile, "https://"+addr+"/sse?ch=tls")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); _ = cmd.Wait() }()
+	evs := make(chan sseEvent, 16)
+	go func() { defer close(evs); _ = readSSE(out, evs, nil) }()
+	if ch, _, _, _ := subok(t, nextEvent(t, evs, "subok")); ch != "tls" {
+		t.Fatalf("subok for %q", ch)
+	}
+	seq := mustPublish(t, p, "tls", `"over https"`)
+	ev := nextEvent(t, evs, "push")
+	if ev.Event != "tls" || !strings.HasSuffix(ev.ID, ":"+strconv.FormatUint(seq, 10)) || ev.Data != `"over https"` {
+		t.Fatalf("event %+v", ev)
+	}
+}
