@@ -356,6 +356,9 @@ export class PushdClient {
       // Over SSE the channels went in the URL; their subok events follow.
       if (this.transport !== "sse") this._sendSub(ch);
     }
+    // A subscribe or unsubscribe while the stream was being opened: its
+    // URL has another channel set, so open one with the current set.
+    if (this.transport === "sse" && !sameKeys(s.channels, this._subs)) this._resubscribeSSE(s);
     this._heartbeat();
   }
 
@@ -696,6 +699,7 @@ class SSESocket {
       u.pathname = u.pathname.replace(/\/ws$/, "") + "/sse";
     }
     for (const k of ["ch", "since", "epoch", "pos", "format", "token", "last_event_id"]) u.searchParams.delete(k);
+    this.channels = [...client._subs.keys()];
     for (const [ch, sub] of client._subs) {
       if (sub.last !== undefined) u.searchParams.append("pos", `${ch}:${sub.epoch ?? ""}:${sub.last}`);
       else u.searchParams.append("ch", ch);
@@ -770,6 +774,11 @@ class SSESocket {
 /** connect builds a PushdClient and starts connecting. */
 export function connect(url, options) {
   return new PushdClient(url, options).open();
+}
+
+// sameKeys reports whether list holds exactly map's keys.
+function sameKeys(list, map) {
+  return list.length === map.size && list.every((k) => map.has(k));
 }
 
 function monotonic() {

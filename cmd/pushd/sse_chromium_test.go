@@ -225,11 +225,17 @@ func TestSSEChromium(t *testing.T) {
 	})
 
 	t.Run("ClientFallsBack", func(t *testing.T) {
+		// "late" is subscribed while the SSE stream is being opened (its
+		// URL does not have it yet): the client must reopen with it.
 		eval(30*time.Second, fmt.Sprintf(`(async () => {
 			const { connect } = await import("/pushd.js");
 			window.ev = { opens: [], got: [], subscribed: [], closes: [] };
 			const c = connect("ws://%s/ws", { baseDelay: 200 });
 			window.client = c;
+			let late = false;
+			c.on("connecting", () => {
+				if (c.transport === "sse" && !late) { late = true; setTimeout(() => c.subscribe("late"), 0); }
+			});
 			c.on("open", (e) => window.ev.opens.push(e.transport));
 			c.on("close", (e) => window.ev.closes.push(e.code));
 			c.on("subscribed", (e) => window.ev.subscribed.push(e.ch + ":" + e.recovered));
@@ -237,18 +243,21 @@ func TestSSEChromium(t *testing.T) {
 			c.subscribe("news");
 			return "started";
 		})()`, px.addr))
-		waitJS(`window.ev.subscribed.length === 1`, 30*time.Second)
+		ready := `window.client.state === "open" && window.ev.subscribed.includes("late:true") && window.ev.subscribed.includes("news:true") && window.client._sock.channels.length === %d`
+		waitJS(fmt.Sprintf(ready, 2), 30*time.Second)
 		for i := 1; i <= 3; i++ {
 			publish("news", fmt.Sprintf(`{"n":%d}`, i))
 		}
-		waitJS(`window.ev.got.length === 3`, 20*time.Second)
-		// A subscribe on the open SSE connection reconnects with both
-		// channels; news resumes from its position.
+		publish("late", `"l1"`)
+		waitJS(`window.ev.got.length === 4`, 20*time.Second)
+		// A subscribe on the open SSE connection reconnects with all three
+		// channels; news and late resume from their positions.
 		eval(5*time.Second, `Promise.resolve((window.client.subscribe("alerts"), "ok"))`)
-		waitJS(`window.ev.subscribed.length === 3`, 20*time.Second)
+		waitJS(fmt.Sprintf(ready, 3)+` && window.ev.subscribed.includes("alerts:true")`, 20*time.Second)
 		publish("news", `{"n":4}`)
 		publish("alerts", `"fire"`)
-		waitJS(`window.ev.got.length === 5`, 20*time.Second)
+		publish("late", `"l2"`)
+		waitJS(`window.ev.got.length === 7`, 20*time.Second)
 		time.Sleep(200 * time.Millisecond)
 		state := eval(5*time.Second, `Promise.resolve(JSON.stringify({ev: window.ev, transport: window.client.transport, stats: window.client.stats}))`)
 		t.Logf("page: %s; upgrades refused by the proxy: %d", state, px.refused.Load())
@@ -270,13 +279,18 @@ func TestSSEChromium(t *testing.T) {
 		if st.Transport != "sse" || len(st.Ev.Opens) == 0 || st.Ev.Opens[0] != "sse" {
 			t.Fatalf("transport %q, opens %v: want sse", st.Transport, st.Ev.Opens)
 		}
-		want := []string{`news|1|{"n":1}`, `news|2|{"n":2}`, `news|3|{"n":3}`}
-		if strings.Join(st.Ev.Got[:3], " ") != strings.Join(want, " ") {
-			t.Fatalf("got %v, want %v first", st.Ev.Got, want)
+		want := map[string]bool{`news|1|{"n":1}`: true, `news|2|{"n":2}`: true, `news|3|{"n":3}`: true, `late|1|"l1"`: true,
+			`news|4|{"n":4}`: true, `alerts|1|"fire"`: true, `late|2|"l2"`: true}
+		if len(st.Ev.Got) != len(want) || st.Stats.Duplicates != 0 || st.Stats.Gaps != 0 || st.Stats.Messages != len(want) {
+			t.Fatalf("got %v, stats %+v; want each of %v once", st.Ev.Got, st.Stats, want)
 		}
-		rest := strings.Join(st.Ev.Got[3:], " ")
-		if !strings.Contains(rest, `news|4|{"n":4}`) || !strings.Contains(rest, `alerts|1|"fire"`) || st.Stats.Duplicates != 0 || st.Stats.Gaps != 0 {
-			t.Fatalf("after the resubscribe: %v, stats %+v", st.Ev.Got, st.Stats)
+		for _, g := range st.Ev.Got {
+			if !want[g] {
+				t.Fatalf("unexpected message %s (got %v)", g, st.Ev.Got)
+			}
+		}
+		if strings.Join(st.Ev.Got[:3], " ") != `news|1|{"n":1} news|2|{"n":2} news|3|{"n":3}` {
+			t.Fatalf("news out of order: %v", st.Ev.Got)
 		}
 	})
 }
