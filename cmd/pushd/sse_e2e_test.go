@@ -435,3 +435,130 @@ func TestSSEOverTLS(t *testing.T) {
 		t.Fatalf("event %+v", ev)
 	}
 }
+
+// TestSSESlowConsumer: the slow-consumer policies hold for SSE streams
+// as for WebSockets (-max-pending 256 KiB, 300 × 32 KiB published while
+// the stream is not read): with drop, what the stream carries afterwards
+// (events and gap notices) names every seq once, in order; with
+// disconnect, the stream ends with the close event 4001 after what was
+// queued before it.
+func TestSSESlowConsumer(t *testing.T) {
+	t.Parallel()
+	p := pushdtest.Start(t, pushdtest.Build(t), pushdtest.Options{Args: []string{
+		"-max-pending", "262144", "-policy", "feed:*=drop",
+	}})
+	open := func(ch string) (net.Conn, chan sseEvent) {
+		c, err := net.Dial("tcp", p.WSAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := io.WriteString(c, "GET /sse?ch="+ch+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		// Nothing reads the socket until the publishing is done: the
+		// events wait in kernel buffers and pushd's queue.
+		start := make(chan sseEvent, 1<<12)
+		return c, start
+	}
+	read := func(c net.Conn, out chan sseEvent) {
+		go func() {
+			defer close(out)
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil || resp.StatusCode != 200 {
+				t.Errorf("response: %v %v", resp, err)
+				return
+			}
+			_ = readSSE(resp.Body, out, nil)
+		}()
+	}
+	dropC, dropEvs := open("feed:1")
+	discC, discEvs := open("news")
+	limWaitConns(t, p, 2, 10*time.Second)
+	waitStat(t, p, "subscriptions", func(v float64) bool { return v == 2 })
+	for i := 1; i <= slowMsgs; i++ {
+		mustPublish(t, p, "feed:1", bigPayload(i))
+		mustPublish(t, p, "news", bigPayload(i))
+	}
+	waitStat(t, p, "slow_disconnects", func(v float64) bool { return v == 1 })
+	read(dropC, dropEvs)
+	read(discC, discEvs)
+
+	// drop: pushes and gap notices cover 1..slowMsgs once, in order.
+	next, gaps := uint64(1), 0
+	for next <= slowMsgs {
+		ev := nextEvent(t, dropEvs, "drop stream")
+		switch ev.Event {
+		case "pushd":
+			var m struct {
+				Op       string
+				From, To uint64
+			}
+			if json.Unmarshal([]byte(ev.Data), &m) != nil {
+				t.Fatalf("control event %+v", ev)
+			}
+			if m.Op == "subok" {
+				continue
+			}
+			if m.Op != "gap" || m.From != next || m.To < m.From {
+				t.Fatalf("event %+v at seq %d", ev, next)
+			}
+			gaps++
+			next = m.To + 1
+		case "feed:1":
+			_, s, _ := strings.Cut(ev.ID, ":")
+			if s != strconv.FormatUint(next, 10) {
+				t.Fatalf("push id %s, want seq %d", ev.ID, next)
+			}
+			next++
+		default:
+			t.Fatalf("event %+v", ev)
+		}
+	}
+	if gaps == 0 {
+		t.Fatal("no gap notice: the stream was never held back")
+	}
+	// disconnect: in-order pushes, then the close event 4001, then the end.
+	var last sseEvent
+	pushes := 0
+	for ev := range discEvs {
+		if ev.Event == "news" {
+			pushes++
+		}
+		last = ev
+	}
+	t.Logf("drop: %d gap notices; disconnect: %d pushes before the close event %q", gaps, pushes, last.Data)
+	if last.Event != "pushd" || last.Data != `{"op":"close","code":4001,"reason":"slow consumer"}` || pushes == 0 || pushes >= slowMsgs {
+		t.Fatalf("disconnect stream: %d pushes, last event %+v", pushes, last)
+	}
+}
+
+// TestSSEConnCap: an SSE stream counts against -max-conns like a
+// WebSocket: with one open, the next request is refused with 503 and
+// Retry-After; after it ends, a new stream opens.
+func TestSSEConnCap(t *testing.T) {
+	t.Parallel()
+	p := pushdtest.Start(t, pushdtest.Build(t), pushdtest.Options{Args: []string{"-max-conns", "1"}})
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 20 * time.Second}
+	first, err := client.Get("http://" + p.WSAddr + "/sse?ch=a")
+	if err != nil || first.StatusCode != 200 {
+		t.Fatalf("first stream: %v %v", first, err)
+	}
+	limWaitConns(t, p, 1, 10*time.Second)
+	second, err := client.Get("http://" + p.WSAddr + "/sse?ch=a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	second.Body.Close()
+	if second.StatusCode != 503 || second.Header.Get("Retry-After") == "" {
+		t.Fatalf("second stream: %d %v, want 503 with Retry-After", second.StatusCode, second.Header)
+	}
+	first.Body.Close()
+	limWaitConns(t, p, 0, 10*time.Second)
+	third, err := client.Get("http://" + p.WSAddr + "/sse?ch=a")
+	if err != nil || third.StatusCode != 200 {
+		t.Fatalf("stream after the first ended: %v %v", third, err)
+	}
+	third.Body.Close()
+}
