@@ -75,6 +75,7 @@ type clientFlags struct {
 	hsTimeout   time.Duration
 	maxLife     time.Duration
 	tls         bool   // dial the target over TLS (wss)
+	sse         bool   // open Server-Sent Events streams (GET path, 200 text/event-stream) instead of upgrading
 	hello       string // set per "open" command, not a flag
 }
 
@@ -86,6 +87,7 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.hsTimeout, "hs-timeout", 10*time.Second, "dial+handshake timeout per connection")
 	fs.DurationVar(&c.maxLife, "max-life", 15*time.Minute, "exit after this long no matter what")
 	fs.BoolVar(&c.tls, "tls", false, "connect over TLS (wss; the certificate is not verified)")
+	fs.BoolVar(&c.sse, "sse", false, "open SSE streams (plain GET of -path, expect 200 text/event-stream) instead of WebSocket upgrades")
 }
 
 // eventWriter serializes events onto stdout.
@@ -223,7 +225,12 @@ func dialUpgrade(ctx context.Context, cf clientFlags, d *srcaddr.Dialer) (wsConn
 		// unique among a run's connections with overwhelming probability.
 		path = strings.ReplaceAll(path, "{rand}", strconv.FormatUint(rand.Uint64(), 36))
 	}
-	br, err := handshake(c, cf.target, path, cf.hsTimeout)
+	var br *bufio.Reader
+	if cf.sse {
+		br, err = sseOpen(c, cf.target, path, cf.hsTimeout)
+	} else {
+		br, err = handshake(c, cf.target, path, cf.hsTimeout)
+	}
 	if err == nil && cf.hello != "" {
 		err = sayHello(c, br, cf.hello, cf.hsTimeout)
 	}

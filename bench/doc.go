@@ -27,6 +27,10 @@
 //
 //	idle           user-space bytes per idle upgraded connection (RSS slope) and
 //	               goroutines at each plateau; pushd must stay ≤ 4 KiB/conn and flat
+//	idlesse        the same for SSE: idle /ws?ch=idle WebSockets, then idle
+//	               /sse?ch=idle streams (2,000 → 10,000), each against a fresh
+//	               pushd.v1 process; an SSE stream must cost ≤ a WebSocket
+//	               + 512 B and no goroutine
 //	slowwriters    1,000 clients dribbling frames one byte per 10 ms: pushd CPU
 //	               < 5% of a core with the slow writers alone, and no stall of
 //	               50 normal echo clients with both (baseline, slow-only and
@@ -75,7 +79,7 @@
 //
 // Internal modes (started by bench itself, not meant for users):
 //
-//	bench -client idle|slow|echo|fanout|consumers ...
+//	bench -client idle|slow|echo|fanout|consumers ...   (idle -sse: SSE streams instead of upgrades)
 //	                              the client side, JSON lines on stdin/stdout
 //	bench -refserver ...          the reference echo server
 //	bench -rawserver ...          the fan-out reference: accepts TCP sockets,

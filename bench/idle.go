@@ -24,6 +24,7 @@ type idleFlags struct {
 	pushdArgs     string
 	path          string
 	maxBytesLean  float64
+	sse           bool // the client opens SSE streams on path (idlesse)
 }
 
 func idleScenario() scenario {
@@ -196,7 +197,7 @@ func measureIdle(ctx context.Context, h *harness, spec serverSpec, f *idleFlags,
 		return nil, err
 	}
 	cl, err := h.startClient("idle", []string{"-target", srv.wsAddr, "-sources", f.sources,
-		"-concurrency", itoa(f.concurrency), "-path", f.path, "-tls=" + strconv.FormatBool(srv.wss)})
+		"-concurrency", itoa(f.concurrency), "-path", f.path, "-tls=" + strconv.FormatBool(srv.wss), "-sse=" + strconv.FormatBool(f.sse)})
 	if err != nil {
 		return nil, err
 	}

@@ -30,7 +30,7 @@ type scenario struct {
 
 // scenarios is the scenario table. Later issues add entries here.
 func scenarios() []scenario {
-	return []scenario{idleScenario(), slowScenario(), fanoutScenario(), slowConsumersScenario(), peersScenario(), ingestScenario()}
+	return []scenario{idleScenario(), idleSSEScenario(), slowScenario(), fanoutScenario(), slowConsumersScenario(), peersScenario(), ingestScenario()}
 }
 
 // report is a scenario's outcome: printed as text, or as JSON with -json.

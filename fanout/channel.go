@@ -272,7 +272,7 @@ func (c *channel) encode() {
 	need := c.dl.need
 	for i := range c.dl.batch {
 		pub := &c.dl.batch[i]
-		isJSON := need[FormatJSON] && payloadIsJSON(pub.Data)
+		isJSON := (need[FormatJSON] || need[FormatNDJSON]) && payloadIsJSON(pub.Data)
 		for f := range numFormats {
 			var fr []byte
 			if need[f] {

@@ -8,7 +8,9 @@
 // copy-on-write subscriber list, a mailbox of publications and at most one
 // delivery task. Brokers (package cluster) call Hub.HandlePublication in
 // sequence order; the delivery task takes the whole mailbox as a batch,
-// encodes every publication once per Format that has subscribers (one
+// encodes every publication once per Format that has subscribers (json,
+// raw, and the HTTP streams' sse and ndjson, whose frames carry no
+// WebSocket header: stream_encode.go) (one
 // allocation per frame, shared read-only by every queue), queues the batch
 // to each subscriber and flushes it once, so a burst leaves in one writev.
 // Channels with more than ChunkSize subscribers are split into chunks run in

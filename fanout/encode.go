@@ -161,8 +161,11 @@ func encodeRawPush(data []byte) []byte {
 
 // encodePush builds the frame of pub in format f.
 func encodePush(f Format, pub *Publication, isJSON bool) []byte {
-	if f == FormatRaw {
+	switch f {
+	case FormatRaw:
 		return encodeRawPush(pub.Data)
+	case FormatSSE, FormatNDJSON:
+		return encodeStreamPush(f, pub, isJSON)
 	}
 	return encodeJSONPush(pub.Channel, pub.Epoch, pub.Seq, pub.Data, isJSON)
 }

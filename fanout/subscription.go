@@ -177,7 +177,7 @@ func (s *Subscription) flushHeldLocked() bool {
 	if s.ch.policy == PolicyConflate {
 		frame = s.latest
 	} else {
-		frame = encodeGap(s.ch.name, s.gapEpoch, s.gapFrom, s.gapTo)
+		frame = encodeGapFor(s.format, s.ch.name, s.gapEpoch, s.gapFrom, s.gapTo)
 	}
 	switch err := s.sub.Queue(frame); err {
 	case nil:

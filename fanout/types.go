@@ -124,16 +124,32 @@ const (
 	// FormatRaw pushes the payload bytes alone: a text frame when they are
 	// valid UTF-8, else a binary frame.
 	FormatRaw
+	// FormatSSE pushes Server-Sent Events (text/event-stream):
+	// "event: <channel>", "id: <epoch>:<seq>" (sequenced publications
+	// only) and the payload as "data:" lines, one per line of the payload
+	// (invalid UTF-8 becomes U+FFFD; EventSource rejoins lines with "\n",
+	// so a "\r" in a payload arrives as "\n"). Gap notices are
+	// "event: pushd" with the JSON notice as data. No WebSocket framing:
+	// for the poller's HTTP streams (see package protocol).
+	FormatSSE
+	// FormatNDJSON pushes FormatJSON's objects, each followed by "\n",
+	// with no WebSocket framing: the HTTP-streaming transport
+	// (application/x-ndjson).
+	FormatNDJSON
 	numFormats
 )
 
-// String returns "json" or "raw".
+// String returns "json", "raw", "sse" or "ndjson".
 func (f Format) String() string {
 	switch f {
 	case FormatJSON:
 		return "json"
 	case FormatRaw:
 		return "raw"
+	case FormatSSE:
+		return "sse"
+	case FormatNDJSON:
+		return "ndjson"
 	}
 	return fmt.Sprintf("Format(%d)", uint8(f))
 }

@@ -63,6 +63,10 @@ type Conn struct {
 	value      any
 	opened     bool // Handler.Open ran; Handler.Close is owed
 	deflate    bool // permessage-deflate negotiated; set during the upgrade
+	// streaming: an HTTP stream (Streamer), not a WebSocket; heartbeat is
+	// what its timer writes every PingInterval. Set before it opens.
+	streaming bool
+	heartbeat []byte
 	// inline: this read runs on a lean event loop goroutine, so Handler
 	// calls must be handed off to a worker (see handoff).
 	inline bool
@@ -224,10 +228,18 @@ func (c *Conn) consume(b []byte) (handedOff bool) {
 	case stateHandshake:
 		handedOff = c.handshake(b)
 	case stateOpen, stateClosing:
+		if c.streaming {
+			// An HTTP stream reads nothing after its request: inbound
+			// bytes (a pipelined request, junk) are dropped; EOF ends it.
+			return false
+		}
 		handedOff = c.readFrames(b)
 	}
 	if handedOff {
 		return true
+	}
+	if c.streaming {
+		return false
 	}
 	if st := c.state.Load(); st == stateOpen || st == stateClosing {
 		c.setLowat()
@@ -486,8 +498,18 @@ func (c *Conn) closeWith(code ws.StatusCode, reason string, next connState) bool
 		}
 	}
 	c.setEndCode(code)
+	var last []byte
+	if c.streaming {
+		if st, ok := c.srv.h.(Streamer); ok {
+			last = st.StreamEnd(c, code, reason)
+		}
+	} else {
+		last = codec.AppendClose(nil, code, reason)
+	}
 	c.mu.Lock()
-	_ = c.queueLocked(codec.AppendClose(nil, code, reason), true)
+	if len(last) > 0 {
+		_ = c.queueLocked(last, true)
+	}
 	c.shutWr = true
 	c.flushLocked()
 	c.unlock()
@@ -533,6 +555,10 @@ func (c *Conn) onTimer(now int64) {
 			if x, ok := s.h.(Expirer); ok {
 				x.Expiring(c)
 			}
+		}
+		if c.streaming {
+			c.streamTimer(now)
+			return
 		}
 		last := c.lastRead.Load()
 		idle := now - last

@@ -96,6 +96,19 @@
 //	close callback (lean: read side saw EOF; netpoll: its callback)
 //	   ─▶ unregister, wheel cancel ─▶ Handler.Close
 //
+// # HTTP streams (SSE, NDJSON)
+//
+// A Handler that is also a Streamer may keep a plain HTTP GET open as a
+// response stream (stream.go): the head goes out without a length
+// ("Connection: close", the body ends with the connection), the
+// connection is then open like an upgraded one — Handler.Open, the same
+// write queue, MaxPendingBytes, WriteTimeout, expiry, Each and Close —
+// but no frame parser runs: inbound bytes are dropped and EOF ends it.
+// The timer writes the Streamer's heartbeat every PingInterval instead
+// of a ping (there is no pong), and Close writes StreamEnd's bytes then
+// a FIN instead of a close frame. An idle stream costs what an idle
+// WebSocket costs: no goroutine, no buffer.
+//
 // # Partial frames: always consume, copy only what must outlive the call
 //
 // netpoll calls OnRequest again, in a busy loop, while unread input

@@ -64,6 +64,9 @@ type HTTPResponder interface {
 // Request is the upgrade request as the Handler sees it. Strings are copies
 // owned by the Request; the Request itself is valid only during Upgrade.
 type Request struct {
+	// Method is the request method ("GET"); set for plain HTTP requests
+	// (Streamer), "" for upgrades (always GET).
+	Method string
 	// URI is the request target, path and query ("/ws?ch=a").
 	URI string
 	// Host is the Host header.
@@ -72,6 +75,9 @@ type Request struct {
 	Origin string
 	// Authorization is the Authorization header ("" when absent).
 	Authorization string
+	// LastEventID is the Last-Event-ID header of a plain HTTP request
+	// (an EventSource reconnecting), "" when absent.
+	LastEventID string
 	// Protocols lists the offered subprotocols in the client's order.
 	Protocols []string
 	// RemoteAddr is the peer's address.

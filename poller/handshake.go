@@ -72,6 +72,10 @@ func (c *Conn) handshake(b []byte) (handedOff bool) {
 // goes to the Handler's HTTPResponder, anything else through the upgrade;
 // rest (frames that followed the request) is parsed once open.
 func (c *Conn) finishHandshake(req, rest []byte) {
+	if st, isST := c.srv.h.(Streamer); isST && !hasUpgrade(req) && c.respondStream(st, req) {
+		c.partial = nil
+		return
+	}
 	if hr, isHR := c.srv.h.(HTTPResponder); isHR && !hasUpgrade(req) {
 		c.respondHTTP(hr, req)
 		c.partial = nil

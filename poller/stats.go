@@ -31,6 +31,7 @@ type counters struct {
 	deflateConns      atomic.Uint64
 	inflated          atomic.Uint64
 	inflateTooBig     atomic.Uint64
+	streams           atomic.Uint64
 
 	mu     sync.Mutex
 	closed map[ws.StatusCode]uint64
@@ -69,6 +70,7 @@ type Stats struct {
 	DeflateConns      uint64 // upgrades that negotiated permessage-deflate
 	Inflated          uint64 // compressed inbound messages inflated (failures included)
 	InflateTooBig     uint64 // of Inflated: closed with 1009 past MaxMessageSize once inflated
+	Streams           uint64 // of Upgraded: HTTP streams opened by a Streamer (SSE, NDJSON)
 	ClosedByCode      map[ws.StatusCode]uint64
 }
 
@@ -101,6 +103,7 @@ func (s *Server) Stats() Stats {
 		DeflateConns:      k.deflateConns.Load(),
 		Inflated:          k.inflated.Load(),
 		InflateTooBig:     k.inflateTooBig.Load(),
+		Streams:           k.streams.Load(),
 		ClosedByCode:      make(map[ws.StatusCode]uint64),
 	}
 	k.mu.Lock()

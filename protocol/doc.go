@@ -95,6 +95,35 @@
 // Handler.PresenceEvent, best effort: a full queue misses one (counted in
 // Stats.EventDrops), and they are not ordered with the channel's pushes.
 //
+// # HTTP streams: SSE and NDJSON (stream.go)
+//
+// The Handler is also a poller.Streamer: a plain GET (no Upgrade) of
+//
+//	/sse?ch=a&ch=b,c&since=N&epoch=E&pos=<ch>:<epoch>:<seq>&token=T   text/event-stream
+//	/stream?...                                                       application/x-ndjson
+//
+// opens a one-way stream on the poller's loops, after the checks Upgrade
+// makes (readiness 503; URL 400/404/429; Auth: Origin 403, token 401 from
+// ?token= or Authorization; channel permissions 403), each refusal a whole
+// text/plain response. Pushes are encoded once per publication by the hub
+// in fanout.FormatSSE (event: <channel>, id: <epoch>:<seq>, data: lines)
+// or fanout.FormatNDJSON (the JSON push and "\n"); replies are framed per
+// transport (session.frame): "event: pushd" events, or lines. Every
+// subscription, URL ones included, gets a subok (a stream has no other way
+// to learn positions and whether a resume recovered). Last-Event-ID (or
+// last_event_id=) is an SSE event id <epoch>:<seq> and stands for since
+// and epoch; pos= gives one channel its own position. A stream cannot
+// change its channels or refresh its token: the client reconnects with
+// the new set and positions (no session outlives a connection, so any
+// node can take the new stream), and the token's exp ends the stream with
+// {"op":"close","code":4003}. StreamEnd writes that close event for every
+// end (drain 1001/1012, slow consumer 4001, ...); ReconnectHint gives the
+// drain its hint in the connection's framing (SSE: "retry: N" first, so a
+// browser's own reconnect waits the jittered delay). CORS: responses carry
+// Access-Control-Allow-Origin for the request's Origin (already checked by
+// Auth's policy); OPTIONS answers a preflight for Authorization and
+// Last-Event-ID. SSE refuses a channel named "pushd", its own event type.
+//
 // # Concurrency
 //
 // Upgrade, Open and Message run on the connection's processing goroutine;

@@ -250,8 +250,12 @@ func (h *Handler) Open(c *poller.Conn) {
 		s.subject, s.indexed = s.grant.Subject, true
 		h.users.add(s)
 	}
+	// A stream gets a subok event per subscription (its only way to learn
+	// positions and whether a resume recovered); a WebSocket's URL
+	// subscriptions get none (see the package doc).
+	ack := streaming(s.format)
 	if pc := s.grant.PersonalChannel(); pc != "" {
-		if !s.subscribe(Request{Op: OpSub, Ch: pc}, false) {
+		if !s.subscribe(Request{Op: OpSub, Ch: pc}, ack) {
 			return
 		}
 	}
@@ -264,7 +268,12 @@ func (h *Handler) Open(c *poller.Conn) {
 		if ch == s.grant.PersonalChannel() {
 			continue
 		}
-		if !s.subscribe(Request{Op: OpSub, Ch: ch, Since: u.since, Epoch: u.epoch}, false) {
+		req := Request{Op: OpSub, Ch: ch, Since: u.since, Epoch: u.epoch}
+		if p, ok := u.pos[ch]; ok {
+			since := p.since
+			req.Since, req.Epoch = &since, p.epoch
+		}
+		if !s.subscribe(req, ack) {
 			return
 		}
 	}
@@ -316,7 +325,7 @@ func (h *Handler) handle(s *session, op ws.OpCode, data []byte) {
 // Expiring implements poller.Expirer: the connection's token expires
 // soon; ask the client for a new one ({"op":"expiring","in_ms":N}).
 func (h *Handler) Expiring(c *poller.Conn) {
-	if s := sessionOf(c); s != nil && s.format != fanout.FormatRaw {
+	if s := sessionOf(c); s != nil && s.format == fanout.FormatJSON {
 		s.send(expiringFrame(time.Until(time.Unix(0, s.expires.Load()))))
 	}
 }
@@ -352,12 +361,11 @@ func (h *Handler) Drained(c *poller.Conn) {
 	}
 }
 
-// JSON reports whether c speaks pushd.v1 JSON (it did not ask for
-// format=raw): only such a connection can be sent an op message, such as
-// the drain's reconnect hint, without it reaching the application as data.
+// JSON reports whether c speaks pushd.v1 JSON over a WebSocket (it did
+// not ask for format=raw and is no HTTP stream).
 func (h *Handler) JSON(c *poller.Conn) bool {
 	s := sessionOf(c)
-	return s != nil && s.format != fanout.FormatRaw
+	return s != nil && s.format == fanout.FormatJSON
 }
 
 func sessionOf(c *poller.Conn) *session {

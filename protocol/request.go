@@ -236,6 +236,7 @@ type urlRequest struct {
 	since    *uint64
 	epoch    string
 	format   fanout.Format
+	pos      map[string]streamPos // per-channel positions (streams' pos=)
 }
 
 // parseURL reads /ws?ch=a,b&since=N&epoch=E&format=raw. The path must be exactly

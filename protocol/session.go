@@ -78,7 +78,7 @@ func (s *session) Close(code ws.StatusCode, reason string) error { return s.w.Cl
 // send queues a reply and flushes; a client that does not read its
 // replies is a slow consumer.
 func (s *session) send(b []byte) {
-	if s.w.Send(b) == poller.ErrQueueFull {
+	if s.w.Send(s.frame(b)) == poller.ErrQueueFull {
 		_ = s.w.Close(fanout.StatusSlowConsumer, "slow consumer")
 	}
 }
@@ -236,7 +236,7 @@ func (s *session) subscribe(req Request, ack bool) bool {
 	opts := fanout.SubscribeOptions{Format: s.format, Since: req.Since, Epoch: req.Epoch, Deflate: s.deflate}
 	if ack {
 		ch := req.Ch
-		opts.Ack = func(res fanout.SubscribeResult) []byte { return subokFrame(ch, res) }
+		opts.Ack = func(res fanout.SubscribeResult) []byte { return s.frame(subokFrame(ch, res)) }
 	}
 	ctx, cancel := s.h.subscribeContext()
 	sub, _, err := s.h.hub.Subscribe(ctx, s, req.Ch, opts)

@@ -68,8 +68,10 @@ func (h *Handler) Users() int {
 func (h *Handler) DisconnectUser(user string, code ws.StatusCode, reason string, afterMs int64) int {
 	ss := h.users.sessions(user)
 	for _, s := range ss {
-		if afterMs >= 0 && s.format != fanout.FormatRaw {
-			_ = s.w.Send(reconnectFrame(afterMs))
+		if afterMs >= 0 {
+			if hint := s.reconnectHint(afterMs); hint != nil {
+				_ = s.w.Send(hint)
+			}
 		}
 		_ = s.w.Close(code, reason)
 	}

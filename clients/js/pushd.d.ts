@@ -15,9 +15,33 @@ export interface WebSocketLike {
 /** A WebSocket constructor: globalThis.WebSocket, or npm ws's on Node 20. */
 export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
 
+/** The subset of the browser EventSource API the SSE transport uses. */
+export interface EventSourceLike {
+  onopen: ((ev: unknown) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
+  addEventListener(type: string, fn: (ev: { data: string; lastEventId: string }) => void): void;
+  close(): void;
+}
+
+/** An EventSource constructor: globalThis.EventSource in browsers. */
+export type EventSourceConstructor = new (url: string) => EventSourceLike;
+
+/** How the client reaches pushd: a WebSocket on /ws, or Server-Sent Events on /sse. */
+export type Transport = "websocket" | "sse";
+
 export interface ClientOptions {
   /** WebSocket implementation; default globalThis.WebSocket (browsers, Node >= 22). */
   WebSocket?: WebSocketConstructor;
+  /** EventSource implementation for the "sse" transport; default globalThis.EventSource (browsers). */
+  EventSource?: EventSourceConstructor;
+  /**
+   * Transports in order of preference; default ["websocket", "sse"]. An
+   * attempt that fails before it opens moves to the next one; one that
+   * opened is kept. Transports with no implementation here are skipped.
+   */
+  transports?: Transport[];
+  /** The SSE URL; default the WebSocket URL with ws: → http:, wss: → https: and the /ws path → /sse. */
+  sseUrl?: string;
   /** Subprotocols offered; default ["pushd.v1"]. */
   protocols?: string[];
   /**
@@ -74,7 +98,7 @@ export interface CloseEvent {
 
 export interface ClientEvents {
   connecting: { attempt: number; url: string; at: number };
-  open: { attempt: number; protocol: string };
+  open: { attempt: number; protocol: string; transport: Transport };
   message: Message;
   /**
    * subok, or a live push of a new epoch. recovered false: publications after
@@ -104,12 +128,14 @@ export interface ClientEvents {
 
 export type ClientState = "idle" | "connecting" | "open" | "waiting" | "closed";
 
-export declare const defaults: Readonly<Required<Omit<ClientOptions, "WebSocket" | "token" | "shouldReconnect" | "random" | "now">>>;
+export declare const defaults: Readonly<Required<Omit<ClientOptions, "WebSocket" | "EventSource" | "sseUrl" | "token" | "shouldReconnect" | "random" | "now">>>;
 
 export declare class PushdClient {
   constructor(url: string, options?: ClientOptions);
   readonly url: string;
   readonly state: ClientState;
+  /** The transport of the current (or next) connection. */
+  readonly transport: Transport;
   readonly stats: { connects: number; reconnects: number; duplicates: number; gaps: number; messages: number; deadConnections: number; refreshes: number };
   /** Starts connecting; a no-op unless idle. */
   open(): this;

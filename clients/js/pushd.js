@@ -43,6 +43,22 @@
 //   sends {"op":"ping"}; when nothing (pong or push) arrives pongTimeout
 //   later, it drops the socket and reconnects.
 //
+// - falls back to Server-Sent Events (transports: ["websocket", "sse"],
+//   the default where EventSource exists) when a WebSocket attempt fails
+//   before it opens (a proxy that strips or refuses Upgrade, a middlebox):
+//   the next attempt uses the next transport, and a transport that opened
+//   is kept. "open" says which one is in use ({transport}), and so does
+//   client.transport. Over SSE the client opens GET /sse (the URL's /ws
+//   path becomes /sse, ws: http:, wss: https:) with every channel in the
+//   query: ch=<ch>, or pos=<ch>:<epoch>:<seq> to resume one, and the token
+//   as ?token=. subscribe() and unsubscribe() on an open SSE connection
+//   reconnect at once with the new channel set (positions kept, so
+//   nothing is lost or repeated): SSE is one-way, and a reconnect needs
+//   no server-side session to keep. Over SSE there is no ping (the
+//   server's heartbeats are SSE comments, which EventSource does not
+//   surface) and no in-band refresh: the stream ends with close code 4003
+//   at the token's exp and the client reconnects with a fresh token().
+//
 // Limits: a browser cannot see the HTTP status of a refused handshake
 // (401, 403, 503 all look like a 1006 close), so there the plain backoff
 // applies.
@@ -59,6 +75,7 @@ export const defaults = Object.freeze({
   pongTimeout: 10000,
   stableAfter: 5000,
   reconnect: true,
+  transports: ["websocket", "sse"],
 });
 
 const OPEN = 1;
@@ -73,9 +90,18 @@ export class PushdClient {
     this.url = url;
     this.options = { ...defaults, ...options };
     this._WS = this.options.WebSocket ?? globalThis.WebSocket;
-    if (typeof this._WS !== "function") {
+    this._ES = this.options.EventSource ?? globalThis.EventSource;
+    const known = ["websocket", "sse"];
+    for (const t of this.options.transports) {
+      if (!known.includes(t)) throw new TypeError(`pushd: unknown transport ${JSON.stringify(t)} (want websocket or sse)`);
+    }
+    // Transports without an implementation here are skipped (Node 20 has
+    // no EventSource).
+    this._transports = this.options.transports.filter((t) => (t === "websocket" ? typeof this._WS === "function" : typeof this._ES === "function"));
+    if (this._transports.length === 0) {
       throw new TypeError("pushd: no WebSocket implementation; pass options.WebSocket (e.g. the npm ws package on Node 20)");
     }
+    this._tIdx = 0; // index in _transports of the one to dial next
     this._random = this.options.random ?? Math.random;
     this._now = this.options.now ?? (() => Date.now());
     this._handlers = new Map();
@@ -98,6 +124,11 @@ export class PushdClient {
   /** The client's state: idle, connecting, open, waiting (to reconnect) or closed. */
   get state() {
     return this._state;
+  }
+
+  /** The transport of the current or next connection: "websocket" or "sse". */
+  get transport() {
+    return this._transports[this._tIdx];
   }
 
   /** Starts connecting (connect() calls it); a no-op unless idle. */
@@ -262,6 +293,19 @@ export class PushdClient {
   _dial(token) {
     let s;
     try {
+      if (this.transport === "sse") {
+        s = new SSESocket(this, token);
+        this._sock = s;
+        this._opened = false;
+        s.onopen = () => this._onOpen(s);
+        s.onmessage = (e) => this._onMessage(s, e);
+        s.onerror = (e) => this._emit("error", { error: e?.error ?? e });
+        s.onclose = (e) => this._onClose(s, e);
+        if (this.options.connectTimeout > 0) {
+          this._timers.connect = setTimeout(() => this._drop(s, "connect timeout"), this.options.connectTimeout);
+        }
+        return;
+      }
       const protocols = token ? [...this.options.protocols, `bearer.${token}`] : this.options.protocols;
       s = new this._WS(this.url, protocols);
     } catch (error) {
@@ -270,6 +314,7 @@ export class PushdClient {
       return;
     }
     this._sock = s;
+    this._opened = false;
     this._watchHandshake(s);
     s.onopen = () => this._onOpen(s);
     s.onmessage = (e) => this._onMessage(s, e);
@@ -302,13 +347,18 @@ export class PushdClient {
     this._openedAt = this._now();
     this._lastRx = this._openedAt;
     this._pingSentAt = 0;
+    this._opened = true;
     this.stats.connects++;
     if (this.stats.connects > 1) this.stats.reconnects++;
-    this._emit("open", { attempt: this._attempt, protocol: s.protocol });
+    this._emit("open", { attempt: this._attempt, protocol: s.protocol, transport: this.transport });
     for (const [ch, sub] of this._subs) {
       sub.live = false;
-      this._sendSub(ch);
+      // Over SSE the channels went in the URL; their subok events follow.
+      if (this.transport !== "sse") this._sendSub(ch);
     }
+    // A subscribe or unsubscribe while the stream was being opened: its
+    // URL has another channel set, so open one with the current set.
+    if (this.transport === "sse" && !sameKeys(s.channels, this._subs)) this._resubscribeSSE(s);
     this._heartbeat();
   }
 
@@ -316,13 +366,15 @@ export class PushdClient {
     if (s !== this._sock) return;
     this._lastRx = this._now();
     this._pingSentAt = 0;
-    if (typeof e.data !== "string") return; // pushd.v1 JSON mode sends text only
-    let m;
-    try {
-      m = JSON.parse(e.data);
-    } catch (error) {
-      this._emit("error", { error });
-      return;
+    let m = e.parsed; // SSE: the push, already taken apart
+    if (m === undefined) {
+      if (typeof e.data !== "string") return; // pushd.v1 JSON mode sends text only
+      try {
+        m = JSON.parse(e.data);
+      } catch (error) {
+        this._emit("error", { error });
+        return;
+      }
     }
     if (m === null || typeof m !== "object") return;
     if (typeof m.op === "string") {
@@ -442,6 +494,7 @@ export class PushdClient {
     if (s !== this._sock) return;
     this._sock = null;
     this._detach(s);
+    this._fallback();
     this._emit("close", { ...ev, final: false });
     this._scheduleReconnect(ev);
   }
@@ -459,9 +512,34 @@ export class PushdClient {
     } catch {
       // already closing
     }
+    this._fallback();
     const ev = { code: 1006, reason, wasClean: false };
     this._emit("close", { ...ev, final: false });
     this._scheduleReconnect(ev);
+  }
+
+  // _fallback moves to the next transport after an attempt that never
+  // opened (the upgrade was refused or blocked); a transport that opened
+  // is kept.
+  _fallback() {
+    if (this._opened || this._transports.length < 2) return;
+    this._tIdx = (this._tIdx + 1) % this._transports.length;
+  }
+
+  // _resubscribeSSE reconnects an open SSE connection at once with the
+  // current channel set (after subscribe or unsubscribe): once per turn
+  // of the event loop, however many calls came.
+  _resubscribeSSE(s) {
+    if (s._resub) return;
+    s._resub = true;
+    queueMicrotask(() => {
+      if (s !== this._sock || this._state !== "open") return;
+      this._sock = null;
+      this._detach(s);
+      s.close(1000, "resubscribe");
+      this._emit("close", { code: 1000, reason: "resubscribe", wasClean: true, final: false });
+      this._connect();
+    });
   }
 
   _detach(s) {
@@ -523,7 +601,7 @@ export class PushdClient {
     clearTimeout(this._timers.heartbeat);
     const { pingInterval, pongTimeout } = this.options;
     const s = this._sock;
-    if (!s || this._state !== "open" || !(pingInterval > 0)) return;
+    if (!s || this._state !== "open" || !(pingInterval > 0) || this.transport === "sse") return;
     const now = this._now();
     let wait;
     if (this._pingSentAt > 0) {
@@ -600,9 +678,107 @@ export class PushdClient {
   }
 }
 
+// SSESocket carries a PushdClient's connection over EventSource (GET
+// /sse) behind the part of the WebSocket API the client uses: channels
+// and positions travel in the URL, pushes arrive as events named by their
+// channel with id "<epoch>:<seq>", pushd's own messages (subok, gap,
+// reconnect, close) as "pushd" events with the JSON a WebSocket gets.
+class SSESocket {
+  constructor(client, token) {
+    this.protocol = "sse";
+    this.readyState = 0;
+    this.onopen = this.onmessage = this.onerror = this.onclose = null;
+    this._client = client;
+    this._lastId = "";
+    this._closeEv = null;
+    this._resub = false;
+    const u = new URL(client.options.sseUrl ?? client.url);
+    if (client.options.sseUrl === undefined) {
+      if (u.protocol === "ws:") u.protocol = "http:";
+      else if (u.protocol === "wss:") u.protocol = "https:";
+      u.pathname = u.pathname.replace(/\/ws$/, "") + "/sse";
+    }
+    for (const k of ["ch", "since", "epoch", "pos", "format", "token", "last_event_id"]) u.searchParams.delete(k);
+    this.channels = [...client._subs.keys()];
+    for (const [ch, sub] of client._subs) {
+      if (sub.last !== undefined) u.searchParams.append("pos", `${ch}:${sub.epoch ?? ""}:${sub.last}`);
+      else u.searchParams.append("ch", ch);
+    }
+    if (token) u.searchParams.set("token", token);
+    this.url = u.toString();
+    const es = new client._ES(this.url);
+    this._es = es;
+    es.onopen = () => {
+      this.readyState = OPEN;
+      this.onopen?.({});
+    };
+    // EventSource reports every end (a refused request, a cut, the end of
+    // the stream) as error; the client, not EventSource, reconnects.
+    es.onerror = () => this._end({ code: 1006, reason: "", wasClean: false });
+    es.addEventListener("pushd", (e) => {
+      let m;
+      try {
+        m = JSON.parse(e.data);
+      } catch (error) {
+        this.onerror?.({ error });
+        return;
+      }
+      if (m?.op === "close") {
+        this._closeEv = { code: Number(m.code), reason: String(m.reason ?? ""), wasClean: true };
+        return;
+      }
+      this.onmessage?.({ data: e.data, parsed: m });
+    });
+    for (const ch of client._subs.keys()) es.addEventListener(ch, (e) => this._push(ch, e));
+  }
+
+  _push(ch, e) {
+    // An event without an id keeps the stream's last one: a repeated id
+    // is an unsequenced push (sequenced ids never repeat on one stream).
+    let epoch;
+    let seq = 0;
+    const id = e.lastEventId;
+    if (id && id !== this._lastId) {
+      const i = id.lastIndexOf(":");
+      epoch = id.slice(0, i) || undefined;
+      seq = Number(id.slice(i + 1));
+    }
+    this._lastId = id;
+    let data = e.data;
+    try {
+      data = JSON.parse(e.data);
+    } catch {
+      // not JSON: the payload is the text itself
+    }
+    this.onmessage?.({ data: e.data, parsed: { ch, epoch, seq, data } });
+  }
+
+  send(text) {
+    const m = JSON.parse(text);
+    if (m.op === "sub" || m.op === "unsub") this._client._resubscribeSSE(this);
+    // ping and refresh have no meaning on a one-way stream.
+  }
+
+  close(code = 1000, reason = "") {
+    this._end({ code, reason, wasClean: true });
+  }
+
+  _end(ev) {
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    this._es.close();
+    this.onclose?.(this._closeEv ?? ev);
+  }
+}
+
 /** connect builds a PushdClient and starts connecting. */
 export function connect(url, options) {
   return new PushdClient(url, options).open();
+}
+
+// sameKeys reports whether list holds exactly map's keys.
+function sameKeys(list, map) {
+  return list.length === map.size && list.every((k) => map.has(k));
 }
 
 function monotonic() {

@@ -68,6 +68,7 @@ func statsDoc(ps *poller.Server, app *pushApp, nofile uint64) map[string]any {
 		"max_conns":          st.MaxConns,
 		"accepted":           st.Accepted,
 		"upgraded":           st.Upgraded,
+		"streams":            st.Streams,
 		"refused":            st.Refused,
 		"rejected":           st.Rejected,
 		"handshake_failures": st.HandshakeFailures,

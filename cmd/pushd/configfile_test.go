@@ -202,9 +202,6 @@ func TestDrainStep(t *testing.T) {
 			t.Errorf("drainStep(%v, %d) = %v, want %v", tc.d, tc.n, got, tc.want)
 		}
 	}
-	if h := reconnectHint(1234); string(h[2:]) != `{"op":"reconnect","after_ms":1234}` || h[0] != 0x81 || int(h[1]) != len(h)-2 {
-		t.Errorf("hint frame % x", h)
-	}
 }
 
 // TestRateLimitedHandler: one message prints at most n lines per period;

@@ -7,13 +7,11 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
-	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/gobwas/ws"
 
-	"github.com/pushd/pushd/codec"
 	"github.com/pushd/pushd/poller"
 )
 
@@ -92,8 +90,8 @@ type health struct {
 type drainer struct {
 	cfg    Config
 	srv    *poller.Server
-	front  *wssCert                // nil without -tls-listen
-	json   func(*poller.Conn) bool // connections that take the reconnect hint; nil with -echo
+	front  *wssCert                                   // nil without -tls-listen
+	hint   func(c *poller.Conn, afterMs int64) []byte // c's reconnect hint (nil: c takes none); nil with -echo
 	health *health
 	log    *slog.Logger
 	now    func() time.Time
@@ -170,14 +168,15 @@ func drainStep(duration time.Duration, n int) time.Duration {
 	return min(duration/time.Duration(n), time.Second/drainMinRate)
 }
 
-// close sends the reconnect hint (pushd.v1 JSON connections only) and
+// close sends the reconnect hint (pushd.v1 JSON over WebSocket, SSE or
+// NDJSON; not format=raw) and
 // starts the closing handshake.
 func (d *drainer) close(c *poller.Conn, code ws.StatusCode, reason string) {
 	if !c.Open() {
 		return // closed meanwhile
 	}
-	if d.json != nil && d.json(c) {
-		if c.Send(reconnectHint(d.jitterMs())) == nil {
+	if d.hint != nil {
+		if h := d.hint(c, d.jitterMs()); h != nil && c.Send(h) == nil {
 			d.health.hints.Add(1)
 		}
 	}
@@ -188,13 +187,4 @@ func (d *drainer) close(c *poller.Conn, code ws.StatusCode, reason string) {
 // jitterMs draws after_ms uniformly in [0, -reconnect-jitter].
 func (d *drainer) jitterMs() int64 {
 	return rand.Int64N(d.cfg.ReconnectJitter.Milliseconds() + 1)
-}
-
-// reconnectHint is the text frame {"op":"reconnect","after_ms":ms}.
-func reconnectHint(ms int64) []byte {
-	b := make([]byte, 0, 40)
-	b = append(b, `{"op":"reconnect","after_ms":`...)
-	b = strconv.AppendInt(b, ms, 10)
-	b = append(b, '}')
-	return codec.CompileFrame(ws.OpText, b)
 }

@@ -129,6 +129,7 @@ type statsDescs struct {
 	drainHints, drainCloses                                              metricDesc
 	brokerAffected, ingestQueued, ingestOverloaded                       metricDesc
 	presenceChannels, presenceEvents, presenceDropped, presenceErrors    metricDesc
+	streams                                                              metricDesc
 }
 
 func newStatsDescs() *statsDescs {
@@ -145,6 +146,7 @@ func newStatsDescs() *statsDescs {
 		protoErrors:      counter("pushd_protocol_errors_total", "Connections closed for a WebSocket protocol error."),
 		expired:          counter("pushd_tokens_expired_total", "Connections closed with 4003 when their token expired."),
 		httpResp:         counter("pushd_http_responses_total", "Plain HTTP GETs answered on the WebSocket listener (the demo's files)."),
+		streams:          counter("pushd_streams_opened_total", "SSE (/sse) and NDJSON (/stream) streams opened; also counted in pushd_connections_upgraded_total."),
 		rateCloses:       counter("pushd_rate_limit_closes_total", "Connections closed with 1008 for exceeding -max-message-rate."),
 		authRefusals:     counter("pushd_auth_refusals_total", "Upgrades refused by the token or Origin check (401/403; also counted as rejected handshakes)."),
 		forbidden:        counter("pushd_forbidden_subscribes_total", "Subscribe requests refused with 403."),
@@ -186,7 +188,7 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 		d.subs, d.channels, d.received, d.delivered, d.dropped, d.publishFail, d.fallbacks,
 		d.slow, d.brokerUp, d.canaryAge, d.brokerReconnects, d.brokerAffected, d.ingestQueued,
 		d.ingestOverloaded, d.ready, d.draining,
-		d.drainHints, d.drainCloses,
+		d.drainHints, d.drainCloses, d.streams,
 		d.presenceChannels, d.presenceEvents, d.presenceDropped, d.presenceErrors,
 	} {
 		ch <- m.Desc
@@ -216,6 +218,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	emit(d.connsMax, float64(st.MaxConns))
 	emit(d.accepted, float64(st.Accepted))
 	emit(d.upgraded, float64(st.Upgraded))
+	emit(d.streams, float64(st.Streams))
 	closed := map[string]uint64{"1000": 0, "1001": 0, "1006": 0}
 	for code, n := range st.ClosedByCode {
 		closed[closeCodeLabel(int(code))] += n

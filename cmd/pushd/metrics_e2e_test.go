@@ -24,6 +24,7 @@ var metricNames = []string{
 	"pushd_connections_max",
 	"pushd_connections_accepted_total",
 	"pushd_connections_upgraded_total",
+	"pushd_streams_opened_total",
 	"pushd_connections_closed_total",
 	"pushd_handshake_failures_total",
 	"pushd_handshake_duration_seconds",

@@ -31,6 +31,7 @@ type (
 )
 
 var (
+	_ poller.Streamer      = (*observedHandler)(nil)
 	_ poller.Drainer       = observedDrainer{}
 	_ poller.HTTPResponder = observedResponder{}
 	_ poller.Drainer       = observedBoth{}
@@ -85,6 +86,28 @@ func (o *observedHandler) Expiring(c *poller.Conn) {
 	if x, ok := o.inner.(poller.Expirer); ok {
 		x.Expiring(c)
 	}
+}
+
+// Stream and StreamEnd forward poller.Streamer. Every shape offers it:
+// ok false (the inner handler is no Streamer, or not for this request) is
+// what the poller does without one. A stream's decision counts in the
+// handshake histogram's upgrade phase.
+func (o *observedHandler) Stream(c *poller.Conn, r *poller.Request) (poller.StreamResponse, bool) {
+	st, ok := o.inner.(poller.Streamer)
+	if !ok {
+		return poller.StreamResponse{}, false
+	}
+	start := time.Now()
+	resp, ok := st.Stream(c, r)
+	o.upgrade.Observe(time.Since(start).Seconds())
+	return resp, ok
+}
+
+func (o *observedHandler) StreamEnd(c *poller.Conn, code ws.StatusCode, reason string) []byte {
+	if st, ok := o.inner.(poller.Streamer); ok {
+		return st.StreamEnd(c, code, reason)
+	}
+	return nil
 }
 
 func (o observedDrainer) Drained(c *poller.Conn) { o.inner.(poller.Drainer).Drained(c) }

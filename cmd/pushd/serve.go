@@ -71,7 +71,7 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer) error {
 	var (
 		handler poller.Handler = poller.Echo{}
 		app     *pushApp
-		json    func(*poller.Conn) bool // takes the drain's reconnect hint (pushd.v1 JSON); nil with -echo
+		hint    func(*poller.Conn, int64) []byte // the drain's reconnect hint in c's framing (nil: none); nil with -echo
 	)
 	if !cfg.Echo {
 		app, err = newPushApp(cfg, pool, m, log)
@@ -81,7 +81,7 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer) error {
 		if handler, err = wrapDemo(app.handler, cfg); err != nil {
 			return err
 		}
-		json = app.handler.JSON
+		hint = app.handler.ReconnectHint
 	}
 	handler = newObservedHandler(handler, m)
 	pcfg := cfg.pollerConfig(log)
@@ -146,7 +146,7 @@ func serve(ctx context.Context, cfg Config, stderr io.Writer) error {
 		again := make(chan os.Signal, 1)
 		signal.Notify(again, syscall.SIGINT, syscall.SIGTERM)
 		defer signal.Stop(again)
-		d := &drainer{cfg: cfg, srv: srv, front: front, json: json, health: hl, log: log, now: time.Now}
+		d := &drainer{cfg: cfg, srv: srv, front: front, hint: hint, health: hl, log: log, now: time.Now}
 		_ = d.run(again)
 		log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
 	case runErr = <-errc:
