@@ -547,9 +547,21 @@ func TestSSEConnCap(t *testing.T) {
 		t.Fatalf("first stream: %v %v", first, err)
 	}
 	limWaitConns(t, p, 1, 10*time.Second)
-	second, err := client.Get("http://" + p.WSAddr + "/sse?ch=a")
+	// The refusal is written at accept time, before the request is read, so
+	// net/http's Transport may call it an unsolicited response (a race in
+	// the client, not a wrong answer); read it off a raw connection instead.
+	raw, err := net.DialTimeout("tcp", p.WSAddr, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
+	}
+	defer raw.Close()
+	raw.SetDeadline(time.Now().Add(20 * time.Second))
+	// The write may fail with EPIPE/ECONNRESET once the refusal has closed
+	// the socket; the refusal itself is still readable.
+	fmt.Fprintf(raw, "GET /sse?ch=a HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n", p.WSAddr)
+	second, err := http.ReadResponse(bufio.NewReader(raw), nil)
+	if err != nil {
+		t.Fatalf("reading the refusal: %v", err)
 	}
 	second.Body.Close()
 	if second.StatusCode != 503 || second.Header.Get("Retry-After") == "" {
