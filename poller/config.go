@@ -96,6 +96,9 @@ type Config struct {
 	TLSCPU int
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
+
+	// tlsCool overrides tlsCoolTime (tests).
+	tlsCool time.Duration
 }
 
 // Event loop backends (Config.Backend).

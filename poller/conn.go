@@ -185,6 +185,14 @@ func (c *Conn) tickAt(t time.Time) int64 {
 // capDue returns due, or the expiry or hint tick or the write deadline of
 // a stalled socket when that comes first.
 func (c *Conn) capDue(due int64) int64 {
+	if k := c.tlsKeys(); k != nil {
+		cool := c.srv.tlsCoolTicks
+		for _, g := range [2]*lazyGCM{&k.in, &k.out} {
+			if u := g.used.Load(); u != 0 && u+cool < due {
+				due = u + cool
+			}
+		}
+	}
 	if e := c.expireTick.Load(); e != 0 && e < due {
 		due = e
 	}
@@ -529,6 +537,9 @@ func (c *Conn) setEndCode(code ws.StatusCode) {
 // onTimer runs on the wheel goroutine when c's deadline is due.
 func (c *Conn) onTimer(now int64) {
 	s := c.srv
+	if c.tls != nil {
+		c.tlsCool(now)
+	}
 	switch c.state.Load() {
 	case stateHandshake:
 		if now >= c.acceptTick()+s.handshakeTicks {
@@ -536,7 +547,7 @@ func (c *Conn) onTimer(now int64) {
 			c.hangup()
 			return
 		}
-		s.wheel.schedule(c, c.acceptTick()+s.handshakeTicks)
+		s.wheel.schedule(c, c.capDue(c.acceptTick()+s.handshakeTicks))
 	case stateOpen:
 		if st := c.stallTick.Load(); st != 0 && now-st >= s.writeTicks {
 			// Lean backend: the socket took nothing for WriteTimeout.

@@ -1,6 +1,7 @@
 package poller
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -50,20 +51,25 @@ type Server struct {
 	writeTicks     int64
 	pingFrame      []byte
 
-	ln       *listener
-	tln      *listener     // wss (ListenTLS); nil without
-	tlsCfg   *tls.Config   // Config.TLS with the loops' record settings
-	tlsCPU   chan struct{} // handshake CPU tokens (Config.TLSCPU)
-	tlsWG    sync.WaitGroup
-	tlsBufs  tlsBufs           // crypto/tls.Conn's input buffers (tls_idle.go)
-	loop     netpoll.EventLoop // netpoll backend
-	lean     *leanBackend      // lean backend
-	bufs     bufPools          // lean backend: hand-off copies and worker read buffers
-	runTask  func(func())
-	nextID   atomic.Uint64
-	conns    atomic.Int64
-	tlsConns atomic.Int64 // of conns: wss
-	draining atomic.Bool
+	ln      *listener
+	tln     *listener     // wss (ListenTLS); nil without
+	tlsCfg  *tls.Config   // Config.TLS with the loops' record settings
+	tlsCPU  chan struct{} // handshake CPU tokens (Config.TLSCPU)
+	tlsWG   sync.WaitGroup
+	tlsBufs tlsBufs // crypto/tls.Conn's input buffers (tls_idle.go)
+	// crypto/tls's record protection (tls_keys.go); tlsAEADMu guards the
+	// part of tlsAEAD learnt from connections.
+	tlsAEAD      tlsAEADLayout
+	tlsAEADMu    sync.Mutex
+	tlsCoolTicks int64
+	loop         netpoll.EventLoop // netpoll backend
+	lean         *leanBackend      // lean backend
+	bufs         bufPools          // lean backend: hand-off copies and worker read buffers
+	runTask      func(func())
+	nextID       atomic.Uint64
+	conns        atomic.Int64
+	tlsConns     atomic.Int64 // of conns: wss
+	draining     atomic.Bool
 	// acceptStopped: StopAccepting closed the listener; Run keeps serving
 	// the connections until Shutdown.
 	acceptStopped atomic.Bool
@@ -110,6 +116,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 	s.pongTicks = s.wheel.ticks(cfg.PongTimeout)
 	s.closeTicks = s.wheel.ticks(cfg.CloseTimeout)
 	s.writeTicks = s.wheel.ticks(cfg.WriteTimeout)
+	s.tlsCoolTicks = s.wheel.ticks(cmp.Or(cfg.tlsCool, tlsCoolTime))
 	s.runTask = cfg.Runner
 	if s.runTask == nil {
 		s.runTask = func(f func()) { go f() }
@@ -120,6 +127,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 		s.tlsCfg = tlsServerConfig(cfg.TLS)
 		s.tlsCPU = make(chan struct{}, cfg.TLSCPU)
 		s.tlsBufs = findTLSBufs()
+		s.tlsAEAD = findTLSAEAD()
 	}
 	if s.maxConns == 0 {
 		s.maxConns = DefaultMaxConns()

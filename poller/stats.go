@@ -28,6 +28,8 @@ type counters struct {
 	tlsFailures       atomic.Uint64
 	tlsPlaintext      atomic.Uint64
 	tlsRecordErrors   atomic.Uint64
+	tlsKeyRebuilds    atomic.Uint64
+	tlsKeysKept       atomic.Uint64
 	deflateConns      atomic.Uint64
 	inflated          atomic.Uint64
 	inflateTooBig     atomic.Uint64
@@ -67,6 +69,8 @@ type Stats struct {
 	TLSFailures       uint64 // wss handshakes that failed (timeouts included)
 	TLSPlaintext      uint64 // plain HTTP sent to the wss port (answered 400)
 	TLSRecordErrors   uint64 // established wss connections ended by a TLS error (bad record, renegotiation, close_notify)
+	TLSKeyRebuilds    uint64 // AES-GCM states rebuilt for a wss direction that had been idle (tls_keys.go)
+	TLSKeysKept       uint64 // TLS 1.3 AES-GCM handshakes that kept crypto/tls's own state (layout or derivation check failed)
 	DeflateConns      uint64 // upgrades that negotiated permessage-deflate
 	Inflated          uint64 // compressed inbound messages inflated (failures included)
 	InflateTooBig     uint64 // of Inflated: closed with 1009 past MaxMessageSize once inflated
@@ -100,6 +104,8 @@ func (s *Server) Stats() Stats {
 		TLSFailures:       k.tlsFailures.Load(),
 		TLSPlaintext:      k.tlsPlaintext.Load(),
 		TLSRecordErrors:   k.tlsRecordErrors.Load(),
+		TLSKeyRebuilds:    k.tlsKeyRebuilds.Load(),
+		TLSKeysKept:       k.tlsKeysKept.Load(),
 		DeflateConns:      k.deflateConns.Load(),
 		Inflated:          k.inflated.Load(),
 		InflateTooBig:     k.inflateTooBig.Load(),

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -66,8 +67,9 @@ func (wouldBlock) Temporary() bool { return true }
 
 // tlsState is a wss connection's TLS layer.
 type tlsState struct {
-	tc *tls.Conn
-	io tlsIO
+	tc   *tls.Conn
+	keys atomic.Pointer[tlsKeys] // lazy AES-GCM state (tls_keys.go); nil: crypto/tls's own
+	io   tlsIO
 }
 
 // tlsIO is the net.Conn under a connection's tls.Conn. During the
@@ -235,8 +237,17 @@ func (s *Server) tlsHandshake(c *Conn) {
 		return
 	}
 	s.stats.tlsHandshakes.Add(1)
-	if t.tc.ConnectionState().DidResume {
+	st := t.tc.ConnectionState()
+	if st.DidResume {
 		s.stats.tlsResumed.Add(1)
+	}
+	if err := s.installTLSKeys(c, &st); err != nil {
+		s.stats.tlsKeysKept.Add(1)
+		if s.log.Enabled(context.Background(), -4) {
+			s.log.Debug("wss keeps crypto/tls's AES-GCM state", "err", err)
+		}
+	} else if t.keys.Load() != nil {
+		s.wheel.scheduleBefore(c, s.wheel.now.Load()+s.tlsCoolTicks)
 	}
 	// Handshake messages written after the last flight (TLS 1.3 session
 	// tickets are sent in the handshake call) went out through hs.

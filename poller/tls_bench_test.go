@@ -180,11 +180,28 @@ func (g *broadcastGroup) broadcast(b *testing.B, frame []byte, burst int) time.D
 // server, alternating, and reports deliveries per second for each and the
 // wss/ws ratio (goal ≥ 0.5). The clients run in this process, so their
 // decryption competes with the server's encryption for the same cores.
+// keys=cold lets every wss connection drop its AES-GCM state before each
+// burst (tls_keys.go), as a connection pushed to less often than every
+// tlsCoolTime does: the ratio against keys=hot is the rebuild's cost.
 func BenchmarkTLSBroadcast(b *testing.B) {
+	for _, cold := range []bool{false, true} {
+		name := "keys=hot"
+		if cold {
+			name = "keys=cold"
+		}
+		b.Run(name, func(b *testing.B) { benchTLSBroadcast(b, cold) })
+	}
+}
+
+func benchTLSBroadcast(b *testing.B, cold bool) {
 	const n, burst = 500, 16
 	cert, pool := testCert(b)
 	h := &openHook{ch: make(chan *Conn, 1)}
-	s, err := New(Config{Backend: BackendLean, TLS: &tls.Config{Certificates: []tls.Certificate{cert}}}, h)
+	cfg := Config{Backend: BackendLean, TLS: &tls.Config{Certificates: []tls.Certificate{cert}}}
+	if cold {
+		cfg.Tick, cfg.tlsCool = 5*time.Millisecond, 5*time.Millisecond
+	}
+	s, err := New(cfg, h)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -201,13 +218,24 @@ func BenchmarkTLSBroadcast(b *testing.B) {
 	secure := openGroup(b, wssAddr.String(), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}, n, h)
 	frame := codec.CompileFrame(ws.OpText, bytes.Repeat([]byte("x"), 100))
 	var tws, twss time.Duration
+	rebuilds := s.Stats().TLSKeyRebuilds
 	b.ReportAllocs()
 	for b.Loop() {
 		tws += plain.broadcast(b, frame, burst)
+		if cold {
+			b.StopTimer()
+			for _, c := range secure.conns {
+				for k := c.tlsKeys(); k != nil && k.out.built(); {
+					time.Sleep(time.Millisecond)
+				}
+			}
+			b.StartTimer()
+		}
 		twss += secure.broadcast(b, frame, burst)
 	}
 	d := float64(b.N * n * burst)
 	b.ReportMetric(d/tws.Seconds(), "ws-deliveries/s")
 	b.ReportMetric(d/twss.Seconds(), "wss-deliveries/s")
 	b.ReportMetric(tws.Seconds()/twss.Seconds(), "ratio")
+	b.ReportMetric(float64(s.Stats().TLSKeyRebuilds-rebuilds)/float64(b.N*n), "rebuilds/conn-burst")
 }

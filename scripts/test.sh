@@ -39,6 +39,7 @@ install_missing() {
 	/usr/bin/python3 -c 'import websockets' 2>/dev/null || missing+=(python3-websockets)
 	[ -x /usr/bin/chromium ] || missing+=(chromium)
 	command -v redis-server >/dev/null || missing+=(redis-server)
+	command -v openssl >/dev/null || missing+=(openssl) # a TLS client we did not write (poller: every TLS 1.3 suite)
 	command -v zbarimg >/dev/null || missing+=(zbar-tools) # decodes the QR demo's codes (cmd/pushd)
 	command -v prometheus >/dev/null || missing+=(prometheus) # deploy/: alert rules and dashboard against a real Prometheus
 	command -v prometheus-redis-exporter >/dev/null || missing+=(prometheus-redis-exporter)

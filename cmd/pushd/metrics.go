@@ -123,7 +123,7 @@ type statsDescs struct {
 	conns, connsMax, accepted, upgraded, closed, hsFailures              metricDesc
 	pongTimeouts, writeTimeouts, stalls, protoErrors, expired, httpResp  metricDesc
 	rateCloses, authRefusals, forbidden, wssConns                        metricDesc
-	tlsHandshakes, tlsRecordErrors                                       metricDesc
+	tlsHandshakes, tlsRecordErrors, tlsKeyRebuilds, tlsKeysKept          metricDesc
 	subs, channels, received, delivered, dropped, publishFail, fallbacks metricDesc
 	slow, brokerUp, canaryAge, brokerReconnects, ready, draining         metricDesc
 	drainHints, drainCloses                                              metricDesc
@@ -153,6 +153,8 @@ func newStatsDescs() *statsDescs {
 		wssConns:         gauge("pushd_wss_connections", "Connections on the wss listener (TLS terminated by pushd on its event loops)."),
 		tlsHandshakes:    counter("pushd_tls_handshakes_total", "wss TLS handshakes completed, by whether a session ticket resumed them.", "resumed"),
 		tlsRecordErrors:  counter("pushd_tls_record_errors_total", "Established wss connections ended by TLS: a record that did not decrypt, a renegotiation attempt, the peer's close_notify."),
+		tlsKeyRebuilds:   counter("pushd_tls_key_rebuilds_total", "AES-GCM states rebuilt for a wss connection direction idle longer than 2 s (idle connections hold only the key)."),
+		tlsKeysKept:      counter("pushd_tls_keys_kept_total", "TLS 1.3 AES-GCM wss connections that kept crypto/tls's own AES-GCM state (its layout or the key check did not match)."),
 		subs:             gauge("pushd_subscriptions", "Live subscriptions on this node."),
 		channels:         gauge("pushd_channels", "Channels with local state on this node."),
 		received:         counter("pushd_messages_received_total", "Publications received by the hub from the broker."),
@@ -184,7 +186,7 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 		d.conns, d.connsMax, d.accepted, d.upgraded, d.closed, d.hsFailures,
 		d.pongTimeouts, d.writeTimeouts, d.stalls, d.protoErrors, d.expired, d.httpResp,
 		d.rateCloses, d.authRefusals, d.forbidden, d.wssConns,
-		d.tlsHandshakes, d.tlsRecordErrors,
+		d.tlsHandshakes, d.tlsRecordErrors, d.tlsKeyRebuilds, d.tlsKeysKept,
 		d.subs, d.channels, d.received, d.delivered, d.dropped, d.publishFail, d.fallbacks,
 		d.slow, d.brokerUp, d.canaryAge, d.brokerReconnects, d.brokerAffected, d.ingestQueued,
 		d.ingestOverloaded, d.ready, d.draining,
@@ -245,6 +247,8 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		emit(d.tlsHandshakes, float64(st.TLSHandshakes-st.TLSResumed), "false")
 		emit(d.tlsHandshakes, float64(st.TLSResumed), "true")
 		emit(d.tlsRecordErrors, float64(st.TLSRecordErrors))
+		emit(d.tlsKeyRebuilds, float64(st.TLSKeyRebuilds))
+		emit(d.tlsKeysKept, float64(st.TLSKeysKept))
 	}
 	draining := c.health.draining.Load()
 	emit(d.draining, b2f(draining))

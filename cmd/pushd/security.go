@@ -230,5 +230,7 @@ func securityStats(doc map[string]any, ps *poller.Server, app *pushApp, front *w
 		doc["tls_handshakes"] = st.TLSHandshakes
 		doc["tls_resumed"] = st.TLSResumed
 		doc["tls_record_errors"] = st.TLSRecordErrors
+		doc["tls_key_rebuilds"] = st.TLSKeyRebuilds
+		doc["tls_keys_kept"] = st.TLSKeysKept
 	}
 }
