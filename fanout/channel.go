@@ -18,30 +18,35 @@ import (
 // A subscriber linked under mu receives exactly the publications still in
 // the mailbox and all later ones.
 type channel struct {
-	name   string
-	policy Policy
-	hub    *Hub
+	name string
+	hub  *Hub
+
+	// The flags, grouped into one word (and the counters below made
+	// int32) to keep a channel in the 288-byte size class: an idle
+	// personal channel is one per connection (issue 18's budget).
+	policy     Policy
+	shared     bool // a delivery task holds a snapshot of subs
+	deflate    bool // DeflateConfig selects this channel (fixed at creation)
+	running    bool // a delivery task owns the channel
+	held       bool // the node-local window follows the broker's top (below)
+	subscribed bool // the broker subscription is up (guarded by brokerMu)
 
 	mu        sync.Mutex
-	subs      []*Subscription // live list; never modified while shared
-	shared    bool            // a delivery task holds a snapshot of subs
-	nFormat   [numFormats]int // subscribers per format in subs
-	nDeflate  [numFormats]int // of nFormat: subscribers that negotiated permessage-deflate
-	deflate   bool            // DeflateConfig selects this channel (fixed at creation)
-	refs      int             // linked plus joining subscribers
-	mailbox   []Publication   // received, not yet taken by a delivery task
-	mailBytes int             // payload bytes in mailbox
-	gaps      []gapMark       // HandleGap notices due before mailbox[at]
-	running   bool            // a delivery task owns the channel
-	paused    int             // joining subscribers fetching history: hold deliveries
-	lastSeq   uint64          // highest Seq handled in epoch
-	epoch     string          // the epoch of lastSeq
-	idle      int64           // when refs dropped to 0, unix nanoseconds (for the debounced unsubscribe)
+	subs      []*Subscription   // live list; never modified while shared
+	nFormat   [numFormats]int32 // subscribers per format in subs
+	nDeflate  [numFormats]int32 // of nFormat: subscribers that negotiated permessage-deflate
+	refs      int32             // linked plus joining subscribers
+	paused    int32             // joining subscribers fetching history: hold deliveries
+	mailbox   []Publication     // received, not yet taken by a delivery task
+	mailBytes int               // payload bytes in mailbox
+	gaps      []gapMark         // HandleGap notices due before mailbox[at]
+	lastSeq   uint64            // highest Seq handled in epoch
+	epoch     string            // the epoch of lastSeq
+	idle      int64             // when refs dropped to 0, unix nanoseconds (for the debounced unsubscribe)
 
 	// The node-local window (window.go): held reports that lastSeq and
 	// epoch follow the broker's top, win is a ring of the publications
 	// (winBase, lastSeq].
-	held     bool
 	win      []winEntry
 	winHead  int
 	winN     int
@@ -50,10 +55,9 @@ type channel struct {
 
 	// brokerMu serialises broker.Subscribe for this channel; subscribed,
 	// subErr and the end of an attempt (subGen) are guarded by it.
-	brokerMu   sync.Mutex
-	subscribed bool
-	subGen     atomic.Uint64 // broker subscribe attempts that failed
-	subErr     error         // the last failed attempt's error
+	brokerMu sync.Mutex
+	subGen   atomic.Uint64 // broker subscribe attempts that failed
+	subErr   error         // the last failed attempt's error
 
 	// dl is the delivery scratch, allocated when the channel first
 	// delivers (startLocked): a channel that never receives a

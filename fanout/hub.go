@@ -608,7 +608,7 @@ func (c *channel) linkLocked(s *Subscription) {
 		c.subs = append(make([]*Subscription, 0, len(c.subs)+len(c.subs)/4+1), c.subs...)
 		c.shared = false
 	}
-	s.idx = len(c.subs)
+	s.idx = int32(len(c.subs))
 	c.subs = append(c.subs, s)
 	c.nFormat[s.format]++
 	if s.deflate {
@@ -620,7 +620,7 @@ func (c *channel) linkLocked(s *Subscription) {
 // unlinkLocked removes s from the live list (swap with the last; order
 // among subscribers does not matter). Lock c.mu must be held.
 func (c *channel) unlinkLocked(s *Subscription) {
-	i := s.idx
+	i := int(s.idx)
 	if i < 0 || i >= len(c.subs) || c.subs[i] != s {
 		return
 	}
@@ -630,7 +630,7 @@ func (c *channel) unlinkLocked(s *Subscription) {
 	}
 	last := len(c.subs) - 1
 	c.subs[i] = c.subs[last]
-	c.subs[i].idx = i
+	c.subs[i].idx = int32(i)
 	c.subs[last] = nil
 	c.subs = c.subs[:last]
 	s.idx = -1

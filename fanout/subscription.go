@@ -17,6 +17,7 @@ type Subscription struct {
 	format Format
 	// deflate: the subscriber negotiated permessage-deflate (immutable).
 	deflate bool
+	idx     int32 // position in ch.subs; guarded by ch.mu (-1: not linked)
 
 	// minSeq filters the live path: publications of epoch with 0 < Seq <=
 	// minSeq were recovered from history or predate the subscription. A
@@ -25,17 +26,18 @@ type Subscription struct {
 	// is linked, read-only afterwards.
 	minSeq uint64
 	epoch  string
-	idx    int // position in ch.subs; guarded by ch.mu (-1: not linked)
 
+	// Guarded by mu. The fields are ordered to keep a Subscription in
+	// the 128-byte size class (one per subscriber: issue 18's budget).
 	mu       sync.Mutex
 	removed  bool   // unsubscribed: queue nothing more
 	dead     bool   // the subscriber closed or was disconnected
 	held     bool   // a gap notice or a conflated frame waits
+	kick     bool   // PolicyDisconnect fired: close the subscriber once s.mu is released
 	gapEpoch string // PolicyDrop: the epoch of gapFrom..gapTo (held)
 	gapFrom  uint64 // PolicyDrop: first missing seq (held)
 	gapTo    uint64 // PolicyDrop: last missing seq (held)
 	latest   []byte // PolicyConflate: the newest frame not yet queued (held)
-	kick     bool   // PolicyDisconnect fired: close the subscriber once s.mu is released
 }
 
 // Channel returns the channel name.
