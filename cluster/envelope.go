@@ -48,6 +48,14 @@ const maxSeqDigits = 20
 // that FCALL pushd_publish takes.
 func rawName(ch string) string { return keyPrefix + ch + rawSuffix }
 
+// pubsubNames returns rawName(ch) and durableName(ch) in one allocation
+// (the raw name is a prefix of the durable one): both are kept as long as
+// the channel is subscribed, by go-redis and by Redis itself.
+func pubsubNames(ch string) (raw, durable string) {
+	durable = keyPrefix + ch + durableSuffix
+	return durable[:len(durable)-len(durableSuffix)+len(rawSuffix)], durable
+}
+
 // durableName returns pushd:{ch}:d.
 func durableName(ch string) string { return keyPrefix + ch + durableSuffix }
 

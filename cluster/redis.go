@@ -116,19 +116,21 @@ type rShard struct {
 // number handed to the hub and, while a gap is being filled from the
 // stream, the publications that arrived meanwhile.
 type rchan struct {
-	name     string
-	worker   *ingestWorker // owns iq
-	conflate bool          // the hub's policy for it is PolicyConflate
-	iq       iqueue        // guarded by worker.mu
+	name   string
+	worker *ingestWorker // owns iq
+	iq     iqueue        // guarded by worker.mu
 
-	mu         sync.Mutex
-	conn       *psConn // the connection that carries it (changes on resharding)
-	last       uint64  // last durable seq handed to the hub (or the baseline)
-	epoch      string  // the epoch last counts in ("": unknown or none yet)
-	recovering bool
-	pending    []fanout.Publication
-	overflow   bool // pending was full: durable ones were dropped (they are in the stream)
-	gone       bool // unsubscribed
+	mu      sync.Mutex
+	conn    *psConn // the connection that carries it (changes on resharding)
+	last    uint64  // last durable seq handed to the hub (or the baseline)
+	epoch   string  // the epoch last counts in ("": unknown or none yet)
+	pending []fanout.Publication
+
+	// Flags in one word (an rchan is one per subscribed channel: 144 B).
+	conflate   bool // the hub's policy for it is PolicyConflate (fixed at creation)
+	recovering bool // guarded by mu
+	overflow   bool // guarded by mu: pending was full: durable ones were dropped (they are in the stream)
+	gone       bool // guarded by mu: unsubscribed
 }
 
 // maxHistoryRead bounds the publications one History call returns.

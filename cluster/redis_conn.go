@@ -198,7 +198,8 @@ func (pc *psConn) session(ctx context.Context) error {
 	clear(pc.pend)
 	clear(pc.inflight)
 	for ch := range pc.want {
-		names = append(names, rawName(ch), durableName(ch))
+		raw, durable := pubsubNames(ch)
+		names = append(names, raw, durable)
 		pc.inflight[ch]++
 	}
 	pc.mu.Unlock()
@@ -383,10 +384,12 @@ func (pc *psConn) sender(ctx context.Context, ps *redis.PubSub) error {
 		for ch, on := range pc.pend {
 			switch {
 			case on && pc.want[ch]:
-				subs = append(subs, rawName(ch), durableName(ch))
+				raw, durable := pubsubNames(ch)
+				subs = append(subs, raw, durable)
 				pc.inflight[ch]++
 			case !on && !pc.want[ch]:
-				unsubs = append(unsubs, rawName(ch), durableName(ch))
+				raw, durable := pubsubNames(ch)
+				unsubs = append(unsubs, raw, durable)
 			}
 		}
 		clear(pc.pend)

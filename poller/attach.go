@@ -61,7 +61,7 @@ func (s *Server) Attach(fd int, remote net.Addr) error {
 		}
 	}
 	c := s.newConn(nc, fd)
-	c.remote = remote
+	c.ext = &connExt{remote: remote}
 	if s.adm != nil {
 		c.src = src
 	}

@@ -41,7 +41,7 @@ type Conn struct {
 	pingTick int64        // accept tick until upgraded, then the tick of the last ping; wheel goroutine only
 	timer    timerLink
 	src      netip.Addr // source address counted by admission (zero without)
-	remote   net.Addr   // peer address of an attached socket (Server.Attach); nil: nc's
+	ext      *connExt   // what only attached sockets and streams need; nil for most
 	tls      *tlsState  // wss (Server.ListenTLS); nil for ws
 
 	// Expiry (SetExpiry): written before the connection opens, read by
@@ -63,10 +63,10 @@ type Conn struct {
 	value      any
 	opened     bool // Handler.Open ran; Handler.Close is owed
 	deflate    bool // permessage-deflate negotiated; set during the upgrade
-	// streaming: an HTTP stream (Streamer), not a WebSocket; heartbeat is
-	// what its timer writes every PingInterval. Set before it opens.
+	// streaming: an HTTP stream (Streamer), not a WebSocket; its
+	// heartbeat (ext) is what its timer writes every PingInterval. Set
+	// before it opens.
 	streaming bool
-	heartbeat []byte
 	// inline: this read runs on a lean event loop goroutine, so Handler
 	// calls must be handed off to a worker (see handoff).
 	inline bool
@@ -95,6 +95,14 @@ type Conn struct {
 	endCode  ws.StatusCode
 }
 
+// connExt holds a connection's rarely used fields, out of Conn so that a
+// connection stays in the 384-byte size class. Written by the read side's
+// owner before the connection opens (Attach: before it is registered).
+type connExt struct {
+	remote    net.Addr // peer address of an attached socket (Server.Attach); nil: the socket's
+	heartbeat []byte   // a stream's heartbeat
+}
+
 // Deflate reports whether the connection negotiated permessage-deflate
 // (Config.Deflate): frames with RSV1 set (codec.CompileCompressedFrame)
 // may then be queued to it. Valid from Handler.Upgrade on; it never
@@ -106,8 +114,8 @@ func (c *Conn) ID() uint64 { return c.id }
 
 // RemoteAddr returns the peer address.
 func (c *Conn) RemoteAddr() net.Addr {
-	if c.remote != nil {
-		return c.remote
+	if c.ext != nil && c.ext.remote != nil {
+		return c.ext.remote
 	}
 	if c.nc != nil {
 		return c.nc.RemoteAddr()

@@ -88,7 +88,12 @@ func (c *Conn) respondStream(st Streamer, head []byte) bool {
 	b = append(b, "X-Accel-Buffering: no\r\n\r\n"...)
 	b = append(b, resp.Body...)
 	c.streaming = true
-	c.heartbeat = resp.Heartbeat
+	if len(resp.Heartbeat) > 0 {
+		if c.ext == nil {
+			c.ext = &connExt{}
+		}
+		c.ext.heartbeat = resp.Heartbeat
+	}
 	if !c.state.CompareAndSwap(stateHandshake, stateOpen) {
 		return true
 	}
@@ -111,8 +116,8 @@ func (c *Conn) streamTimer(now int64) {
 	s := c.srv
 	if now-c.pingTick >= s.pingTicks {
 		c.pingTick = now
-		if len(c.heartbeat) > 0 {
-			c.sendControl(c.heartbeat)
+		if x := c.ext; x != nil && len(x.heartbeat) > 0 {
+			c.sendControl(x.heartbeat)
 		}
 	}
 	s.wheel.schedule(c, c.capDue(c.pingTick+s.pingTicks))

@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"errors"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,19 +35,19 @@ type session struct {
 	// deflate: the connection negotiated permessage-deflate, so the hub may
 	// queue it shared compressed frames (immutable after Upgrade).
 	deflate bool
-	errors  int // refused requests; processing goroutine only
+	indexed bool  // in h.users; set in Open, read in Close
+	closed  bool  // guarded by mu
+	errors  int32 // refused requests; processing goroutine only
 	grant   auth.Grant
 	tokens  float64 // message bucket; processing goroutine only
 	last    int64   // nanos since h.start of the last refill
 
 	subject string // grant.Subject at Open (the user index key); immutable after
-	indexed bool   // in h.users; set in Open, read in Close
 
 	expires atomic.Int64 // token exp in Unix nanos (0: none); read by Expiring on the wheel
 
-	mu     sync.Mutex
-	subs   []*fanout.Subscription
-	closed bool
+	mu   sync.Mutex
+	subs []*fanout.Subscription
 }
 
 func newSession(h *Handler, w wire, u urlRequest, g auth.Grant) *session {
@@ -86,8 +87,10 @@ func (s *session) send(b []byte) {
 // refuse answers a request with an err reply and closes the connection
 // with 1008 after MaxErrors of them.
 func (s *session) refuse(e *RequestError) {
-	s.errors++
-	if s.errors > s.h.cfg.MaxErrors {
+	if s.errors < math.MaxInt32 {
+		s.errors++
+	}
+	if int(s.errors) > s.h.cfg.MaxErrors {
 		_ = s.w.Close(StatusPolicyViolation, "too many refused requests")
 		return
 	}
