@@ -545,9 +545,7 @@ func (c *Conn) setEndCode(code ws.StatusCode) {
 // onTimer runs on the wheel goroutine when c's deadline is due.
 func (c *Conn) onTimer(now int64) {
 	s := c.srv
-	if c.tls != nil {
-		c.tlsCool(now)
-	}
+	c.tlsCool(now)
 	switch c.state.Load() {
 	case stateHandshake:
 		if now >= c.acceptTick()+s.handshakeTicks {

@@ -102,28 +102,18 @@ func (g *lazyGCM) release(rebuilt bool) {
 	}
 }
 
-// cool drops g's AES-GCM when it has not been used for cool ticks. It
-// returns the tick at which g should be looked at again, 0 when cold.
-// Wheel goroutine only.
-func (g *lazyGCM) cool(now, cool int64) int64 {
-	u := g.used.Load()
-	if u == 0 {
-		return 0
-	}
-	if now-u < cool {
-		return u + cool
+// cool drops g's AES-GCM when it has not been used for cool ticks (the
+// next visit is scheduled by capDue). Wheel goroutine only.
+func (g *lazyGCM) cool(now, cool int64) {
+	if u := g.used.Load(); u == 0 || now-u < cool {
+		return
 	}
 	g.mu.Lock()
-	if u = g.used.Load(); u != 0 && now-u >= cool {
+	if u := g.used.Load(); u != 0 && now-u >= cool {
 		g.a = nil
 		g.used.Store(0)
-		u = 0
 	}
 	g.mu.Unlock()
-	if u == 0 {
-		return 0
-	}
-	return u + cool
 }
 
 // built reports whether g holds an AES-GCM (tests).
@@ -158,22 +148,13 @@ func (c *Conn) tlsKeys() *tlsKeys {
 	return c.tls.keys.Load()
 }
 
-// tlsCool runs the wheel's idle check on c's AES-GCM state and returns
-// the tick of the next check, 0 for none. Wheel goroutine only.
-func (c *Conn) tlsCool(now int64) int64 {
-	k := c.tlsKeys()
-	if k == nil {
-		return 0
+// tlsCool runs the wheel's idle check on c's AES-GCM state; capDue then
+// schedules the next one. Wheel goroutine only.
+func (c *Conn) tlsCool(now int64) {
+	if k := c.tlsKeys(); k != nil {
+		k.in.cool(now, c.srv.tlsCoolTicks)
+		k.out.cool(now, c.srv.tlsCoolTicks)
 	}
-	cool := c.srv.tlsCoolTicks
-	a, b := k.in.cool(now, cool), k.out.cool(now, cool)
-	switch {
-	case a == 0:
-		return b
-	case b == 0 || a < b:
-		return a
-	}
-	return b
 }
 
 // errTLSLayout reports a crypto/tls whose internals are not the ones
