@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -66,6 +67,10 @@ type plateau struct {
 	SlabBytes  uint64  `json:"host_slab_bytes"`
 	OpenSecs   float64 `json:"open_seconds"`
 	ConnsPerS  float64 `json:"conns_per_second"`
+	// MemStats holds the Go runtime's memory classes (runtime.MemStats
+	// fields from /debug/pprof/heap?debug=1, pushd only), so the RSS slope
+	// can be split into heap, stacks, span and GC metadata.
+	MemStats map[string]uint64 `json:"memstats,omitempty"`
 }
 
 // idleResult is one server's measurements.
@@ -176,7 +181,37 @@ func idleText(results []idleResult, counts []int) string {
 		rows = append(rows, []string{r.Server, fmt.Sprintf("%.0f", r.BytesPerConn), fmt.Sprintf("%.0f", r.HeapPerConn),
 			fmt.Sprintf("%.0f", r.SlabPerConn), fmt.Sprintf("%+d", r.GoroutineGrowth)})
 	}
-	return s + "\n" + table(rows)
+	s += "\n" + table(rows)
+	if cls := memClassText(results); cls != "" {
+		s += "\n" + cls
+	}
+	return s
+}
+
+// memClasses are the runtime.MemStats fields the slope is split into
+// (HeapInuse is in the table above; Sys is everything the runtime holds).
+var memClasses = []string{"TotalAlloc", "Mallocs", "HeapAlloc", "HeapInuse", "HeapIdle", "HeapReleased", "StackSys", "MSpanSys", "MCacheSys", "GCSys", "OtherSys", "BuckHashSys", "Sys"}
+
+// memClassText splits each pushd server's slope by runtime memory class,
+// in bytes per connection between the first and last plateau.
+func memClassText(results []idleResult) string {
+	rows := [][]string{append([]string{"server (runtime memory, B/conn)"}, memClasses...)}
+	for _, r := range results {
+		first, last := r.Plateaus[0], r.Plateaus[len(r.Plateaus)-1]
+		if first.MemStats == nil || last.MemStats == nil {
+			continue
+		}
+		dn := float64(last.Conns - first.Conns)
+		row := []string{r.Server}
+		for _, k := range memClasses {
+			row = append(row, fmt.Sprintf("%.0f", (float64(last.MemStats[k])-float64(first.MemStats[k]))/dn))
+		}
+		rows = append(rows, row)
+	}
+	if len(rows) == 1 {
+		return ""
+	}
+	return table(rows)
 }
 
 func mib(b uint64) string { return fmt.Sprintf("%.1f", float64(b)/(1<<20)) }
@@ -228,6 +263,14 @@ func measureIdle(ctx context.Context, h *harness, spec serverSpec, f *idleFlags,
 			p.ConnsPerS = float64(n-prevConns(res)) / (float64(ev.Millis) / 1000)
 		}
 		h.logf("%s: %d conns, RSS %s MiB, goroutines %d", spec.name, n, mib(p.RSSBytes), p.Goroutines)
+		if h.profileDir != "" && strings.HasPrefix(spec.name, "pushd") {
+			// One heap profile per plateau: go tool pprof -base <first> <last>
+			// shows what each added connection holds.
+			file := filepath.Join(h.profileDir, fmt.Sprintf("%s-idle-heap-%d.pb.gz", spec.name, n))
+			if err := srv.saveProfile(ctx, "/debug/pprof/heap", file); err != nil {
+				h.logf("%s: heap profile: %v", spec.name, err)
+			}
+		}
 		res.Plateaus = append(res.Plateaus, p)
 	}
 	first, last := res.Plateaus[0], res.Plateaus[len(res.Plateaus)-1]
@@ -331,5 +374,9 @@ func settle(ctx context.Context, srv *serverProc, n int, timeout time.Duration) 
 		return plateau{}, fmt.Errorf("%s: conns moved to %d after settling at %d", srv.name, st.Conns, n)
 	}
 	slab, _ := meminfo("Slab:")
-	return plateau{Conns: n, RSSBytes: rss[1], Goroutines: st.Goroutines, HeapInuse: st.HeapInuse, SlabBytes: slab}, nil
+	var ms map[string]uint64
+	if strings.HasPrefix(srv.name, "pushd") {
+		ms, _ = srv.memStats(ctx) // best effort: the breakdown is informative
+	}
+	return plateau{Conns: n, RSSBytes: rss[1], Goroutines: st.Goroutines, HeapInuse: st.HeapInuse, SlabBytes: slab, MemStats: ms}, nil
 }

@@ -210,6 +210,43 @@ func (s *serverProc) saveProfile(ctx context.Context, path, file string) error {
 	return os.WriteFile(file, b, 0o644)
 }
 
+// memStats reads the runtime.MemStats fields ("# Name = value" lines)
+// from the heap profile's debug=1 text.
+func (s *serverProc) memStats(ctx context.Context) (map[string]uint64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.adminAddr+"/debug/pprof/heap?debug=1", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := (&http.Client{Timeout: 60 * time.Second}).Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s GET heap?debug=1: %w", s.name, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s GET heap?debug=1: %s", s.name, resp.Status)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("%s GET heap?debug=1: %w", s.name, err)
+	}
+	return parseMemStats(b), nil
+}
+
+// parseMemStats collects "# Name = 123" lines.
+func parseMemStats(b []byte) map[string]uint64 {
+	out := map[string]uint64{}
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		name, val, ok := strings.Cut(strings.TrimPrefix(string(line), "# "), " = ")
+		if !ok || len(line) < 2 || line[0] != '#' || strings.ContainsAny(name, " []") {
+			continue
+		}
+		if v, err := strconv.ParseUint(strings.TrimSpace(val), 10, 64); err == nil {
+			out[name] = v
+		}
+	}
+	return out
+}
+
 // procRSS returns VmRSS of pid in bytes.
 func procRSS(pid int) (uint64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
