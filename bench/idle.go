@@ -4,9 +4,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strconv"
-	"path/filepath"
 	"strings"
 	"time"
 )
