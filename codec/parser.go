@@ -103,6 +103,14 @@ func (p *Parser) InFrame() bool {
 	return p.hn != 0 || p.flags&flagInFrame != 0
 }
 
+// Idle reports whether the parser is between messages: no partial header,
+// no frame payload pending and no fragmented message in progress. An idle
+// parser holds no state a fresh one (Init with the same Config) lacks, so
+// a connection may drop it and parse its next bytes with a new one.
+func (p *Parser) Idle() bool {
+	return p.hn == 0 && p.flags&flagInFrame == 0 && p.fragOp == 0
+}
+
 // InMessage reports whether a data message is in progress: its first frame
 // has been parsed and its FIN frame has not ended yet.
 func (p *Parser) InMessage() bool {

@@ -2,6 +2,8 @@ package codec
 
 import (
 	"bytes"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"unsafe"
@@ -533,4 +535,73 @@ func TestParserAllocs(t *testing.T) {
 			"Parser.Next: %v allocs per run, want 0",
 			allocs)
 	}
+}
+
+// A parser that reports Idle continues exactly like a fresh one: feeding
+// the rest of a stream to a new parser after any idle point gives the
+// same chunks.
+func TestIdleParserIsFresh(t *testing.T) {
+	cfg := &Config{}
+	var stream []byte
+	stream = append(stream, clientFrameIdle(ws.OpText, true, []byte("héllo"))...)
+	stream = append(stream, clientFrameIdle(ws.OpBinary, false, []byte("ab"))...)
+	stream = append(stream, clientFrameIdle(ws.OpPing, true, []byte("p"))...)
+	stream = append(stream, clientFrameIdle(ws.OpContinuation, true, []byte("cd"))...)
+	stream = append(stream, clientFrameIdle(ws.OpText, true, []byte("end"))...)
+	collect := func(p *Parser, b []byte) (out []string, idleAt []int) {
+		off := 0
+		for off < len(b) {
+			// one byte at a time: every split point is exercised
+			ch, n, ok, err := p.Next(b[off : off+1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			off += n
+			if ok {
+				out = append(out, fmt.Sprintf("%v %q first=%v msgEnd=%v", ch.MsgOp, ch.Payload, ch.First, ch.MsgEnd))
+			}
+			if p.Idle() {
+				idleAt = append(idleAt, off)
+			}
+		}
+		return out, idleAt
+	}
+	var p Parser
+	p.Init(cfg)
+	want, idleAt := collect(&p, bytes.Clone(stream))
+	if len(idleAt) == 0 || idleAt[len(idleAt)-1] != len(stream) {
+		t.Fatalf("parser not idle at the end: %v", idleAt)
+	}
+	for _, at := range idleAt {
+		var a, b Parser
+		a.Init(cfg)
+		b.Init(cfg)
+		s := bytes.Clone(stream)
+		head, _ := collect(&a, s[:at])
+		tail, _ := collect(&b, s[at:])
+		if got := append(head, tail...); !slices.Equal(got, want) {
+			t.Errorf("fresh parser at idle offset %d: got %q, want %q", at, got, want)
+		}
+	}
+	// Mid-message (between fragments) is not idle.
+	var q Parser
+	q.Init(cfg)
+	frag := clientFrameIdle(ws.OpBinary, false, []byte("ab"))
+	if _, _, ok, err := q.Next(bytes.Clone(frag)); !ok || err != nil || q.Idle() {
+		t.Fatalf("after a non-final fragment: ok=%v err=%v idle=%v", ok, err, q.Idle())
+	}
+}
+
+// clientFrameIdle builds a masked client frame (payload < 126 bytes).
+func clientFrameIdle(op ws.OpCode, fin bool, payload []byte) []byte {
+	b0 := byte(op)
+	if fin {
+		b0 |= 0x80
+	}
+	key := [4]byte{0x11, 0x22, 0x33, 0x44}
+	out := []byte{b0, 0x80 | byte(len(payload)), key[0], key[1], key[2], key[3]}
+	for i, c := range payload {
+		out = append(out, c^key[i%4])
+	}
+	return out
 }

@@ -52,7 +52,10 @@ type Conn struct {
 	hintTick     atomic.Int64 // Expirer hint (SetExpiryHint); 0: none
 
 	// Read side: processing goroutine only.
-	parser codec.Parser
+	// parser holds the frame parser's state between reads; nil while the
+	// parser is idle (between messages: codec.Parser.Idle), which is
+	// nearly always, so an idle connection does not carry its 64 bytes.
+	parser *codec.Parser
 	// partial holds bytes that had to outlive one OnRequest call: an
 	// incomplete upgrade request, a control frame split across reads, or a
 	// fragmented/split data message being assembled. nil when idle.
@@ -275,7 +278,11 @@ const maxLowat = 16 << 10
 // payload) instead of one per byte. It costs one
 // setsockopt only when the mark changes, i.e. only around partial frames.
 func (c *Conn) setLowat() {
-	want := int32(min(c.parser.Need(), maxLowat))
+	need := idleNeed
+	if c.parser != nil {
+		need = c.parser.Need()
+	}
+	want := int32(min(need, maxLowat))
 	if want == c.lowat || c.fd < 0 || c.tls != nil {
 		// wss: the parser counts plaintext, the kernel ciphertext, and
 		// crypto/tls may hold part of a record: no low-water mark.
@@ -286,22 +293,49 @@ func (c *Conn) setLowat() {
 	}
 }
 
+// idleNeed is what an idle parser needs next (codec.Parser.Need): the
+// first two bytes of a frame header.
+var idleNeed = new(codec.Parser).Need()
+
+// codecConfig returns the parser configuration the connection negotiated.
+func (c *Conn) codecConfig() *codec.Config {
+	if c.deflate {
+		return &c.srv.zCodecCfg
+	}
+	return &c.srv.codecCfg
+}
+
 // readFrames feeds b to the parser and acts on every chunk. It reports
 // whether it handed the rest of b to a worker (see dataChunk).
+//
+// The parser runs on the stack unless the connection kept one (a frame or
+// message split across reads): keepParser stores its state back only when
+// it is not idle, before a chunk that may hand the read side to a worker
+// and when the bytes run out.
 func (c *Conn) readFrames(b []byte) (handedOff bool) {
+	var local codec.Parser
+	p := c.parser
+	if p == nil {
+		p = &local
+		p.Init(c.codecConfig())
+	}
 	for len(b) > 0 {
-		ch, n, ok, err := c.parser.Next(b)
+		ch, n, ok, err := p.Next(b)
 		b = b[n:]
 		if err != nil {
 			c.fail(err)
 			return false
 		}
 		if !ok {
+			c.keepParser(p)
 			return false
 		}
 		if ch.MsgOp.IsControl() {
 			c.controlChunk(ch)
 		} else if c.state.Load() == stateOpen {
+			// A complete message may go to a worker that reads on at
+			// once: the parser's state must be in c first.
+			p = c.keepParser(p)
 			if c.dataChunk(ch, b) {
 				return true
 			}
@@ -310,7 +344,25 @@ func (c *Conn) readFrames(b []byte) (handedOff bool) {
 			return false
 		}
 	}
+	c.keepParser(p)
 	return false
+}
+
+// keepParser stores p's state in c.parser when p is not idle (copying a
+// stack parser to the heap once), drops c.parser when it is, and returns
+// the parser to go on with.
+func (c *Conn) keepParser(p *codec.Parser) *codec.Parser {
+	if p.Idle() {
+		c.parser = nil
+		return p
+	}
+	if c.parser == nil {
+		c.parser = new(codec.Parser)
+	}
+	if c.parser != p {
+		*c.parser = *p
+	}
+	return c.parser
 }
 
 // controlChunk collects a control frame (at most 125 bytes, possibly split

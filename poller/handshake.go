@@ -175,11 +175,7 @@ func (c *Conn) upgrade(head []byte) bool {
 	if !c.state.CompareAndSwap(stateHandshake, stateOpen) {
 		return false
 	}
-	if c.deflate {
-		c.parser.Init(&s.zCodecCfg)
-	} else {
-		c.parser.Init(&s.codecCfg)
-	}
+	c.parser = nil // parsed with codecConfig from the first frame on
 	s.stats.upgraded.Add(1)
 	if c.deflate {
 		s.stats.deflateConns.Add(1)
