@@ -69,9 +69,36 @@ func (c *Conn) Pending() int {
 // handshake response) regardless of MaxPendingBytes, and flushes.
 func (c *Conn) sendControl(b []byte) {
 	c.mu.Lock()
-	_ = c.queueLocked(b, true)
+	if n := c.writeDirectLocked(b); n < len(b) {
+		_ = c.queueLocked(b[n:], true)
+	}
 	c.flushLocked()
 	c.unlock()
+}
+
+// writeDirectLocked writes b at once when nothing is queued (ws, not
+// stalled) and returns the bytes written; the caller queues the rest. The
+// upgrade response and most control frames go out this way, so a
+// connection that never receives a publication never allocates its queue.
+// Lock c.mu must be held.
+func (c *Conn) writeDirectLocked(b []byte) int {
+	if c.tls != nil || len(c.q) > 0 || c.stalled || c.closed || c.fd < 0 {
+		return 0
+	}
+	for {
+		n, err := unix.Write(c.fd, b)
+		switch err {
+		case nil:
+			return n
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return 0
+		default:
+			// flushLocked meets the same error on the queued bytes.
+			return 0
+		}
+	}
 }
 
 // shutdownAfterFlush half-closes the socket once the queue drained and arms
