@@ -64,9 +64,12 @@ func sourceKey(a netip.Addr) netip.Addr {
 	return a
 }
 
-// admit counts one new connection from ip, or refuses it: reason is
-// "per_ip" or "rate", retry the seconds the client should wait.
-func (a *admission) admit(ip netip.Addr) (ok bool, reason string, retry int) {
+// admit counts one new connection from ip and returns its source's state,
+// which the connection keeps for release (8 bytes instead of the address's
+// 24), or refuses it: reason is "per_ip" or "rate", retry the seconds the
+// client should wait. A source with connections is never swept, so the
+// pointer stays the map's entry while the connection lives.
+func (a *admission) admit(ip netip.Addr) (src *ipState, ok bool, reason string, retry int) {
 	now := int64(time.Since(a.start))
 	key := sourceKey(ip)
 	a.mu.Lock()
@@ -80,17 +83,30 @@ func (a *admission) admit(ip netip.Addr) (ok bool, reason string, retry int) {
 		a.ips[key] = st
 	}
 	if a.maxPerIP > 0 && st.conns >= a.maxPerIP {
-		return false, "per_ip", 1
+		return nil, false, "per_ip", 1
 	}
 	if a.rate > 0 {
 		a.refill(st, now)
 		if st.tokens < 1 {
-			return false, "rate", max(1, int(math.Ceil((1-st.tokens)/a.rate)))
+			return nil, false, "rate", max(1, int(math.Ceil((1-st.tokens)/a.rate)))
 		}
 		st.tokens--
 	}
 	st.conns++
-	return true, "", 0
+	return st, true, "", 0
+}
+
+// lookup returns the state of a source admit counted a live connection
+// from (nil: none), for a connection that learns its address only later
+// (the netpoll backend's prepare).
+func (a *admission) lookup(ip netip.Addr) *ipState {
+	key := sourceKey(ip)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if st := a.ips[key]; st != nil && st.conns > 0 {
+		return st
+	}
+	return nil
 }
 
 func (a *admission) refill(st *ipState, now int64) {
@@ -98,12 +114,11 @@ func (a *admission) refill(st *ipState, now int64) {
 	st.last = now
 }
 
-// release forgets one connection of ip counted by admit.
-func (a *admission) release(ip netip.Addr) {
-	key := sourceKey(ip)
+// release forgets one connection counted by admit in src.
+func (a *admission) release(src *ipState) {
 	a.mu.Lock()
-	if st := a.ips[key]; st != nil && st.conns > 0 {
-		st.conns--
+	if src.conns > 0 {
+		src.conns--
 	}
 	a.mu.Unlock()
 }

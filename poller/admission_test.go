@@ -91,19 +91,20 @@ func TestAdmissionSweep(t *testing.T) {
 	a := newAdmission(Config{MaxConnsPerIP: 1, ConnectRate: 1e9})
 	for i := range 3 * minSweep {
 		ip := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
-		if ok, _, _ := a.admit(ip); !ok {
+		st, ok, _, _ := a.admit(ip)
+		if !ok {
 			t.Fatalf("admit %v refused", ip)
 		}
-		a.release(ip)
+		a.release(st)
 	}
 	if n := len(a.ips); n > 2*minSweep {
 		t.Fatalf("%d idle sources kept, want at most %d", n, 2*minSweep)
 	}
 	v6a, v6b := netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2")
-	if ok, _, _ := a.admit(v6a); !ok {
+	if _, ok, _, _ := a.admit(v6a); !ok {
 		t.Fatal("first v6 refused")
 	}
-	if ok, reason, _ := a.admit(v6b); ok || reason != "per_ip" {
+	if _, ok, reason, _ := a.admit(v6b); ok || reason != "per_ip" {
 		t.Fatalf("same /64: ok=%v reason=%q, want per_ip refusal", ok, reason)
 	}
 }

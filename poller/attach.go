@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/netip"
 
 	"github.com/cloudwego/netpoll"
 	"golang.org/x/sys/unix"
@@ -27,12 +26,12 @@ func (s *Server) Attach(fd int, remote net.Addr) error {
 		s.refuseFD(fd, []byte(refusal), "capacity")
 		return fmt.Errorf("poller: attach: %w", ErrRefused)
 	}
-	var src netip.Addr
-	if ta, ok := remote.(*net.TCPAddr); ok {
-		src = ta.AddrPort().Addr()
-	}
-	if s.adm != nil && src.IsValid() {
-		if ok, reason, retry := s.adm.admit(src); !ok {
+	var src *ipState
+	if ta, ok := remote.(*net.TCPAddr); ok && s.adm != nil {
+		var admitted bool
+		var reason string
+		var retry int
+		if src, admitted, reason, retry = s.adm.admit(ta.AddrPort().Addr()); !admitted {
 			s.refuseFD(fd, refusalWith(retry, "too many connections from your address"), reason)
 			return fmt.Errorf("poller: attach: %w", ErrRefused)
 		}
@@ -62,9 +61,7 @@ func (s *Server) Attach(fd int, remote net.Addr) error {
 	}
 	c := s.newConn(nc, fd)
 	c.ext = &connExt{remote: remote}
-	if s.adm != nil {
-		c.src = src
-	}
+	c.src = src
 	if !s.register(c) {
 		return fmt.Errorf("poller: attach: %w", ErrRefused)
 	}
@@ -84,9 +81,9 @@ func (s *Server) Attach(fd int, remote net.Addr) error {
 	})
 }
 
-// releaseSrc undoes an admission count (zero src: none).
-func (s *Server) releaseSrc(src netip.Addr) {
-	if s.adm != nil && src.IsValid() {
+// releaseSrc undoes an admission count (nil src: none).
+func (s *Server) releaseSrc(src *ipState) {
+	if s.adm != nil && src != nil {
 		s.adm.release(src)
 	}
 }

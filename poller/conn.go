@@ -3,7 +3,6 @@ package poller
 import (
 	"errors"
 	"net"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,18 +35,21 @@ type Conn struct {
 	fd  int
 	id  uint64
 
+	// The fields are ordered to keep a Conn in the 288-byte size class
+	// (one per connection; TestConnSize): small ones share words.
 	state    atomic.Uint32
+	rd       atomic.Int32 // lean only: read events pending (count | rdHup); non-zero: someone owns reading
 	lastRead atomic.Int64 // wheel tick the peer last showed it is alive: inbound bytes, or draining our backlog (peerDraining)
 	pingTick int64        // accept tick until upgraded, then the tick of the last ping; wheel goroutine only
 	timer    timerLink
-	src      netip.Addr // source address counted by admission (zero without)
-	ext      *connExt   // what only attached sockets and streams need; nil for most
-	tls      *tlsState  // wss (Server.ListenTLS); nil for ws
+	src      *ipState  // the source admission counted this connection in (nil without)
+	ext      *connExt  // what only attached sockets and streams need; nil for most
+	tls      *tlsState // wss (Server.ListenTLS); nil for ws
 
 	// Expiry (SetExpiry): written before the connection opens, read by
-	// the wheel goroutine after the schedule that publishes it.
+	// the wheel goroutine after the schedule that publishes it (and
+	// expireCode, at the end).
 	expireTick   atomic.Int64 // 0: none
-	expireCode   ws.StatusCode
 	expireReason string
 	hintTick     atomic.Int64 // Expirer hint (SetExpiryHint); 0: none
 
@@ -59,11 +61,17 @@ type Conn struct {
 	// partial holds bytes that had to outlive one OnRequest call: an
 	// incomplete upgrade request, a control frame split across reads, or a
 	// fragmented/split data message being assembled. nil when idle.
-	partial    []byte
-	assembling bool  // a data message is being assembled into partial
-	ctlStart   int32 // offset in partial of a split control frame
-	lowat      int32 // SO_RCVLOWAT currently set on fd (0: kernel default 1)
-	value      any
+	partial  []byte
+	value    any
+	ctlStart int32 // offset in partial of a split control frame
+	lowat    int32 // SO_RCVLOWAT currently set on fd (0: kernel default 1)
+	// drained and rdSeen describe the read that handed off (lean): the
+	// socket's receive queue was emptied by a short read, and the read
+	// event count the loop had seen. A worker that finds no newer event
+	// then gives the read side back without another read(2).
+	rdSeen     int32
+	assembling bool // a data message is being assembled into partial
+	drained    bool
 	opened     bool // Handler.Open ran; Handler.Close is owed
 	deflate    bool // permessage-deflate negotiated; set during the upgrade
 	// streaming: an HTTP stream (Streamer), not a WebSocket; its
@@ -73,17 +81,10 @@ type Conn struct {
 	// inline: this read runs on a lean event loop goroutine, so Handler
 	// calls must be handed off to a worker (see handoff).
 	inline bool
-	// drained and rdSeen describe the read that handed off (lean): the
-	// socket's receive queue was emptied by a short read, and the read
-	// event count the loop had seen. A worker that finds no newer event
-	// then gives the read side back without another read(2).
-	drained bool
-	rdSeen  int32
 
 	// Lean backend (nc == nil) only.
-	rd        atomic.Int32 // read events pending (count | rdHup); non-zero: someone owns reading
-	outq      int32        // kernel send queue at the last pong-timeout check (peerDraining); wheel goroutine only
 	waitOut   atomic.Bool  // a flush hit EAGAIN and waits for EPOLLOUT
+	outq      int32        // kernel send queue at the last pong-timeout check (peerDraining); wheel goroutine only
 	stallTick atomic.Int64 // wheel tick the socket last stopped taking bytes; 0: not stalled
 
 	// Write side: guarded by mu.
@@ -96,6 +97,8 @@ type Conn struct {
 	shutWr   bool     // shutdown(SHUT_WR) once q drains (after our close frame)
 	closeNow bool     // a write failed: hang up before mu is released
 	endCode  ws.StatusCode
+
+	expireCode ws.StatusCode // SetExpiry's close code (see expireTick)
 }
 
 // connExt holds a connection's rarely used fields, out of Conn so that a

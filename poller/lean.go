@@ -267,7 +267,7 @@ func (l *leanLoop) dispatch(ev *unix.EpollEvent) {
 // listener is level-triggered, so more raise another event).
 func (s *Server) acceptLean() {
 	for range leanAcceptMax {
-		nfd, sa, err := s.ln.acceptFD()
+		nfd, _, src, err := s.ln.acceptFD()
 		if err != nil {
 			if !errors.Is(err, ErrListenerClosed) {
 				s.log.Error("accept failed", "err", err)
@@ -279,9 +279,7 @@ func (s *Server) acceptLean() {
 		}
 		_ = unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 		c := s.newConn(nil, nfd)
-		if s.adm != nil {
-			c.src = sockIP(sa)
-		}
+		c.src = src
 		if !s.register(c) {
 			continue
 		}

@@ -32,7 +32,7 @@ type listener struct {
 	admit  func() bool // reports whether one more connection fits
 	refuse func(reason string)
 	// admitFrom, when set, applies the per-source limits (admission.admit).
-	admitFrom func(ip netip.Addr) (ok bool, reason string, retry int)
+	admitFrom func(ip netip.Addr) (src *ipState, ok bool, reason string, retry int)
 
 	mu     sync.Mutex // guards spare and closed against Close
 	spare  int
@@ -121,7 +121,7 @@ func tcpAddr(sa unix.Sockaddr) net.Addr {
 // Accept implements net.Listener for netpoll. See the type comment for the
 // (nil, nil) contract.
 func (l *listener) Accept() (net.Conn, error) {
-	nfd, sa, err := l.acceptFD()
+	nfd, sa, _, err := l.acceptFD()
 	if err != nil || nfd < 0 {
 		return nil, err
 	}
@@ -130,36 +130,40 @@ func (l *listener) Accept() (net.Conn, error) {
 
 // acceptFD accepts one connection and applies admission. It returns -1
 // (and no error) when there was none or it was turned away, so the caller
-// simply waits for the next readiness event.
-func (l *listener) acceptFD() (int, unix.Sockaddr, error) {
+// simply waits for the next readiness event; src is the source's admission
+// state the connection must release (nil without per-source limits).
+func (l *listener) acceptFD() (nfd int, sa unix.Sockaddr, src *ipState, err error) {
 	if l.closed.Load() {
-		return -1, nil, ErrListenerClosed
+		return -1, nil, nil, ErrListenerClosed
 	}
-	nfd, sa, err := unix.Accept4(l.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+	nfd, sa, err = unix.Accept4(l.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 	switch err {
 	case nil:
 	case unix.EAGAIN, unix.EINTR, unix.ECONNABORTED:
-		return -1, nil, nil
+		return -1, nil, nil, nil
 	case unix.EMFILE, unix.ENFILE:
 		l.shed()
-		return -1, nil, nil
+		return -1, nil, nil, nil
 	default:
 		if l.closed.Load() {
-			return -1, nil, ErrListenerClosed
+			return -1, nil, nil, ErrListenerClosed
 		}
-		return -1, nil, fmt.Errorf("accept: %w", err)
+		return -1, nil, nil, fmt.Errorf("accept: %w", err)
 	}
 	if l.admit != nil && !l.admit() {
 		l.turnAway(nfd, "capacity")
-		return -1, nil, nil
+		return -1, nil, nil, nil
 	}
 	if l.admitFrom != nil {
-		if ok, reason, retry := l.admitFrom(sockIP(sa)); !ok {
+		var ok bool
+		var reason string
+		var retry int
+		if src, ok, reason, retry = l.admitFrom(sockIP(sa)); !ok {
 			l.turnAwayWith(nfd, refusalWith(retry, "too many connections from your address"), reason)
-			return -1, nil, nil
+			return -1, nil, nil, nil
 		}
 	}
-	return nfd, sa, nil
+	return nfd, sa, src, nil
 }
 
 // sockIP returns the IP address of sa without allocating.

@@ -397,7 +397,7 @@ func (s *Server) prepare(nc netpoll.Connection) context.Context {
 	if s.adm != nil {
 		// Counted by the listener's admitFrom; released in closed.
 		if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
-			c.src = ta.AddrPort().Addr()
+			c.src = s.adm.lookup(ta.AddrPort().Addr())
 		}
 	}
 	s.register(c)

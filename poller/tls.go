@@ -181,7 +181,7 @@ func tlsServerConfig(cfg *tls.Config) *tls.Config {
 // acceptTLS accepts pending wss connections and starts their handshakes.
 func (s *Server) acceptTLS() {
 	for range leanAcceptMax {
-		nfd, sa, err := s.tln.acceptFD()
+		nfd, _, src, err := s.tln.acceptFD()
 		if err != nil {
 			if !errors.Is(err, ErrListenerClosed) {
 				s.log.Error("wss accept failed", "err", err)
@@ -193,9 +193,7 @@ func (s *Server) acceptTLS() {
 		}
 		_ = unix.SetsockoptInt(nfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 		c := s.newConn(nil, nfd)
-		if s.adm != nil {
-			c.src = sockIP(sa)
-		}
+		c.src = src
 		c.tls = &tlsState{}
 		c.tls.io.c = c
 		// The handshake goroutine owns the read side until it ends.
