@@ -127,10 +127,8 @@ func (c *Conn) RemoteAddr() net.Addr {
 		return c.nc.RemoteAddr()
 	}
 	// Lean backend: asked for rarely (the upgrade), so not stored.
-	if sa, err := unix.Getpeername(c.fd); err == nil {
-		return tcpAddr(sa)
-	}
-	return &net.TCPAddr{}
+	ap, _ := peerAddr(c.fd)
+	return netAddr(ap)
 }
 
 // Value returns what SetValue stored.

@@ -121,60 +121,49 @@ func tcpAddr(sa unix.Sockaddr) net.Addr {
 // Accept implements net.Listener for netpoll. See the type comment for the
 // (nil, nil) contract.
 func (l *listener) Accept() (net.Conn, error) {
-	nfd, sa, _, err := l.acceptFD()
+	nfd, peer, _, err := l.acceptFD()
 	if err != nil || nfd < 0 {
 		return nil, err
 	}
-	return &rawConn{fd: nfd, local: l.addr, remote: tcpAddr(sa)}, nil
+	return &rawConn{fd: nfd, local: l.addr, remote: netAddr(peer)}, nil
 }
 
 // acceptFD accepts one connection and applies admission. It returns -1
 // (and no error) when there was none or it was turned away, so the caller
 // simply waits for the next readiness event; src is the source's admission
 // state the connection must release (nil without per-source limits).
-func (l *listener) acceptFD() (nfd int, sa unix.Sockaddr, src *ipState, err error) {
+func (l *listener) acceptFD() (nfd int, peer netip.AddrPort, src *ipState, err error) {
 	if l.closed.Load() {
-		return -1, nil, nil, ErrListenerClosed
+		return -1, netip.AddrPort{}, nil, ErrListenerClosed
 	}
-	nfd, sa, err = unix.Accept4(l.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+	nfd, peer, err = accept4(l.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 	switch err {
 	case nil:
 	case unix.EAGAIN, unix.EINTR, unix.ECONNABORTED:
-		return -1, nil, nil, nil
+		return -1, netip.AddrPort{}, nil, nil
 	case unix.EMFILE, unix.ENFILE:
 		l.shed()
-		return -1, nil, nil, nil
+		return -1, netip.AddrPort{}, nil, nil
 	default:
 		if l.closed.Load() {
-			return -1, nil, nil, ErrListenerClosed
+			return -1, netip.AddrPort{}, nil, ErrListenerClosed
 		}
-		return -1, nil, nil, fmt.Errorf("accept: %w", err)
+		return -1, netip.AddrPort{}, nil, fmt.Errorf("accept: %w", err)
 	}
 	if l.admit != nil && !l.admit() {
 		l.turnAway(nfd, "capacity")
-		return -1, nil, nil, nil
+		return -1, netip.AddrPort{}, nil, nil
 	}
 	if l.admitFrom != nil {
 		var ok bool
 		var reason string
 		var retry int
-		if src, ok, reason, retry = l.admitFrom(sockIP(sa)); !ok {
+		if src, ok, reason, retry = l.admitFrom(peer.Addr()); !ok {
 			l.turnAwayWith(nfd, refusalWith(retry, "too many connections from your address"), reason)
-			return -1, nil, nil, nil
+			return -1, netip.AddrPort{}, nil, nil
 		}
 	}
-	return nfd, sa, src, nil
-}
-
-// sockIP returns the IP address of sa without allocating.
-func sockIP(sa unix.Sockaddr) netip.Addr {
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		return netip.AddrFrom4(a.Addr)
-	case *unix.SockaddrInet6:
-		return netip.AddrFrom16(a.Addr).Unmap()
-	}
-	return netip.Addr{}
+	return nfd, peer, src, nil
 }
 
 // shed refuses one pending connection while the process is out of file

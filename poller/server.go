@@ -40,6 +40,8 @@ type Server struct {
 	// inflaters pools *codec.Decompressor (about 36 KiB each once used):
 	// held only while one compressed message is inflated.
 	inflaters sync.Pool
+	// upgraders pools *upgrader, an upgrade's scratch (handshake.go).
+	upgraders sync.Pool
 	maxConns  int64
 	adm       *admission // nil without per-IP limits
 
