@@ -14,6 +14,7 @@ import (
 
 	"github.com/pushd/pushd/auth"
 	"github.com/pushd/pushd/fanout"
+	"github.com/pushd/pushd/internal/deadline"
 	"github.com/pushd/pushd/poller"
 )
 
@@ -120,6 +121,8 @@ type Handler struct {
 	pidx presenceIndex // subscribers of presence channels (join/leave events)
 
 	users userIndex // authenticated sessions by sub (server API)
+
+	subDeadline *deadline.Shared // subscribeContext's shared contexts
 }
 
 // Stats are the handler's security counters.
@@ -167,7 +170,7 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.RefreshLead == 0 {
 		cfg.RefreshLead = DefaultRefreshLead
 	}
-	h := &Handler{cfg: cfg, hub: cfg.Hub, log: cfg.Logger, pong: textFrame([]byte(`{"op":"pong"}`)), start: time.Now()}
+	h := &Handler{cfg: cfg, hub: cfg.Hub, log: cfg.Logger, pong: textFrame([]byte(`{"op":"pong"}`)), start: time.Now(), subDeadline: deadline.New(cfg.SubscribeTimeout)}
 	h.burst = float64(cfg.MaxMessageBurst)
 	if h.burst == 0 {
 		h.burst = max(1, 2*cfg.MaxMessageRate)
@@ -373,7 +376,11 @@ func sessionOf(c *poller.Conn) *session {
 	return s
 }
 
-// subscribeContext bounds one subscribe's broker calls.
+// subscribeContext bounds one subscribe's broker calls by
+// SubscribeTimeout (up to 1/16 more: the context is shared, see
+// deadline.Shared). The CancelFunc is a no-op kept for the callers' shape.
 func (h *Handler) subscribeContext() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), h.cfg.SubscribeTimeout)
+	return h.subDeadline.Get(), noCancel
 }
+
+func noCancel() {}
