@@ -220,25 +220,27 @@ func (pc *psConn) session(ctx context.Context) error {
 	pc.ps = ps
 	pc.sessions++
 	first := pc.sessions == 1
-	// Every channel carried now is collected below, outside mu (a walk
-	// over every shard must not stall add and unwant), and subscribed
-	// first. A channel added or removed from here on is pending again:
-	// the sender, started after that first batch, sends it (a channel
-	// both collected and added is subscribed twice, which is harmless;
-	// one collected and then removed is unsubscribed after it).
-	clear(pc.pend)
-	clear(pc.inflight)
+	// Every channel carried now is collected below, outside mu, and
+	// subscribed first. A channel added or removed from here on is
+	// pending again: the sender, started after that first batch, sends it
+	// (a channel both collected and added is subscribed twice, which is
+	// harmless; one collected and then removed is unsubscribed after it).
+	// mu is held for O(1) only: SubscribeTop takes it under a shard's
+	// lock, which the pub/sub readers' dispatch needs.
+	pc.pend = map[string]bool{}
 	pc.mu.Unlock()
 	chans := slices.Collect(pc.b.carried(pc))
 	names := make([]string, 0, 2*len(chans)+1)
+	inflight := make(map[string]int, len(chans))
 	for _, ch := range chans {
 		raw, durable := pubsubNames(ch)
 		names = append(names, raw, durable)
+		inflight[ch]++
 	}
+	// Only this session's reader and sender, not started yet, use
+	// inflight.
 	pc.mu.Lock()
-	for _, ch := range chans {
-		pc.inflight[ch]++
-	}
+	pc.inflight = inflight
 	pc.mu.Unlock()
 	defer func() {
 		pc.mu.Lock()
@@ -412,26 +414,40 @@ func (pc *psConn) reshard() {
 
 // sender sends the batched SUBSCRIBE/UNSUBSCRIBE commands of the session.
 func (pc *psConn) sender(ctx context.Context, ps *redis.PubSub) error {
+	spare := map[string]bool{}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-pc.kick:
 		}
-		var subs, unsubs []string
+		// Take the pending changes under mu (map operations only: see
+		// session); the names are built outside it. A SUBSCRIBE is in
+		// flight from the moment it leaves pend (see moved).
 		pc.mu.Lock()
-		for ch, on := range pc.pend {
-			// on: the last change was add (the channel is carried).
+		pend := pc.pend
+		pc.pend = spare
+		for ch, on := range pend {
+			if on { // the last change was add (the channel is carried)
+				pc.inflight[ch]++
+			}
+		}
+		pc.mu.Unlock()
+		var subs, unsubs []string
+		for ch, on := range pend {
 			raw, durable := pubsubNames(ch)
 			if on {
 				subs = append(subs, raw, durable)
-				pc.inflight[ch]++
 			} else {
 				unsubs = append(unsubs, raw, durable)
 			}
 		}
-		clear(pc.pend)
-		pc.mu.Unlock()
+		if len(pend) <= subscribeBatch {
+			clear(pend)
+			spare = pend
+		} else {
+			spare = map[string]bool{} // a storm's big map is not kept
+		}
 		if err := pc.send(ctx, ps, true, subs); err != nil {
 			return err
 		}
