@@ -131,9 +131,10 @@
 // sentinels name) or a *redis.ClusterClient; credentials and TLS are the
 // client's.
 //
-// Each pub/sub connection runs sessions in a loop: subscribe everything
-// wanted plus the connection's canary channel (last, so its confirmation
-// proves the rest), then read. On any error the session ends and the next
+// Each pub/sub connection runs sessions in a loop: subscribe every
+// channel it carries (the subscribed channels whose rchan names it: the
+// broker's shards are the only record of them) plus the connection's
+// canary channel (last, so its confirmation proves the rest), then read. On any error the session ends and the next
 // starts after a capped, jittered exponential backoff (BackoffMin to
 // BackoffMax; almost at once after a long-lived session) that stops with
 // ctx. After a reconnect, before the reader takes the session's first live
@@ -174,8 +175,11 @@
 // reader, one sender and one canary per connection, the ingest workers,
 // recoveries, the counter keep-alive); Shutdown cancels and waits for all
 // of them. Lock order in Redis: rchan.mu → hub locks (HandlePublication,
-// HandleBatch and HandleGap are called under rchan.mu); psConn.mu,
-// rShard.mu and an ingest worker's mu are never held while calling out.
+// HandleBatch and HandleGap are called under rchan.mu); rShard.mu →
+// psConn.mu and rchan.mu → psConn.mu (a channel becomes carried by a
+// connection and is added to it in one critical section; psConn.mu is
+// innermost); psConn.mu, rShard.mu and an ingest worker's mu are never
+// held while calling out.
 //
 // # What it must never do
 //

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"iter"
 	"log/slog"
 	"runtime"
 	"strconv"
@@ -120,10 +121,15 @@ type rchan struct {
 	worker *ingestWorker // owns iq
 	iq     iqueue        // guarded by worker.mu
 
+	// conn is the connection that carries it. It is set before rc is in
+	// its shard, then only by rehome (resharding: psConn.moveIn, under
+	// rc.mu and the new connection's mu); Redis.carried and psConn.moved
+	// read it without rc.mu.
+	conn atomic.Pointer[psConn]
+
 	mu      sync.Mutex
-	conn    *psConn // the connection that carries it (changes on resharding)
-	last    uint64  // last durable seq handed to the hub (or the baseline)
-	epoch   string  // the epoch last counts in ("": unknown or none yet)
+	last    uint64 // last durable seq handed to the hub (or the baseline)
+	epoch   string // the epoch last counts in ("": unknown or none yet)
 	pending []fanout.Publication
 
 	// Flags in one word (an rchan is one per subscribed channel: 144 B).
@@ -423,6 +429,35 @@ func (b *Redis) keepAlive(ctx context.Context) {
 	}
 }
 
+// carried yields the channels pc carries: the subscribed ones whose rchan
+// names pc. It is the set a session of pc subscribes and resyncs (the
+// broker's shards are its only record: issue 18). It never holds pc.mu,
+// and holds one shard's read lock at a time only to copy that shard's
+// rchan pointers: rc.conn is read (and yield called) outside it, because
+// those reads miss the cache (BenchmarkRedisCarried) and a held shard
+// stalls Subscribe on it and, behind a waiting Subscribe, dispatch. So a
+// channel unsubscribed or moved away meanwhile may be yielded: callers
+// tolerate that (its unwant, pending after the walk began, follows).
+func (b *Redis) carried(pc *psConn) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		var rcs []*rchan
+		for i := range b.chans {
+			sh := &b.chans[i]
+			sh.mu.RLock()
+			rcs = rcs[:0]
+			for _, rc := range sh.channels {
+				rcs = append(rcs, rc)
+			}
+			sh.mu.RUnlock()
+			for _, rc := range rcs {
+				if rc.conn.Load() == pc && !yield(rc.name) {
+					return
+				}
+			}
+		}
+	}
+}
+
 func (b *Redis) channelNames() []string {
 	var out []string
 	for i := range b.chans {
@@ -583,7 +618,8 @@ func (b *Redis) SubscribeTop(ctx context.Context, channel string) (uint64, strin
 		return 0, "", err
 	}
 	// recovering: no baseline yet, so live messages wait in pending.
-	rc := &rchan{name: channel, conn: pc, recovering: true, worker: b.ing.workerFor(maphash.String(b.seed, channel))}
+	rc := &rchan{name: channel, recovering: true, worker: b.ing.workerFor(maphash.String(b.seed, channel))}
+	rc.conn.Store(pc)
 	if hb := b.handler.Load(); hb != nil {
 		if p, ok := hb.h.(interface{ PolicyFor(string) fanout.Policy }); ok {
 			rc.conflate = p.PolicyFor(channel) == fanout.PolicyConflate
@@ -598,9 +634,10 @@ func (b *Redis) SubscribeTop(ctx context.Context, channel string) (uint64, strin
 		return st.top, st.epoch, err
 	}
 	sh.channels[channel] = rc
+	confirmed := pc.add(channel) // under sh.mu: see psConn.moved
 	sh.mu.Unlock()
 	select {
-	case <-pc.add(channel):
+	case <-confirmed:
 	case <-ctx.Done():
 		b.drop(rc)
 		return 0, "", fmt.Errorf("%w: subscribe %q: %w", ErrUnavailable, channel, ctx.Err())
@@ -657,7 +694,7 @@ func (b *Redis) forget(rc *rchan) {
 	rc.mu.Lock()
 	rc.gone = true
 	rc.pending = nil
-	pc := rc.conn
+	pc := rc.conn.Load()
 	rc.mu.Unlock()
 	pc.unwant(rc.name)
 }

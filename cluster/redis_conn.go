@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -18,9 +19,16 @@ import (
 const subscribeBatch = 1000
 
 // psConn owns one pub/sub connection (one of PubSubConns to Redis, or to
-// a primary in cluster mode) and the set of channels it must carry. Its run loop is
-// the only reader; a sender goroutine per session batches SUBSCRIBE and
-// UNSUBSCRIBE commands; a canary goroutine per session proves the path.
+// a primary in cluster mode). The channels it must carry are not kept
+// here: they are the broker's subscribed channels whose rchan.conn is this
+// psConn (Redis.carried); psConn keeps only what changed since the last
+// send and what awaits confirmation. Its run loop is the only reader; a
+// sender goroutine per session batches SUBSCRIBE and UNSUBSCRIBE
+// commands; a canary goroutine per session proves the path.
+//
+// mu is innermost: rShard.mu → psConn.mu (Subscribe adds a channel under
+// its shard's lock) and rchan.mu → psConn.mu (rehome moves a channel under
+// its lock); nothing is locked under mu.
 type psConn struct {
 	b       *Redis
 	addr    string
@@ -30,8 +38,7 @@ type psConn struct {
 	canary  string // this connection's canary pub/sub channel
 
 	mu       sync.Mutex
-	want     map[string]bool          // channels this connection must carry
-	pend     map[string]bool          // channels whose desired state changed since the last send
+	pend     map[string]bool          // channels added (true) or removed (false) since the last send
 	inflight map[string]int           // SUBSCRIBEs sent this session, not confirmed yet
 	waiters  map[string]chan struct{} // Subscribe calls waiting for a confirmation
 	ps       *redis.PubSub            // current session (nil while down)
@@ -51,7 +58,6 @@ func newPSConn(b *Redis, addr string, index int, c *redis.Client) *psConn {
 		index:    index,
 		client:   c,
 		sharded:  b.cluster != nil,
-		want:     map[string]bool{},
 		pend:     map[string]bool{},
 		inflight: map[string]int{},
 		waiters:  map[string]chan struct{}{},
@@ -100,13 +106,31 @@ func (pc *psConn) canaryAge(now time.Time) time.Duration {
 	return now.Sub(time.Unix(0, last))
 }
 
-// add adds channel and returns a channel closed once Redis confirmed the
-// subscription (or at once when no session is up: the next session
-// subscribes everything and Subscribe's caller times out meanwhile).
+// add records that channel became carried by pc (its rchan is in its
+// shard and names pc) and returns a channel closed once Redis confirmed the
+// subscription (never closed while no session is up: the next session
+// subscribes every carried channel and Subscribe's caller times out
+// meanwhile). The caller makes the channel carried and calls add in one
+// critical section (SubscribeTop under the shard's lock, rehome through
+// moveIn under pc.mu): moved relies on a carried channel being pending,
+// in flight or confirmed.
 func (pc *psConn) add(channel string) <-chan struct{} {
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
-	pc.want[channel] = true
+	return pc.addLocked(channel)
+}
+
+// moveIn makes rc carried by pc (rc.conn) and adds it, under pc.mu (see
+// moved); it returns add's confirmation channel. The caller holds rc.mu.
+func (pc *psConn) moveIn(rc *rchan) <-chan struct{} {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	rc.conn.Store(pc)
+	return pc.addLocked(rc.name)
+}
+
+// addLocked is add under pc.mu.
+func (pc *psConn) addLocked(channel string) <-chan struct{} {
 	w := pc.waiters[channel]
 	if w == nil {
 		w = make(chan struct{})
@@ -117,11 +141,12 @@ func (pc *psConn) add(channel string) <-chan struct{} {
 	return w
 }
 
-// unwant removes channel; UNSUBSCRIBE follows in the next batch.
+// unwant records that channel is no longer carried by pc (its rchan left
+// its shard or names another connection); UNSUBSCRIBE follows in the next
+// batch.
 func (pc *psConn) unwant(channel string) {
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
-	delete(pc.want, channel)
 	delete(pc.waiters, channel)
 	pc.pend[channel] = false
 	pc.poke()
@@ -156,9 +181,10 @@ func (pc *psConn) run(ctx context.Context) {
 			return
 		}
 		if wasUp {
-			pc.mu.Lock()
-			affected := len(pc.want)
-			pc.mu.Unlock()
+			affected := 0
+			for range pc.b.carried(pc) {
+				affected++
+			}
 			pc.b.stats.affected.Add(uint64(affected))
 			pc.b.log.Warn("redis: pub/sub connection lost", "addr", pc.addr, "conn", pc.index, "channels", affected, "err", err)
 		}
@@ -194,14 +220,27 @@ func (pc *psConn) session(ctx context.Context) error {
 	pc.ps = ps
 	pc.sessions++
 	first := pc.sessions == 1
-	names := make([]string, 0, 2*len(pc.want)+1)
-	clear(pc.pend)
-	clear(pc.inflight)
-	for ch := range pc.want {
+	// Every channel carried now is collected below, outside mu, and
+	// subscribed first. A channel added or removed from here on is
+	// pending again: the sender, started after that first batch, sends it
+	// (a channel both collected and added is subscribed twice, which is
+	// harmless; one collected and then removed is unsubscribed after it).
+	// mu is held for O(1) only: SubscribeTop takes it under a shard's
+	// lock, which the pub/sub readers' dispatch needs.
+	pc.pend = map[string]bool{}
+	pc.mu.Unlock()
+	chans := slices.Collect(pc.b.carried(pc))
+	names := make([]string, 0, 2*len(chans)+1)
+	inflight := make(map[string]int, len(chans))
+	for _, ch := range chans {
 		raw, durable := pubsubNames(ch)
 		names = append(names, raw, durable)
-		pc.inflight[ch]++
+		inflight[ch]++
 	}
+	// Only this session's reader and sender, not started yet, use
+	// inflight.
+	pc.mu.Lock()
+	pc.inflight = inflight
 	pc.mu.Unlock()
 	defer func() {
 		pc.mu.Lock()
@@ -309,7 +348,8 @@ func (pc *psConn) confirmed(name string) {
 		return
 	}
 	delete(pc.inflight, ch)
-	if w := pc.waiters[ch]; w != nil && pc.want[ch] {
+	// A waiter exists only between add and unwant.
+	if w := pc.waiters[ch]; w != nil {
 		close(w)
 		delete(pc.waiters, ch)
 	}
@@ -323,15 +363,22 @@ func (pc *psConn) moved(name string) {
 	if !ok || !durable {
 		return
 	}
-	pc.mu.Lock()
-	_, pending := pc.pend[ch]
-	unsolicited := pc.want[ch] && !pending && pc.inflight[ch] == 0
-	pc.mu.Unlock()
-	if !unsolicited {
-		return
-	}
 	rc := pc.b.lookup(ch)
 	if rc == nil {
+		return
+	}
+	// A channel becomes carried by pc and pc.add runs in one critical
+	// section (the shard's lock in SubscribeTop; pc.mu in rehome, which
+	// stores rc.conn under it), so a channel that lookup found and that
+	// names pc under pc.mu is pending, in flight or confirmed on pc: if
+	// neither pending nor in flight, this SUNSUBSCRIBE is the server's,
+	// not the reply to one of ours (replies come in order, before the
+	// confirmation of a later SUBSCRIBE).
+	pc.mu.Lock()
+	_, pending := pc.pend[ch]
+	unsolicited := rc.conn.Load() == pc && !pending && pc.inflight[ch] == 0
+	pc.mu.Unlock()
+	if !unsolicited {
 		return
 	}
 	pc.b.wg.Add(1)
@@ -353,13 +400,7 @@ func (pc *psConn) reshard() {
 		defer b.wg.Done()
 		defer pc.resharding.Store(false)
 		b.cluster.ReloadState(b.ctx)
-		pc.mu.Lock()
-		names := make([]string, 0, len(pc.want))
-		for ch := range pc.want {
-			names = append(names, ch)
-		}
-		pc.mu.Unlock()
-		for _, ch := range names {
+		for _, ch := range slices.Collect(b.carried(pc)) {
 			owner, err := b.connFor(b.ctx, ch)
 			if err != nil || owner == pc {
 				continue
@@ -373,27 +414,40 @@ func (pc *psConn) reshard() {
 
 // sender sends the batched SUBSCRIBE/UNSUBSCRIBE commands of the session.
 func (pc *psConn) sender(ctx context.Context, ps *redis.PubSub) error {
+	spare := map[string]bool{}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-pc.kick:
 		}
-		var subs, unsubs []string
+		// Take the pending changes under mu (map operations only: see
+		// session); the names are built outside it. A SUBSCRIBE is in
+		// flight from the moment it leaves pend (see moved).
 		pc.mu.Lock()
-		for ch, on := range pc.pend {
-			switch {
-			case on && pc.want[ch]:
-				raw, durable := pubsubNames(ch)
-				subs = append(subs, raw, durable)
+		pend := pc.pend
+		pc.pend = spare
+		for ch, on := range pend {
+			if on { // the last change was add (the channel is carried)
 				pc.inflight[ch]++
-			case !on && !pc.want[ch]:
-				raw, durable := pubsubNames(ch)
+			}
+		}
+		pc.mu.Unlock()
+		var subs, unsubs []string
+		for ch, on := range pend {
+			raw, durable := pubsubNames(ch)
+			if on {
+				subs = append(subs, raw, durable)
+			} else {
 				unsubs = append(unsubs, raw, durable)
 			}
 		}
-		clear(pc.pend)
-		pc.mu.Unlock()
+		if len(pend) <= subscribeBatch {
+			clear(pend)
+			spare = pend
+		} else {
+			spare = map[string]bool{} // a storm's big map is not kept
+		}
 		if err := pc.send(ctx, ps, true, subs); err != nil {
 			return err
 		}
@@ -472,13 +526,7 @@ func (pc *psConn) canaryLoop(ctx context.Context, ps *redis.PubSub) error {
 // the session's first live message: every channel whose counter moved
 // while the connection was down starts a recovery from its stream.
 func (pc *psConn) resync(ctx context.Context) {
-	pc.mu.Lock()
-	names := make([]string, 0, len(pc.want))
-	for ch := range pc.want {
-		names = append(names, ch)
-	}
-	pc.mu.Unlock()
-	pc.b.resync(ctx, names)
+	pc.b.resync(ctx, slices.Collect(pc.b.carried(pc)))
 }
 
 // jitter returns a duration in [d/2, d).

@@ -52,7 +52,7 @@ func (b *Redis) dispatch(pc *psConn, name, payload string) {
 // before it releases rc.mu). Lock rc.mu must be held.
 func (b *Redis) sequenceLocked(rc *rchan, pc *psConn, pub fanout.Publication, out []fanout.Publication) []fanout.Publication {
 	switch {
-	case rc.gone || rc.conn != pc:
+	case rc.gone || rc.conn.Load() != pc:
 		// Unsubscribed, or a connection the channel moved away from
 		// (resharding) still delivering: the new owner's copy counts.
 		b.stats.unwanted.Add(1)
@@ -388,17 +388,21 @@ func (b *Redis) rehome(rc *rchan) {
 		pc, err := b.connFor(ctx, rc.name)
 		if err == nil {
 			rc.mu.Lock()
-			old, gone := rc.conn, rc.gone
-			rc.conn = pc
-			rc.mu.Unlock()
-			if gone {
+			if rc.gone {
+				rc.mu.Unlock()
 				return
 			}
+			// Under rc.mu, so that a concurrent forget unwants the new
+			// connection after this add (not before: a leaked
+			// subscription).
+			old := rc.conn.Load()
+			confirmed := pc.moveIn(rc)
+			rc.mu.Unlock()
 			if old != pc {
 				old.unwant(rc.name)
 			}
 			select {
-			case <-pc.add(rc.name):
+			case <-confirmed:
 				rc.mu.Lock()
 				start := !rc.recovering && !rc.gone
 				rc.recovering = rc.recovering || start

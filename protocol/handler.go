@@ -250,7 +250,7 @@ func (h *Handler) Open(c *poller.Conn) {
 		return
 	}
 	if s.grant.Subject != "" {
-		s.subject, s.indexed = s.grant.Subject, true
+		s.indexed = true
 		h.users.add(s)
 	}
 	// A stream gets a subok event per subscription (its only way to learn

@@ -6,9 +6,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
+
+	"github.com/pushd/pushd/auth"
 )
 
 // readUntil reads frames until one has op (pushes are skipped) and
@@ -168,5 +171,47 @@ func TestRefreshStormRateLimited(t *testing.T) {
 	}
 	if st := h.Stats(); st.RateLimitCloses != 1 || st.Refreshes > 6 {
 		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestRefreshKeepsSubject: a refresh replaces the grant's expiry and
+// patterns but never writes its Subject, the user index's key, which
+// other goroutines read (the server API, Close): run with -race.
+func TestRefreshKeepsSubject(t *testing.T) {
+	e := newEnv(t, Config{Auth: newAuth(t), Public: []string{}})
+	s := newSession(e.h, &recorder{}, urlRequest{}, auth.Grant{Subject: "frank", Expires: time.Now().Add(time.Minute)})
+	subject := unsafe.StringData(s.grant.Subject)
+	e.h.users.add(s)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			e.h.users.remove(s)
+			e.h.users.add(s)
+		}
+	}()
+	for i := range 20 {
+		s.refresh(hsToken(t, "frank", time.Duration(i+2)*time.Hour, "room:*"))
+	}
+	close(stop)
+	<-done
+	if st := e.h.Stats(); st.Refreshes != 20 || st.RefreshRefused != 0 {
+		t.Fatalf("stats %+v, want 20 refreshes", st)
+	}
+	if unsafe.StringData(s.grant.Subject) != subject || s.grant.Subject != "frank" {
+		t.Errorf("Subject rewritten: %q", s.grant.Subject)
+	}
+	if time.Until(s.grant.Expires) < 20*time.Hour || !s.allowed("room:1") {
+		t.Errorf("grant not refreshed: exp %v, channels %v", s.grant.Expires, s.grant.Channels)
+	}
+	e.h.users.remove(s)
+	if n := e.h.Users(); n != 0 {
+		t.Errorf("Users() = %d after remove, want 0", n)
 	}
 }

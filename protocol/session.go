@@ -38,11 +38,13 @@ type session struct {
 	indexed bool  // in h.users; set in Open, read in Close
 	closed  bool  // guarded by mu
 	errors  int32 // refused requests; processing goroutine only
-	grant   auth.Grant
-	tokens  float64 // message bucket; processing goroutine only
-	last    int64   // nanos since h.start of the last refill
-
-	subject string // grant.Subject at Open (the user index key); immutable after
+	// grant.Subject is immutable after newSession (refresh keeps it: a
+	// new token must carry the same sub), so the user index (its key) and
+	// presence read it from any goroutine; the rest of grant belongs to
+	// the processing goroutine.
+	grant  auth.Grant
+	tokens float64 // message bucket; processing goroutine only
+	last   int64   // nanos since h.start of the last refill
 
 	expires atomic.Int64 // token exp in Unix nanos (0: none); read by Expiring on the wheel
 
@@ -151,8 +153,9 @@ func (s *session) refresh(token string) {
 		s.refuse(&RequestError{Code: CodeForbidden, Reason: "token sub differs from the connection's"})
 		return
 	}
-	g.Source = s.grant.Source
-	s.grant = g
+	// Field by field: Subject (equal) and Source stay as they were, and
+	// Subject is never written after newSession (see session.grant).
+	s.grant.Expires, s.grant.Channels = g.Expires, g.Channels
 	if w, ok := s.w.(expiryWire); ok && !g.Expires.IsZero() {
 		w.ExtendExpiry(g.Expires)
 		s.setExpires(w, g.Expires)
@@ -161,6 +164,15 @@ func (s *session) refresh(token string) {
 	s.send(refreshokFrame(g.Expires))
 	s.dropDisallowed("not allowed by the refreshed token")
 }
+
+// refresh copies auth.Grant field by field: a new field must be decided
+// there (this conversion stops compiling when Grant changes).
+var _ = struct {
+	Subject  string
+	Expires  time.Time
+	Channels []string
+	Source   auth.Source
+}(auth.Grant{})
 
 // dropDisallowed ends every subscription the grant no longer allows, each
 // with {"op":"unsubscribed","ch":..,"reason":..} after its last push.

@@ -32,10 +32,10 @@ func (x *userIndex) add(s *session) {
 
 func (x *userIndex) remove(s *session) {
 	x.mu.Lock()
-	if m := x.users[s.subject]; m != nil {
+	if m := x.users[s.grant.Subject]; m != nil {
 		delete(m, s)
 		if len(m) == 0 {
-			delete(x.users, s.subject)
+			delete(x.users, s.grant.Subject)
 		}
 	}
 	x.mu.Unlock()
