@@ -19,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/pushd/pushd/fanout"
+	"github.com/pushd/pushd/internal/deadline"
 )
 
 // Defaults for zero RedisConfig fields.
@@ -94,6 +95,7 @@ type Redis struct {
 	handler atomic.Pointer[handlerBox]
 	seed    maphash.Seed
 	chans   [memShards]rShard
+	subDL   *deadline.Shared // SubscribeTop's bound when its caller sets none (subscribeContext)
 
 	connMu sync.Mutex
 	conns  map[string]*psConn // by node address ("" standalone)
@@ -119,7 +121,10 @@ type rShard struct {
 type rchan struct {
 	name   string
 	worker *ingestWorker // owns iq
-	iq     iqueue        // guarded by worker.mu
+	// iq is the channel's ingest queue (guarded by worker.mu), allocated
+	// by the first publication received and dropped when the worker finds
+	// it empty: an idle channel carries only the pointer.
+	iq *iqueue
 
 	// conn is the connection that carries it. It is set before rc is in
 	// its shard, then only by rehome (resharding: psConn.moveIn, under
@@ -128,15 +133,36 @@ type rchan struct {
 	conn atomic.Pointer[psConn]
 
 	mu      sync.Mutex
-	last    uint64 // last durable seq handed to the hub (or the baseline)
-	epoch   string // the epoch last counts in ("": unknown or none yet)
-	pending []fanout.Publication
+	last    uint64       // last durable seq handed to the hub (or the baseline)
+	epoch   string       // the epoch last counts in ("": unknown or none yet)
+	pending *pendingPubs // what a recovery holds back (nil: nothing)
 
-	// Flags in one word (an rchan is one per subscribed channel: 144 B).
+	// Flags in one word (an rchan is one per subscribed channel: 96 B).
 	conflate   bool // the hub's policy for it is PolicyConflate (fixed at creation)
 	recovering bool // guarded by mu
 	overflow   bool // guarded by mu: pending was full: durable ones were dropped (they are in the stream)
 	gone       bool // guarded by mu: unsubscribed
+}
+
+// pendingPubs is what a recovering channel holds back, allocated on the
+// first message it must hold.
+type pendingPubs struct{ pubs []fanout.Publication }
+
+// holdLocked appends pub to rc's pending list. Lock rc.mu must be held.
+func (rc *rchan) holdLocked(pub fanout.Publication) {
+	if rc.pending == nil {
+		rc.pending = &pendingPubs{}
+	}
+	rc.pending.pubs = append(rc.pending.pubs, pub)
+}
+
+// pendingLen returns how many messages rc holds back. Lock rc.mu must be
+// held.
+func (rc *rchan) pendingLen() int {
+	if rc.pending == nil {
+		return 0
+	}
+	return len(rc.pending.pubs)
 }
 
 // maxHistoryRead bounds the publications one History call returns.
@@ -247,6 +273,7 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 		seed:   maphash.MakeSeed(),
 		conns:  map[string]*psConn{},
 		recSem: make(chan struct{}, 32),
+		subDL:  deadline.New(cfg.SubscribeTimeout),
 	}
 	b.ing = newIngest(b, cfg.IngestWorkers, cfg.IngestChannelBytes, cfg.IngestNodeBytes)
 	b.cluster, _ = cfg.Client.(*redis.ClusterClient)
@@ -611,7 +638,7 @@ func (b *Redis) SubscribeTop(ctx context.Context, channel string) (uint64, strin
 	if !b.Ready() {
 		return 0, "", ErrUnavailable
 	}
-	ctx, cancel := context.WithTimeout(ctx, b.cfg.SubscribeTimeout)
+	ctx, cancel := b.subscribeContext(ctx)
 	defer cancel()
 	pc, err := b.connFor(ctx, channel)
 	if err != nil {
@@ -661,6 +688,22 @@ func (b *Redis) SubscribeTop(ctx context.Context, channel string) (uint64, strin
 		b.startRecovery(rc)
 	}
 	return st.top, st.epoch, nil
+}
+
+// subscribeContext bounds SubscribeTop by SubscribeTimeout. The hub calls
+// it with a context that is never cancelled and has no deadline
+// (coalesced first subscribes must not fail with one caller): that one
+// gets a shared bounded context (internal/deadline), so a subscribe storm
+// does not cost a context and a timer per channel; a caller's own earlier
+// deadline is kept as it is.
+func (b *Redis) subscribeContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if ctx.Done() == nil {
+		return b.subDL.Get(), func() {}
+	}
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= b.cfg.SubscribeTimeout {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, b.cfg.SubscribeTimeout)
 }
 
 // Unsubscribe implements fanout.Broker: the channel's messages stop being

@@ -161,7 +161,11 @@ func (in *ingest) push(rc *rchan, pc *psConn, pub fanout.Publication) {
 	w := rc.worker
 	size := len(pub.Data) + entryOverhead
 	w.mu.Lock()
-	q := &rc.iq
+	q := rc.iq
+	if q == nil {
+		q = &iqueue{}
+		rc.iq = q
+	}
 	if q.bytes > 0 {
 		reason := &in.shedChannel
 		over := q.bytes+size > in.chanBudget
@@ -271,14 +275,13 @@ func (in *ingest) run(ctx context.Context, w *ingestWorker) {
 		} else {
 			rc = w.ready.pop()
 		}
-		q := &rc.iq
+		q := rc.iq
 		n := min(q.len(), quantum)
 		if n == 0 {
 			// A backlogged channel that drained on its last turn: it
 			// leaves the lists only now, so a busy channel whose queue
 			// empties now and then does not come back as fresh.
-			q.reset()
-			q.ready = false
+			rc.iq = nil
 			w.mu.Unlock()
 			continue
 		}
@@ -299,7 +302,7 @@ func (in *ingest) run(ctx context.Context, w *ingestWorker) {
 		if q.len() > 0 || !fresh {
 			w.ready.push(rc)
 		} else {
-			q.ready = false
+			rc.iq = nil // out of the lists and empty: the next push makes a new one
 		}
 		w.mu.Unlock()
 		out = in.b.deliverEntries(rc, take, out[:0])

@@ -57,14 +57,14 @@ func (b *Redis) sequenceLocked(rc *rchan, pc *psConn, pub fanout.Publication, ou
 		// (resharding) still delivering: the new owner's copy counts.
 		b.stats.unwanted.Add(1)
 	case rc.recovering:
-		if len(rc.pending) >= maxPending {
+		if rc.pendingLen() >= maxPending {
 			if pub.Seq == 0 {
 				b.stats.lost.Add(1) // raw: at most once
 			}
 			rc.overflow = true // durable: it is in the stream
 			return out
 		}
-		rc.pending = append(rc.pending, pub)
+		rc.holdLocked(pub)
 	case pub.Seq == 0:
 		out = append(out, pub)
 	default:
@@ -76,7 +76,7 @@ func (b *Redis) sequenceLocked(rc *rchan, pc *psConn, pub fanout.Publication, ou
 			out = append(out, b.stampLocked(rc, pub))
 		default:
 			rc.recovering = true
-			rc.pending = append(rc.pending, pub)
+			rc.holdLocked(pub)
 			b.startRecovery(rc)
 		}
 	}
@@ -225,7 +225,10 @@ func (b *Redis) recoverChannel(ctx context.Context, rc *rchan) {
 // another epoch was skipped (the stream must be read again). Lock rc.mu
 // must be held.
 func (b *Redis) deliverPendingLocked(rc *rchan) (again bool) {
-	for _, p := range rc.pending {
+	if rc.pending == nil {
+		return false
+	}
+	for _, p := range rc.pending.pubs {
 		switch {
 		case p.Seq == 0:
 			b.deliverLocked(rc, p)
@@ -243,8 +246,7 @@ func (b *Redis) deliverPendingLocked(rc *rchan) (again bool) {
 			b.deliverLocked(rc, p)
 		}
 	}
-	clear(rc.pending)
-	rc.pending = rc.pending[:0]
+	rc.pending = nil
 	return again
 }
 
