@@ -115,8 +115,9 @@ func (c *channel) localLocked(opts SubscribeOptions) (res SubscribeResult, pubs 
 	// linked now (the first sequenced publication still in the mailbox
 	// will be).
 	m := c.lastSeq
-	for i := range c.mailbox {
-		if p := &c.mailbox[i]; p.Seq > 0 {
+	mailbox := c.mailboxLocked()
+	for i := range mailbox {
+		if p := &mailbox[i]; p.Seq > 0 {
 			if p.Epoch != c.epoch {
 				return res, nil, false // the mailbox spans two epochs
 			}
