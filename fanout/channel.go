@@ -22,9 +22,11 @@ type channel struct {
 	hub  *Hub
 
 	// The flags, grouped into one word (and the counters below made
-	// int32) to keep a channel small: an idle personal channel is one
-	// per connection (issue 18's budget). State only a channel in use
-	// needs lives behind dl, allocated on first use.
+	// int32) to keep a channel in the 192-byte size class: an idle
+	// personal channel is one per connection (issue 18's budget). State
+	// only a channel in use needs lives behind pointers allocated on
+	// first use: dl (the mailbox and the delivery scratch) and win (the
+	// window's publications).
 	policy     Policy
 	shared     bool // a delivery task holds a snapshot of subs
 	deflate    bool // DeflateConfig selects this channel (fixed at creation)
@@ -43,13 +45,11 @@ type channel struct {
 	idle     int64             // when refs dropped to 0, unix nanoseconds (for the debounced unsubscribe)
 
 	// The node-local window (window.go): held reports that lastSeq and
-	// epoch follow the broker's top, win is a ring of the publications
-	// (winBase, lastSeq].
-	win      []winEntry
-	winHead  int
-	winN     int
-	winBytes int
-	winBase  uint64
+	// epoch follow the broker's top, the window covers (winBase,
+	// lastSeq]; win holds its publications, nil until the first one is
+	// kept (an empty window needs only winBase).
+	win     *window
+	winBase uint64
 
 	// brokerMu serialises broker.Subscribe for this channel; subscribed,
 	// subErr and the end of an attempt (subGen) are guarded by it.
