@@ -652,7 +652,7 @@ func (h *Hub) Unsubscribe(s *Subscription) {
 	s.mu.Lock()
 	was := s.removed
 	s.removed = true
-	s.latest = nil
+	s.held, s.hold = false, nil // nothing held is queued any more
 	s.mu.Unlock()
 	if was {
 		return
