@@ -22,8 +22,11 @@ type channel struct {
 	hub  *Hub
 
 	// The flags, grouped into one word (and the counters below made
-	// int32) to keep a channel in the 288-byte size class: an idle
-	// personal channel is one per connection (issue 18's budget).
+	// int32) to keep a channel in the 192-byte size class: an idle
+	// personal channel is one per connection (issue 18's budget). State
+	// only a channel in use needs lives behind pointers allocated on
+	// first use: dl (the mailbox and the delivery scratch) and win (the
+	// window's publications).
 	policy     Policy
 	shared     bool // a delivery task holds a snapshot of subs
 	deflate    bool // DeflateConfig selects this channel (fixed at creation)
@@ -31,27 +34,22 @@ type channel struct {
 	held       bool // the node-local window follows the broker's top (below)
 	subscribed bool // the broker subscription is up (guarded by brokerMu)
 
-	mu        sync.Mutex
-	subs      []*Subscription   // live list; never modified while shared
-	nFormat   [numFormats]int32 // subscribers per format in subs
-	nDeflate  [numFormats]int32 // of nFormat: subscribers that negotiated permessage-deflate
-	refs      int32             // linked plus joining subscribers
-	paused    int32             // joining subscribers fetching history: hold deliveries
-	mailbox   []Publication     // received, not yet taken by a delivery task
-	mailBytes int               // payload bytes in mailbox
-	gaps      []gapMark         // HandleGap notices due before mailbox[at]
-	lastSeq   uint64            // highest Seq handled in epoch
-	epoch     string            // the epoch of lastSeq
-	idle      int64             // when refs dropped to 0, unix nanoseconds (for the debounced unsubscribe)
+	mu       sync.Mutex
+	subs     []*Subscription   // live list; never modified while shared
+	nFormat  [numFormats]int32 // subscribers per format in subs
+	nDeflate [numFormats]int32 // of nFormat: subscribers that negotiated permessage-deflate
+	refs     int32             // linked plus joining subscribers
+	paused   int32             // joining subscribers fetching history: hold deliveries
+	lastSeq  uint64            // highest Seq handled in epoch
+	epoch    string            // the epoch of lastSeq
+	idle     int64             // when refs dropped to 0, unix nanoseconds (for the debounced unsubscribe)
 
 	// The node-local window (window.go): held reports that lastSeq and
-	// epoch follow the broker's top, win is a ring of the publications
-	// (winBase, lastSeq].
-	win      []winEntry
-	winHead  int
-	winN     int
-	winBytes int
-	winBase  uint64
+	// epoch follow the broker's top, the window covers (winBase,
+	// lastSeq]; win holds its publications, nil until the first one is
+	// kept (an empty window needs only winBase).
+	win     *window
+	winBase uint64
 
 	// brokerMu serialises broker.Subscribe for this channel; subscribed,
 	// subErr and the end of an attempt (subGen) are guarded by it.
@@ -59,16 +57,23 @@ type channel struct {
 	subGen   atomic.Uint64 // broker subscribe attempts that failed
 	subErr   error         // the last failed attempt's error
 
-	// dl is the delivery scratch, allocated when the channel first
-	// delivers (startLocked): a channel that never receives a
-	// publication (an idle personal channel) does not carry it.
+	// dl is the mailbox and the delivery scratch, allocated under mu
+	// when the channel is first handed a publication (or a gap notice)
+	// to deliver (mailLocked): a channel that never receives one (an
+	// idle personal channel) does not carry it. Once set it never
+	// changes, so the goroutine that claimed running reads it unlocked.
 	dl *delivery
 }
 
-// delivery is a channel's delivery scratch, owned by the running delivery
-// task (spare is guarded by channel.mu).
+// delivery is a channel's mailbox and delivery scratch. The mailbox side
+// (mailbox, mailBytes, gaps, spare) is guarded by channel.mu; the rest is
+// owned by the running delivery task.
 type delivery struct {
-	spare   []Publication // the previous batch's array, reused
+	mailbox   []Publication // received, not yet taken by a delivery task
+	mailBytes int           // payload bytes in mailbox
+	gaps      []gapMark     // HandleGap notices due before mailbox[at]
+	spare     []Publication // the previous batch's array, reused
+
 	batch   []Publication
 	bgaps   []gapMark        // the gap notices of batch
 	need    [numFormats]bool // formats present in the batch's subscriber snapshot
@@ -101,6 +106,31 @@ func newChannel(h *Hub, name string) *channel {
 	return &channel{name: name, hub: h, policy: h.policyFor(name), deflate: h.deflateFor(name)}
 }
 
+// mailLocked returns c.dl, allocating it on the channel's first
+// publication or gap notice to deliver. Lock c.mu must be held.
+func (c *channel) mailLocked() *delivery {
+	if c.dl == nil {
+		c.dl = &delivery{}
+		c.dl.drainFn = c.drainPooled
+	}
+	return c.dl
+}
+
+// pendingLocked reports whether publications or gap notices wait in the
+// mailbox. Lock c.mu must be held.
+func (c *channel) pendingLocked() bool {
+	return c.dl != nil && (len(c.dl.mailbox) > 0 || len(c.dl.gaps) > 0)
+}
+
+// mailboxLocked returns the mailbox (nil before the first publication).
+// Lock c.mu must be held.
+func (c *channel) mailboxLocked() []Publication {
+	if c.dl == nil {
+		return nil
+	}
+	return c.dl.mailbox
+}
+
 // enqueueLocked appends pub and reports whether the caller must start a
 // delivery task. Lock c.mu must be held.
 func (c *channel) enqueueLocked(pub Publication) (start bool) {
@@ -110,34 +140,31 @@ func (c *channel) enqueueLocked(pub Publication) (start bool) {
 	if len(c.subs) == 0 && c.paused == 0 {
 		return false // nobody to deliver to, nobody joining
 	}
-	if len(c.mailbox) >= c.hub.cfg.MaxMailbox {
+	d := c.mailLocked()
+	if len(d.mailbox) >= c.hub.cfg.MaxMailbox {
 		// The channel's fan-out cannot keep up with its publishers. Never
 		// block them: drop the oldest (subscribers see a seq gap).
-		c.mailBytes -= len(c.mailbox[0].Data)
-		copy(c.mailbox, c.mailbox[1:])
-		c.mailbox[len(c.mailbox)-1] = pub
-		for i := range c.gaps {
-			c.gaps[i].at = max(c.gaps[i].at-1, 0)
+		d.mailBytes -= len(d.mailbox[0].Data)
+		copy(d.mailbox, d.mailbox[1:])
+		d.mailbox[len(d.mailbox)-1] = pub
+		for i := range d.gaps {
+			d.gaps[i].at = max(d.gaps[i].at-1, 0)
 		}
 		c.hub.stats.overflowed.Add(1)
 	} else {
-		c.mailbox = append(c.mailbox, pub)
+		d.mailbox = append(d.mailbox, pub)
 	}
-	c.mailBytes += len(pub.Data)
+	d.mailBytes += len(pub.Data)
 	return c.startLocked()
 }
 
 // startLocked claims the delivery task when work is waiting and nobody
 // holds it. Lock c.mu must be held.
 func (c *channel) startLocked() bool {
-	if c.running || c.paused > 0 || len(c.mailbox) == 0 && len(c.gaps) == 0 {
+	if c.running || c.paused > 0 || !c.pendingLocked() {
 		return false
 	}
 	c.running = true
-	if c.dl == nil {
-		c.dl = &delivery{}
-		c.dl.drainFn = c.drainPooled
-	}
 	return true
 }
 
@@ -145,16 +172,17 @@ func (c *channel) startLocked() bool {
 // snapshot, or false (and gives up the delivery task) when there is
 // nothing to do. Lock c.mu must be held.
 func (c *channel) takeLocked() ([]*Subscription, bool) {
-	if len(c.mailbox) == 0 && len(c.gaps) == 0 || c.paused > 0 {
+	if !c.pendingLocked() || c.paused > 0 {
 		c.running = false
 		return nil, false
 	}
-	c.dl.batch, c.mailbox, c.dl.spare = c.mailbox, c.dl.spare[:0], nil
-	c.dl.bgaps, c.gaps = c.gaps, c.dl.bgaps[:0]
-	c.mailBytes = 0
+	d := c.dl
+	d.batch, d.mailbox, d.spare = d.mailbox, d.spare[:0], nil
+	d.bgaps, d.gaps = d.gaps, d.bgaps[:0]
+	d.mailBytes = 0
 	for f, n := range c.nFormat {
-		c.dl.need[f] = n > 0
-		c.dl.needZ[f] = c.deflate && c.nDeflate[f] > 0
+		d.need[f] = n > 0
+		d.needZ[f] = c.deflate && c.nDeflate[f] > 0
 	}
 	c.shared = true
 	return c.subs, true
@@ -173,7 +201,7 @@ func (c *channel) drainInline() {
 	c.deliver(subs)
 	c.mu.Lock()
 	c.finishLocked()
-	more := (len(c.mailbox) > 0 || len(c.gaps) > 0) && c.paused == 0
+	more := c.pendingLocked() && c.paused == 0
 	if !more {
 		c.running = false
 	}

@@ -19,6 +19,16 @@
 // subscriber. Frames are plain Go slices: "reference counting" is the
 // garbage collector's, and nobody writes to a frame after it is built.
 //
+// Memory: an idle channel (an idle personal channel is one per
+// connection) carries only its name, subscriber list, counters and top.
+// What only a channel or subscription in use needs is allocated on first
+// use: the mailbox with the delivery scratch (channel.dl, at the first
+// publication or gap notice to deliver), the window's ring (channel.win,
+// at the first publication kept) and a held gap notice or conflated frame
+// (Subscription.hold, the first time a subscriber's queue refuses one).
+// TestPerSubscriberStructSizes pins channel and Subscription to their
+// size classes.
+//
 // Epochs: a Publication's Seq counts within its Epoch (the broker's id of
 // the channel's stream). Each channel's window holds the top (epoch, seq);
 // a subscription filters live publications at or below its join point

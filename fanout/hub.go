@@ -305,10 +305,11 @@ func (h *Hub) HandleGap(channel, epoch string, from, to uint64) {
 		c.mu.Unlock()
 		return
 	}
-	if c.running || c.paused > 0 || len(c.mailbox) > 0 {
+	if c.running || c.paused > 0 || len(c.mailboxLocked()) > 0 {
 		// Publications before the gap are still on their way: the
 		// delivery task sends the notice after them.
-		c.gaps = append(c.gaps, gapMark{at: len(c.mailbox), epoch: epoch, from: from, to: to})
+		d := c.mailLocked()
+		d.gaps = append(d.gaps, gapMark{at: len(d.mailbox), epoch: epoch, from: from, to: to})
 		start := c.startLocked()
 		small := len(c.subs) <= h.cfg.ChunkSize
 		c.mu.Unlock()
@@ -360,7 +361,7 @@ func (h *Hub) Admit(channel string, size int) bool {
 		return true
 	}
 	c.mu.Lock()
-	ok := len(c.mailbox) == 0 || c.mailBytes+size <= h.cfg.MaxMailboxBytes
+	ok := len(c.mailboxLocked()) == 0 || c.dl.mailBytes+size <= h.cfg.MaxMailboxBytes
 	c.mu.Unlock()
 	if !ok {
 		h.stats.refused.Add(1)
@@ -651,7 +652,7 @@ func (h *Hub) Unsubscribe(s *Subscription) {
 	s.mu.Lock()
 	was := s.removed
 	s.removed = true
-	s.latest = nil
+	s.held, s.hold = false, nil // nothing held is queued any more
 	s.mu.Unlock()
 	if was {
 		return
@@ -762,7 +763,7 @@ func (h *Hub) sweep(ctx context.Context, now time.Time) {
 func (c *channel) idleFor(now time.Time, d time.Duration) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.refs == 0 && !c.running && len(c.mailbox) == 0 && now.UnixNano()-c.idle >= int64(d)
+	return c.refs == 0 && !c.running && len(c.mailboxLocked()) == 0 && now.UnixNano()-c.idle >= int64(d)
 }
 
 // retire unsubscribes an idle channel at the broker and forgets it unless

@@ -28,16 +28,36 @@ type Subscription struct {
 	epoch  string
 
 	// Guarded by mu. The fields are ordered to keep a Subscription in
-	// the 128-byte size class (one per subscriber: issue 18's budget).
-	mu       sync.Mutex
-	removed  bool   // unsubscribed: queue nothing more
-	dead     bool   // the subscriber closed or was disconnected
-	held     bool   // a gap notice or a conflated frame waits
-	kick     bool   // PolicyDisconnect fired: close the subscriber once s.mu is released
-	gapEpoch string // PolicyDrop: the epoch of gapFrom..gapTo (held)
-	gapFrom  uint64 // PolicyDrop: first missing seq (held)
-	gapTo    uint64 // PolicyDrop: last missing seq (held)
-	latest   []byte // PolicyConflate: the newest frame not yet queued (held)
+	// the 80-byte size class (one per subscriber: issue 18's budget);
+	// what only an overloaded subscription needs is behind hold.
+	mu      sync.Mutex
+	removed bool // unsubscribed: queue nothing more
+	dead    bool // the subscriber closed or was disconnected
+	held    bool // a gap notice or a conflated frame waits in hold (then non-nil)
+	kick    bool // PolicyDisconnect fired: close the subscriber once s.mu is released
+	// hold is allocated when something is first held back and kept
+	// (emptied) once it was queued: a subscriber slow once tends to be
+	// slow again, and reusing it keeps an overloaded delivery from
+	// allocating. Unsubscribe drops it.
+	hold *holdState
+}
+
+// holdState is what a Subscription holds back under overload (s.held).
+// Guarded by the Subscription's mu.
+type holdState struct {
+	gapEpoch string // PolicyDrop: the epoch of gapFrom..gapTo
+	gapFrom  uint64 // PolicyDrop: first missing seq
+	gapTo    uint64 // PolicyDrop: last missing seq
+	latest   []byte // PolicyConflate: the newest frame not yet queued
+}
+
+// holdStateLocked returns s.hold, allocating it the first time something is
+// held. Lock s.mu must be held.
+func (s *Subscription) holdStateLocked() *holdState {
+	if s.hold == nil {
+		s.hold = &holdState{}
+	}
+	return s.hold
 }
 
 // Channel returns the channel name.
@@ -131,7 +151,7 @@ func (s *Subscription) overflowLocked(frame []byte, pub *Publication) {
 func (s *Subscription) holdLocked(frame []byte, pub *Publication) {
 	st := &s.ch.hub.stats
 	if s.ch.policy == PolicyConflate {
-		s.latest = frame
+		s.holdStateLocked().latest = frame
 		s.held = true
 		st.conflated.Add(1)
 		return
@@ -140,10 +160,11 @@ func (s *Subscription) holdLocked(frame []byte, pub *Publication) {
 	if pub.Seq == 0 {
 		return // unsequenced: nothing a gap notice could name
 	}
-	if s.gapFrom == 0 || s.gapEpoch != pub.Epoch {
-		s.gapFrom, s.gapEpoch = pub.Seq, pub.Epoch
+	hs := s.holdStateLocked()
+	if hs.gapFrom == 0 || hs.gapEpoch != pub.Epoch {
+		hs.gapFrom, hs.gapEpoch = pub.Seq, pub.Epoch
 	}
-	s.gapTo = pub.Seq
+	hs.gapTo = pub.Seq
 	s.held = true
 }
 
@@ -156,30 +177,32 @@ func (s *Subscription) gapLocked(epoch string, from, to uint64) {
 	if s.dead || s.removed || s.ch.policy == PolicyConflate {
 		return
 	}
+	hs := s.holdStateLocked()
 	if from != 0 {
 		switch {
-		case s.gapFrom == 0 || s.gapEpoch != epoch:
+		case hs.gapFrom == 0 || hs.gapEpoch != epoch:
 			// Like holdLocked: a range names one epoch; a new epoch
 			// restarts it.
-			s.gapFrom, s.gapTo, s.gapEpoch = from, 0, epoch
-		case from < s.gapFrom:
-			s.gapFrom = from
+			hs.gapFrom, hs.gapTo, hs.gapEpoch = from, 0, epoch
+		case from < hs.gapFrom:
+			hs.gapFrom = from
 		}
 	}
-	s.gapTo = max(s.gapTo, to)
+	hs.gapTo = max(hs.gapTo, to)
 	s.held = true
 	s.flushHeldLocked()
 }
 
 // flushHeldLocked tries to queue what was held back: the gap notice, or the
 // latest conflated frame. It reports whether the subscriber took it. Lock
-// s.mu must be held.
+// s.mu must be held and s.held set (so s.hold is allocated).
 func (s *Subscription) flushHeldLocked() bool {
+	hs := s.hold
 	var frame []byte
 	if s.ch.policy == PolicyConflate {
-		frame = s.latest
+		frame = hs.latest
 	} else {
-		frame = encodeGapFor(s.format, s.ch.name, s.gapEpoch, s.gapFrom, s.gapTo)
+		frame = encodeGapFor(s.format, s.ch.name, hs.gapEpoch, hs.gapFrom, hs.gapTo)
 	}
 	switch err := s.sub.Queue(frame); err {
 	case nil:
@@ -194,7 +217,8 @@ func (s *Subscription) flushHeldLocked() bool {
 	} else {
 		s.ch.hub.stats.gapNotices.Add(1)
 	}
-	s.held, s.latest, s.gapFrom, s.gapTo, s.gapEpoch = false, nil, 0, 0, ""
+	s.held = false
+	*hs = holdState{}
 	return true
 }
 

@@ -21,6 +21,17 @@ type winEntry struct {
 	data []byte
 }
 
+// window is the ring of a channel's window: the publications
+// (c.winBase, c.lastSeq], oldest at head. A channel allocates it when it
+// first keeps a publication (an idle channel, or a held one that was never
+// published to, has none: its window is empty). Guarded by channel.mu.
+type window struct {
+	ring  []winEntry
+	head  int
+	n     int
+	bytes int // payload bytes in ring
+}
+
 // The node-local window of a channel.
 //
 // While a channel is held (c.held: it is subscribed at the broker and
@@ -58,7 +69,8 @@ func (c *channel) windowAddLocked(pub *Publication) {
 		c.windowResetLocked(pub.Seq)
 		return
 	}
-	for c.winN > 0 && (c.winN >= h.cfg.WindowSize || c.winBytes+len(pub.Data) > h.cfg.WindowBytes) {
+	w := c.win
+	for w != nil && w.n > 0 && (w.n >= h.cfg.WindowSize || w.bytes+len(pub.Data) > h.cfg.WindowBytes) {
 		c.windowEvictLocked()
 	}
 	if h.winBytes.Add(int64(len(pub.Data))) > h.cfg.WindowNodeBytes {
@@ -68,39 +80,47 @@ func (c *channel) windowAddLocked(pub *Publication) {
 		c.windowResetLocked(pub.Seq)
 		return
 	}
-	if c.winN == len(c.win) {
+	if w == nil {
+		w = &window{}
+		c.win = w
+	}
+	if w.n == len(w.ring) {
 		// Grow by doubling up to WindowSize: a channel that published
 		// once costs one entry, a busy one stops allocating.
-		grown := make([]winEntry, min(max(2*len(c.win), 2), h.cfg.WindowSize))
-		for i := 0; i < c.winN; i++ {
-			grown[i] = c.win[(c.winHead+i)%len(c.win)]
+		grown := make([]winEntry, min(max(2*len(w.ring), 2), h.cfg.WindowSize))
+		for i := 0; i < w.n; i++ {
+			grown[i] = w.ring[(w.head+i)%len(w.ring)]
 		}
-		c.win, c.winHead = grown, 0
+		w.ring, w.head = grown, 0
 	}
-	c.win[(c.winHead+c.winN)%len(c.win)] = winEntry{seq: pub.Seq, data: pub.Data}
-	c.winN++
-	c.winBytes += len(pub.Data)
+	w.ring[(w.head+w.n)%len(w.ring)] = winEntry{seq: pub.Seq, data: pub.Data}
+	w.n++
+	w.bytes += len(pub.Data)
 }
 
-// windowEvictLocked drops the oldest entry. Lock c.mu must be held.
+// windowEvictLocked drops the oldest entry; the window must not be
+// empty. Lock c.mu must be held.
 func (c *channel) windowEvictLocked() {
-	e := &c.win[c.winHead]
+	w := c.win
+	e := &w.ring[w.head]
 	c.winBase = e.seq
-	c.winBytes -= len(e.data)
+	w.bytes -= len(e.data)
 	c.hub.winBytes.Add(-int64(len(e.data)))
 	*e = winEntry{}
-	c.winHead = (c.winHead + 1) % len(c.win)
-	c.winN--
+	w.head = (w.head + 1) % len(w.ring)
+	w.n--
 }
 
 // windowResetLocked empties the window; it then covers (base, base].
 // Lock c.mu must be held.
 func (c *channel) windowResetLocked(base uint64) {
-	for c.winN > 0 {
-		c.windowEvictLocked()
-	}
-	if c.winN == 0 && len(c.win) > 2 {
-		c.win, c.winHead = nil, 0 // give a large ring back
+	if w := c.win; w != nil {
+		for w.n > 0 {
+			c.windowEvictLocked()
+		}
+		if len(w.ring) > 2 {
+			w.ring, w.head = nil, 0 // give a large ring back
+		}
 	}
 	c.winBase = base
 }
@@ -115,8 +135,9 @@ func (c *channel) localLocked(opts SubscribeOptions) (res SubscribeResult, pubs 
 	// linked now (the first sequenced publication still in the mailbox
 	// will be).
 	m := c.lastSeq
-	for i := range c.mailbox {
-		if p := &c.mailbox[i]; p.Seq > 0 {
+	mailbox := c.mailboxLocked()
+	for i := range mailbox {
+		if p := &mailbox[i]; p.Seq > 0 {
 			if p.Epoch != c.epoch {
 				return res, nil, false // the mailbox spans two epochs
 			}
@@ -151,8 +172,8 @@ func (c *channel) localLocked(opts SubscribeOptions) (res SubscribeResult, pubs 
 		// live; the filter skips what the client already has.
 		return SubscribeResult{Seq: since, Epoch: c.epoch, Recovered: recovered}, nil, true
 	}
-	for i := 0; i < c.winN; i++ {
-		e := &c.win[(c.winHead+i)%len(c.win)]
+	for w, i := c.win, 0; w != nil && i < w.n; i++ {
+		e := &w.ring[(w.head+i)%len(w.ring)]
 		if e.seq > since && e.seq <= m {
 			pubs = append(pubs, Publication{Channel: c.name, Epoch: c.epoch, Seq: e.seq, Data: e.data})
 		}
@@ -186,6 +207,7 @@ func (c *channel) holdLocked(top uint64, epoch string) {
 func (c *channel) windowClearLocked() {
 	c.held = false
 	c.windowResetLocked(0)
+	c.win = nil // empty: the next publication kept allocates it again
 	c.lastSeq, c.epoch = 0, ""
 }
 
