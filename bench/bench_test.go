@@ -178,3 +178,16 @@ func TestSlowConsumersHarness(t *testing.T) {
 		}
 	}
 }
+
+func TestParseMemStats(t *testing.T) {
+	got := parseMemStats([]byte("heap profile: 1: 2 [3: 4] @ heap/1048576\n# runtime.MemStats\n# HeapInuse = 1916928\n# Stack = 491520 / 524288\n# MSpan = 34720 / 48960\n# PauseNs = [0 0]\n# DebugGC = false\n"))
+	want := map[string]uint64{"HeapInuse": 1916928, "StackInuse": 491520, "StackSys": 524288, "MSpanInuse": 34720, "MSpanSys": 48960}
+	if len(got) != len(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %d, want %d", k, got[k], v)
+		}
+	}
+}

@@ -190,7 +190,7 @@ func idleText(results []idleResult, counts []int) string {
 
 // memClasses are the runtime.MemStats fields the slope is split into
 // (HeapInuse is in the table above; Sys is everything the runtime holds).
-var memClasses = []string{"TotalAlloc", "Mallocs", "HeapAlloc", "HeapInuse", "HeapIdle", "HeapReleased", "StackSys", "MSpanSys", "MCacheSys", "GCSys", "OtherSys", "BuckHashSys", "Sys"}
+var memClasses = []string{"TotalAlloc", "Mallocs", "HeapAlloc", "HeapInuse", "HeapIdle", "HeapReleased", "StackInuse", "StackSys", "MSpanSys", "GCSys", "OtherSys", "BuckHashSys", "Sys"}
 
 // memClassText splits each pushd server's slope by runtime memory class,
 // in bytes per connection between the first and last plateau.

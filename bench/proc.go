@@ -232,12 +232,21 @@ func (s *serverProc) memStats(ctx context.Context) (map[string]uint64, error) {
 	return parseMemStats(b), nil
 }
 
-// parseMemStats collects "# Name = 123" lines.
+// parseMemStats collects "# Name = 123" lines; "# Stack = inuse / sys"
+// (also MSpan, MCache) gives NameInuse and NameSys.
 func parseMemStats(b []byte) map[string]uint64 {
 	out := map[string]uint64{}
 	for _, line := range bytes.Split(b, []byte("\n")) {
 		name, val, ok := strings.Cut(strings.TrimPrefix(string(line), "# "), " = ")
 		if !ok || len(line) < 2 || line[0] != '#' || strings.ContainsAny(name, " []") {
+			continue
+		}
+		if inuse, sys, two := strings.Cut(val, " / "); two {
+			a, err1 := strconv.ParseUint(strings.TrimSpace(inuse), 10, 64)
+			c, err2 := strconv.ParseUint(strings.TrimSpace(sys), 10, 64)
+			if err1 == nil && err2 == nil {
+				out[name+"Inuse"], out[name+"Sys"] = a, c
+			}
 			continue
 		}
 		if v, err := strconv.ParseUint(strings.TrimSpace(val), 10, 64); err == nil {

@@ -103,12 +103,14 @@ type Config struct {
 // Handler serves the pushd.v1 protocol on the poller. It implements
 // poller.Handler and poller.Drainer.
 type Handler struct {
-	cfg   Config
-	hub   *fanout.Hub
-	log   *slog.Logger
-	pong  []byte
-	burst float64
-	start time.Time // monotonic base of the message buckets
+	cfg  Config
+	hub  *fanout.Hub
+	log  *slog.Logger
+	pong []byte
+	// The message bucket (session.take), in nanoseconds: one message per
+	// msgInterval, msgTolerance of credit (MaxMessageBurst-1 intervals).
+	msgInterval, msgTolerance int64
+	start                     time.Time // monotonic base of the message buckets
 
 	rateCloses atomic.Uint64
 	authFails  atomic.Uint64
@@ -171,9 +173,14 @@ func New(cfg Config) (*Handler, error) {
 		cfg.RefreshLead = DefaultRefreshLead
 	}
 	h := &Handler{cfg: cfg, hub: cfg.Hub, log: cfg.Logger, pong: textFrame([]byte(`{"op":"pong"}`)), start: time.Now(), subDeadline: deadline.New(cfg.SubscribeTimeout)}
-	h.burst = float64(cfg.MaxMessageBurst)
-	if h.burst == 0 {
-		h.burst = max(1, 2*cfg.MaxMessageRate)
+	if cfg.MaxMessageRate > 0 {
+		burst := float64(cfg.MaxMessageBurst)
+		if burst == 0 {
+			burst = max(1, 2*cfg.MaxMessageRate)
+		}
+		// session.take's GCRA: one message per interval, burst at once.
+		h.msgInterval = int64(1e9 / cfg.MaxMessageRate)
+		h.msgTolerance = int64((burst - 1) * 1e9 / cfg.MaxMessageRate)
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -249,7 +256,7 @@ func (h *Handler) Open(c *poller.Conn) {
 		_ = c.Close(StatusInternalError, "no session")
 		return
 	}
-	if s.grant.Subject != "" {
+	if s.subject != "" {
 		s.indexed = true
 		h.users.add(s)
 	}
@@ -257,7 +264,7 @@ func (h *Handler) Open(c *poller.Conn) {
 	// positions and whether a resume recovered); a WebSocket's URL
 	// subscriptions get none (see the package doc).
 	ack := streaming(s.format)
-	if pc := s.grant.PersonalChannel(); pc != "" {
+	if pc := s.personalChannel(); pc != "" {
 		if !s.subscribe(Request{Op: OpSub, Ch: pc}, ack) {
 			return
 		}
@@ -268,7 +275,7 @@ func (h *Handler) Open(c *poller.Conn) {
 		return
 	}
 	for _, ch := range u.channels {
-		if ch == s.grant.PersonalChannel() {
+		if ch == s.personalChannel() {
 			continue
 		}
 		req := Request{Op: OpSub, Ch: ch, Since: u.since, Epoch: u.epoch}

@@ -59,9 +59,9 @@ func (s *session) presenceLocked(ch string, join bool) {
 	}
 	x.mu.Unlock()
 	if join {
-		h.cfg.Presence.Join(ch, s.grant.Subject)
+		h.cfg.Presence.Join(ch, s.subject)
 	} else {
-		h.cfg.Presence.Leave(ch, s.grant.Subject)
+		h.cfg.Presence.Leave(ch, s.subject)
 	}
 }
 

@@ -180,7 +180,7 @@ func TestRefreshStormRateLimited(t *testing.T) {
 func TestRefreshKeepsSubject(t *testing.T) {
 	e := newEnv(t, Config{Auth: newAuth(t), Public: []string{}})
 	s := newSession(e.h, &recorder{}, urlRequest{}, auth.Grant{Subject: "frank", Expires: time.Now().Add(time.Minute)})
-	subject := unsafe.StringData(s.grant.Subject)
+	subject := unsafe.StringData(s.subject)
 	e.h.users.add(s)
 	stop := make(chan struct{})
 	done := make(chan struct{})
@@ -204,11 +204,11 @@ func TestRefreshKeepsSubject(t *testing.T) {
 	if st := e.h.Stats(); st.Refreshes != 20 || st.RefreshRefused != 0 {
 		t.Fatalf("stats %+v, want 20 refreshes", st)
 	}
-	if unsafe.StringData(s.grant.Subject) != subject || s.grant.Subject != "frank" {
-		t.Errorf("Subject rewritten: %q", s.grant.Subject)
+	if unsafe.StringData(s.subject) != subject || s.subject != "frank" {
+		t.Errorf("Subject rewritten: %q", s.subject)
 	}
-	if time.Until(s.grant.Expires) < 20*time.Hour || !s.allowed("room:1") {
-		t.Errorf("grant not refreshed: exp %v, channels %v", s.grant.Expires, s.grant.Channels)
+	if exp := time.Unix(0, s.expires.Load()); time.Until(exp) < 20*time.Hour || !s.allowed("room:1") {
+		t.Errorf("grant not refreshed: exp %v, channels %v", exp, s.channels)
 	}
 	e.h.users.remove(s)
 	if n := e.h.Users(); n != 0 {

@@ -38,13 +38,17 @@ type session struct {
 	indexed bool  // in h.users; set in Open, read in Close
 	closed  bool  // guarded by mu
 	errors  int32 // refused requests; processing goroutine only
-	// grant.Subject is immutable after newSession (refresh keeps it: a
-	// new token must carry the same sub), so the user index (its key) and
-	// presence read it from any goroutine; the rest of grant belongs to
-	// the processing goroutine.
-	grant  auth.Grant
-	tokens float64 // message bucket; processing goroutine only
-	last   int64   // nanos since h.start of the last refill
+	// What the session keeps of its auth.Grant. subject is immutable after
+	// newSession (refresh keeps it: a new token must carry the same sub),
+	// so the user index (its key) and presence read it from any
+	// goroutine; channels (the token's patterns) belong to the processing
+	// goroutine; the token's exp is expires below. The fields are ordered
+	// to keep a session in the 128-byte size class (one per connection).
+	subject  string
+	channels []string
+	// tat is the message bucket as a GCRA theoretical arrival time, in
+	// nanos since h.start (take); processing goroutine only.
+	tat int64
 
 	expires atomic.Int64 // token exp in Unix nanos (0: none); read by Expiring on the wheel
 
@@ -53,7 +57,7 @@ type session struct {
 }
 
 func newSession(h *Handler, w wire, u urlRequest, g auth.Grant) *session {
-	s := &session{h: h, w: w, format: u.format, grant: g, tokens: h.burst, last: int64(time.Since(h.start))}
+	s := &session{h: h, w: w, format: u.format, subject: g.Subject, channels: g.Channels}
 	if len(u.channels) > 0 {
 		s.url = &u
 	}
@@ -105,10 +109,16 @@ func (s *session) allowed(ch string) bool {
 	if s.h.public(ch) {
 		return true
 	}
-	if s.grant.Subject == "" {
+	if s.subject == "" {
 		return false
 	}
-	return ch == s.grant.PersonalChannel() || fanout.MatchAny(s.grant.Channels, ch)
+	return ch == s.personalChannel() || fanout.MatchAny(s.channels, ch)
+}
+
+// personalChannel is auth.Grant.PersonalChannel of the session's grant.
+func (s *session) personalChannel() string {
+	g := auth.Grant{Subject: s.subject}
+	return g.PersonalChannel()
 }
 
 // expiryWire is what a refresh needs of the connection (*poller.Conn).
@@ -132,7 +142,7 @@ func (s *session) setExpires(w expiryWire, exp time.Time) {
 // refused refresh changes nothing. Processing goroutine only.
 func (s *session) refresh(token string) {
 	v := s.h.verifier()
-	if v == nil || s.grant.Subject == "" {
+	if v == nil || s.subject == "" {
 		s.h.refreshBad.Add(1)
 		s.refuse(&RequestError{Code: CodeBadRequest, Reason: "refresh needs a connection opened with a token"})
 		return
@@ -148,17 +158,22 @@ func (s *session) refresh(token string) {
 		s.refuse(&RequestError{Code: CodeUnauthorized, Reason: reason})
 		return
 	}
-	if g.Subject != s.grant.Subject {
+	if g.Subject != s.subject {
 		s.h.refreshBad.Add(1)
 		s.refuse(&RequestError{Code: CodeForbidden, Reason: "token sub differs from the connection's"})
 		return
 	}
-	// Field by field: Subject (equal) and Source stay as they were, and
-	// Subject is never written after newSession (see session.grant).
-	s.grant.Expires, s.grant.Channels = g.Expires, g.Channels
-	if w, ok := s.w.(expiryWire); ok && !g.Expires.IsZero() {
-		w.ExtendExpiry(g.Expires)
-		s.setExpires(w, g.Expires)
+	// Field by field: Subject is equal and never written after
+	// newSession (see session.subject); Source is the first token's;
+	// Expires goes to expires below.
+	s.channels = g.Channels
+	if !g.Expires.IsZero() {
+		if w, ok := s.w.(expiryWire); ok {
+			w.ExtendExpiry(g.Expires)
+			s.setExpires(w, g.Expires)
+		} else {
+			s.expires.Store(g.Expires.UnixNano())
+		}
 	}
 	s.h.refreshes.Add(1)
 	s.send(refreshokFrame(g.Expires))
@@ -198,16 +213,19 @@ func (s *session) dropDisallowed(reason string) {
 	}
 }
 
-// take spends one token of the message bucket; false when it is empty.
-// Processing goroutine only.
+// take spends one token of the message bucket (MaxMessageRate per
+// second, MaxMessageBurst deep); false when it is empty. The bucket is
+// kept as GCRA's one timestamp: a message is allowed while the
+// theoretical arrival time is at most (burst-1) intervals ahead of now,
+// and each allowed one moves it one interval on; a new session starts
+// with a full bucket. Processing goroutine only.
 func (s *session) take() bool {
 	now := int64(time.Since(s.h.start))
-	s.tokens = min(s.h.burst, s.tokens+float64(now-s.last)/1e9*s.h.cfg.MaxMessageRate)
-	s.last = now
-	if s.tokens < 1 {
+	tat := max(s.tat, now)
+	if tat-now > s.h.msgTolerance {
 		return false
 	}
-	s.tokens--
+	s.tat = tat + s.h.msgInterval
 	return true
 }
 
@@ -239,7 +257,7 @@ func (s *session) subscribe(req Request, ack bool) bool {
 	case !s.allowed(req.Ch):
 		s.h.forbidden.Add(1)
 		reason := "channel is not public"
-		if s.grant.Subject != "" {
+		if s.subject != "" {
 			reason = "channel not allowed by the token"
 		}
 		s.refuse(&RequestError{Code: CodeForbidden, Ch: req.Ch, Reason: reason})

@@ -21,10 +21,10 @@ func (x *userIndex) add(s *session) {
 	if x.users == nil {
 		x.users = make(map[string]map[*session]struct{})
 	}
-	m := x.users[s.grant.Subject]
+	m := x.users[s.subject]
 	if m == nil {
 		m = make(map[*session]struct{}, 1)
-		x.users[s.grant.Subject] = m
+		x.users[s.subject] = m
 	}
 	m[s] = struct{}{}
 	x.mu.Unlock()
@@ -32,10 +32,10 @@ func (x *userIndex) add(s *session) {
 
 func (x *userIndex) remove(s *session) {
 	x.mu.Lock()
-	if m := x.users[s.grant.Subject]; m != nil {
+	if m := x.users[s.subject]; m != nil {
 		delete(m, s)
 		if len(m) == 0 {
-			delete(x.users, s.grant.Subject)
+			delete(x.users, s.subject)
 		}
 	}
 	x.mu.Unlock()
