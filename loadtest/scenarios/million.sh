@@ -39,6 +39,35 @@
 # requests) and reports it beside the Redis→node forwarding of the run.
 set -euo pipefail
 
+# NETNS=1: run everything in a network namespace of its own whose TCP
+# established-connection hash has EHASH buckets (default 2^21). The host's
+# table is sized at boot (262,144 buckets here): two million loopback
+# sockets make chains of about 8, walked for every segment. The namespace
+# is created with net.ipv4.tcp_child_ehash_entries set, which is put back
+# at once; the loopback device comes up and the host's TCP settings that
+# matter here are copied in.
+if [ "${NETNS:-0}" = 1 ] && [ -z "${MILLION_NETNS:-}" ]; then
+	ns=pushd-million-$$
+	child=/proc/sys/net/ipv4/tcp_child_ehash_entries
+	old=$(cat "$child")
+	settings=()
+	for k in net/ipv4/ip_local_port_range net/core/somaxconn net/ipv4/tcp_max_syn_backlog net/ipv4/tcp_rmem \
+		net/ipv4/tcp_wmem net/ipv4/tcp_tw_reuse net/ipv4/tcp_fin_timeout net/ipv4/tcp_max_tw_buckets; do
+		[ -r "/proc/sys/$k" ] && settings+=("$k=$(tr '\t' ' ' <"/proc/sys/$k")")
+	done
+	echo "${EHASH:-2097152}" >"$child"
+	ip netns add "$ns" || { echo "$old" >"$child"; exit 1; }
+	echo "$old" >"$child"
+	trap 'ip netns del "$ns" 2>/dev/null || true' EXIT
+	ip netns exec "$ns" ip link set lo up
+	for kv in "${settings[@]}"; do
+		ip netns exec "$ns" sh -c "echo '${kv#*=}' >/proc/sys/${kv%%=*}" 2>/dev/null || true
+	done
+	set +e
+	ip netns exec "$ns" env MILLION_NETNS="$ns" bash "$0" "$@"
+	exit $?
+fi
+
 TARGET=${TARGET:-1000000}
 PER_NODE=${PER_NODE:-19500}
 PER_WORKER=${PER_WORKER:-19500}
