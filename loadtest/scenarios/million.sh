@@ -28,8 +28,10 @@
 # RAMP=2500 SRC=127.0.1.0/24 MIN_FREE_MIB=3072 BROADCASTS=3
 # RAMP_TIMEOUT=900s TIMEOUT=1500 (seconds, whole run) OUT=<dir> WSS=0 (1: every
 # connection over wss, TLS on pushd's event loops, trusting a test certificate).
-# PERF=1: profile the broadcasts. From the end of the ramp to the end of
-# the drain, a system-wide `perf record -a -g -F 499` ($OUT/perf.data), and
+# PERF=1: profile the broadcasts. A system-wide `perf record -a -g -F 499`
+# ($OUT/perf.data) starts at PERF_START_PCT=90 % of the ramp (at a million
+# sockets perf takes tens of seconds to start) and is analysed from the end
+# of the ramp to the end of the drain ($OUT/perf-window.txt), and
 # PPROF_SECS of Go CPU profile of pushd node 1, run with -admin-pprof
 # ($OUT/pushd1.cpu.pprof); the CPU split by process (this run's, by pid)
 # and kernel/user space goes into summary.txt, the top symbols per process
@@ -83,6 +85,7 @@ PERF=${PERF:-0}
 # Seconds of pushd's Go CPU profile from the end of the ramp: the broadcast
 # window and the last broadcast at about 80,000 deliveries/s.
 PPROF_SECS=${PPROF_SECS:-$((BROADCASTS * 15 - 14 + TARGET / 80000))}
+PERF_START_PCT=${PERF_START_PCT:-90}
 BENCH_N=${BENCH_N:-200000}
 # GOMAXPROCS of each pushd process and of loadtest and its workers (empty:
 # Go's default, the number of cores). Extra arguments go to loadtest
@@ -215,15 +218,27 @@ if [ "$PERF" = 1 ]; then
 	: >"$OUT/loadtest.out"
 	(
 		set +e
-		until grep -qE '\] ramp +open .* done$' "$OUT/loadtest.out" 2>/dev/null; do sleep 0.1; done
-		perf record -a -g -F 499 -o "$OUT/perf.data" >"$OUT/perf-record.log" 2>&1 &
+		# perf needs tens of seconds to start at a million sockets (it reads
+		# the maps of every thread), so it starts when the ramp is at
+		# PERF_START_PCT and its samples are cut to the window by time
+		# (CLOCK_MONOTONIC, as /proc/uptime reads it).
+		mono() { awk '{print $1}' /proc/uptime; }
+		until grep -qE '\] ramp +open .* done$' "$OUT/loadtest.out" 2>/dev/null; do
+			open=$(tail -n 1 "$OUT/loadtest.out" 2>/dev/null | grep -oE 'open [0-9]+/' | tr -dc 0-9)
+			[ -n "$open" ] && [ "$open" -ge $((TARGET * PERF_START_PCT / 100)) ] && break
+			sleep 0.2
+		done
+		perf record -a -g -F 499 -k CLOCK_MONOTONIC -o "$OUT/perf.data" >"$OUT/perf-record.log" 2>&1 &
 		perfpid=$!
+		until grep -qE '\] ramp +open .* done$' "$OUT/loadtest.out" 2>/dev/null; do sleep 0.1; done
+		mono >"$OUT/perf-window.txt"
 		curl -fsS -o "$OUT/pushd1.cpu.pprof" "http://${admins[0]}/debug/pprof/profile?seconds=$PPROF_SECS" 2>"$OUT/pprof.err" &
 		descendants >"$OUT/pids.txt"
 		for _ in $(seq $(((BROADCASTS * 15 + 300) * 10))); do
 			grep -qE '\] done +open' "$OUT/loadtest.out" 2>/dev/null && break
 			sleep 0.1
 		done
+		mono >>"$OUT/perf-window.txt"
 		kill -INT "$perfpid"
 		wait
 	) &
@@ -258,8 +273,9 @@ if [ -n "$profiler" ]; then
 	wait "$profiler" 2>/dev/null || true
 	profiler=""
 	if [ -s "$OUT/perf.data" ]; then
-		perf script -i "$OUT/perf.data" -F comm,pid,tid,time,ip,sym,dso -G 2>/dev/null | gzip >"$OUT/perf-samples.txt.gz" || true
-		perf report -i "$OUT/perf.data" --children --sort comm,sym --stdio -g none 2>/dev/null | head -400 >"$OUT/perf-children.txt" || true
+		window=$(paste -sd, "$OUT/perf-window.txt")
+		perf script -i "$OUT/perf.data" --time "$window" -F comm,pid,tid,time,ip,sym,dso -G 2>/dev/null | gzip >"$OUT/perf-samples.txt.gz" || true
+		perf report -i "$OUT/perf.data" --time "$window" --children --sort comm,sym --stdio -g none 2>/dev/null | head -400 >"$OUT/perf-children.txt" || true
 	fi
 fi
 
@@ -362,8 +378,8 @@ if os.path.exists(pf):
             ("%7.2f%%" % (v * 100 / run)) if k not in ("idle", "other processes") and run else ""))
     # CPU per delivery: a broadcast shows as a run of 100 ms intervals in
     # which this run's processes used at least a quarter of the host (gaps
-    # under 1 s joined); runs that touch the start or end of the recording
-    # were not profiled whole and are left out.
+    # under 1 s joined); runs cut by the end of the recording, or by its
+    # start when perf began late, were not profiled whole and are left out.
     cap = (os.cpu_count() or 1) * 499 / 10
     busyb = sorted(k for k, v in bucket.items() if sum(v.values()) >= cap / 4)
     runs = []
@@ -372,7 +388,14 @@ if os.path.exists(pf):
             runs[-1][1] = k
         else:
             runs.append([k, k])
-    whole = [r for r in runs if t0 is not None and r[0] / 10 > t0 + 1 and r[1] / 10 < t1 - 0.5]
+    # perf-window.txt: the window's start; when perf was already recording
+    # then, a run starting with the window is whole.
+    try:
+        w0 = float(open(out + "/perf-window.txt").read().split()[0])
+    except Exception:
+        w0 = None
+    lead = 0 if w0 is not None and t0 is not None and t0 - w0 < 0.2 else 1
+    whole = [r for r in runs if t0 is not None and r[0] >= int((t0 + lead) * 10) and r[1] / 10 < t1 - 0.5]
     per_bc = r["delivered"] / max(r["published_group"], 1)
     if whole:
         cpu = {}
