@@ -33,8 +33,10 @@ func idleScenario() scenario {
 		name: "idle",
 		about: "Opens idle upgraded WebSocket connections in plateaus (default 2,000 then 19,000) from a\n" +
 			"client process using many 127.0.x.y sources with IP_BIND_ADDRESS_NO_PORT. At each plateau:\n" +
-			"wait until /stats conns settles, POST /debug/freeosmemory, read VmRSS, /stats goroutines and\n" +
-			"/proc/meminfo Slab. Reports RSS slope = user-space bytes per idle connection.\n" +
+			"wait until /stats conns settles, read VmRSS (before forced GC), POST /debug/freeosmemory three\n" +
+			"times (a grown goroutine stack halves once per GC), read VmRSS, /stats goroutines, /proc/meminfo\n" +
+			"Slab and the runtime's memory classes. Reports RSS slope = user-space bytes per idle connection,\n" +
+			"after and before the forced GCs (the invariant uses after).\n" +
 			"Invariants (pushd): bytes/conn <= -max-bytes; goroutines at the top plateau <= first + -max-growth\n" +
 			"and <= 64 + loops + workers;\n" +
 			"every connection upgrades. The ref server is reported alongside, without invariants.",
@@ -60,13 +62,15 @@ func idleScenario() scenario {
 
 // plateau is one measurement point.
 type plateau struct {
-	Conns      int     `json:"conns"`
-	RSSBytes   uint64  `json:"rss_bytes"`
-	Goroutines int     `json:"goroutines"`
-	HeapInuse  uint64  `json:"heap_inuse"`
-	SlabBytes  uint64  `json:"host_slab_bytes"`
-	OpenSecs   float64 `json:"open_seconds"`
-	ConnsPerS  float64 `json:"conns_per_second"`
+	Conns    int    `json:"conns"`
+	RSSBytes uint64 `json:"rss_bytes"`
+	// RSSNoGCBytes is RSS before the forced GCs (RSSBytes is after them).
+	RSSNoGCBytes uint64  `json:"rss_no_gc_bytes"`
+	Goroutines   int     `json:"goroutines"`
+	HeapInuse    uint64  `json:"heap_inuse"`
+	SlabBytes    uint64  `json:"host_slab_bytes"`
+	OpenSecs     float64 `json:"open_seconds"`
+	ConnsPerS    float64 `json:"conns_per_second"`
 	// MemStats holds the Go runtime's memory classes (runtime.MemStats
 	// fields from /debug/pprof/heap?debug=1, pushd only), so the RSS slope
 	// can be split into heap, stacks, span and GC metadata.
@@ -78,6 +82,7 @@ type idleResult struct {
 	Server           string         `json:"server"`
 	Plateaus         []plateau      `json:"plateaus"`
 	BytesPerConn     float64        `json:"bytes_per_conn"`
+	BytesPerConnNoGC float64        `json:"bytes_per_conn_no_gc"`
 	HeapPerConn      float64        `json:"heap_inuse_per_conn"`
 	SlabPerConn      float64        `json:"host_slab_per_conn_both_ends"`
 	GoroutineGrowth  int            `json:"goroutine_growth"`
@@ -176,9 +181,9 @@ func idleText(results []idleResult, counts []int) string {
 	}
 	s := table(rows)
 	n0, n1 := counts[0], counts[len(counts)-1]
-	rows = [][]string{{"server", fmt.Sprintf("bytes/conn (RSS slope %d→%d)", n0, n1), "heap_inuse/conn", "kernel Slab/conn (both ends)", "goroutine growth"}}
+	rows = [][]string{{"server", fmt.Sprintf("bytes/conn (RSS slope %d→%d)", n0, n1), "same, before forced GC", "heap_inuse/conn", "kernel Slab/conn (both ends)", "goroutine growth"}}
 	for _, r := range results {
-		rows = append(rows, []string{r.Server, fmt.Sprintf("%.0f", r.BytesPerConn), fmt.Sprintf("%.0f", r.HeapPerConn),
+		rows = append(rows, []string{r.Server, fmt.Sprintf("%.0f", r.BytesPerConn), fmt.Sprintf("%.0f", r.BytesPerConnNoGC), fmt.Sprintf("%.0f", r.HeapPerConn),
 			fmt.Sprintf("%.0f", r.SlabPerConn), fmt.Sprintf("%+d", r.GoroutineGrowth)})
 	}
 	s += "\n" + table(rows)
@@ -276,6 +281,7 @@ func measureIdle(ctx context.Context, h *harness, spec serverSpec, f *idleFlags,
 	first, last := res.Plateaus[0], res.Plateaus[len(res.Plateaus)-1]
 	dn := float64(last.Conns - first.Conns)
 	res.BytesPerConn = (float64(last.RSSBytes) - float64(first.RSSBytes)) / dn
+	res.BytesPerConnNoGC = (float64(last.RSSNoGCBytes) - float64(first.RSSNoGCBytes)) / dn
 	res.HeapPerConn = (float64(last.HeapInuse) - float64(first.HeapInuse)) / dn
 	res.SlabPerConn = (float64(last.SlabBytes) - float64(first.SlabBytes)) / dn
 	res.GoroutineGrowth = last.Goroutines - first.Goroutines
@@ -352,10 +358,21 @@ func settle(ctx context.Context, srv *serverProc, n int, timeout time.Duration) 
 	if _, err := settleGoroutines(ctx, srv, 15*time.Second); err != nil {
 		return plateau{}, err
 	}
-	if err := srv.freeOSMemory(ctx); err != nil {
+	// RSS as the process left it, before any forced GC.
+	rssNoGC, err := procRSS(srv.pid())
+	if err != nil {
 		return plateau{}, err
 	}
-	time.Sleep(500 * time.Millisecond)
+	// Forced GCs: a goroutine stack that grew during the ramp shrinks by
+	// half per GC cycle (never in one), and a long-running server runs many;
+	// three cycles let the plateau show connections, not the ramp's stacks.
+	for range 3 {
+		if err := srv.freeOSMemory(ctx); err != nil {
+			return plateau{}, err
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
 	var rss []uint64
 	for range 3 {
 		v, err := procRSS(srv.pid())
@@ -366,7 +383,7 @@ func settle(ctx context.Context, srv *serverProc, n int, timeout time.Duration) 
 		time.Sleep(200 * time.Millisecond)
 	}
 	slices.Sort(rss)
-	st, err := srv.stats(ctx)
+	st, err = srv.stats(ctx)
 	if err != nil {
 		return plateau{}, err
 	}
@@ -378,5 +395,5 @@ func settle(ctx context.Context, srv *serverProc, n int, timeout time.Duration) 
 	if strings.HasPrefix(srv.name, "pushd") {
 		ms, _ = srv.memStats(ctx) // best effort: the breakdown is informative
 	}
-	return plateau{Conns: n, RSSBytes: rss[1], Goroutines: st.Goroutines, HeapInuse: st.HeapInuse, SlabBytes: slab, MemStats: ms}, nil
+	return plateau{Conns: n, RSSBytes: rss[1], RSSNoGCBytes: rssNoGC, Goroutines: st.Goroutines, HeapInuse: st.HeapInuse, SlabBytes: slab, MemStats: ms}, nil
 }
