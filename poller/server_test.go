@@ -338,14 +338,16 @@ func TestSubprotocolNegotiation(t *testing.T) {
 // backlog slowly sends nothing meanwhile, and the server's pings wait
 // behind the backlog, so it cannot answer them in time; it is alive all
 // the same (it keeps taking bytes) and must not be ended by the pong
-// timeout. Ping interval and pong timeout are 400 ms (room for -race to
-// unmask and echo the message); reading the 6 MiB echo takes about 3 s,
-// most of it from the kernel's send queue (SIOCOUTQ), the rest from the
-// user-space backlog (stallTick).
+// timeout. The ping interval is 400 ms and the pong timeout 1 s: a
+// connection silent for 1.4 s is dead unless it drains, and reading the
+// 6 MiB echo takes about 3–4 s, most of it from the kernel's send queue
+// (SIOCOUTQ), the rest from the user-space backlog (stallTick). (With a
+// 400 ms pong timeout, a client goroutine stalled that long under -race
+// and a loaded host looked dead: 1 run in 30, old code and new alike.)
 func TestDrainingBacklogKeepsConnectionOpen(t *testing.T) {
 	const size = 6 << 20
 	s, addr := startServer(t, Config{
-		PingInterval: 400 * time.Millisecond, PongTimeout: 400 * time.Millisecond,
+		PingInterval: 400 * time.Millisecond, PongTimeout: time.Second,
 		MaxFrameSize: size, MaxMessageSize: size, MaxPendingBytes: 2 * size,
 		WriteTimeout: 10 * time.Second,
 	}, Echo{})
