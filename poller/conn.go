@@ -84,7 +84,7 @@ type Conn struct {
 
 	// Lean backend (nc == nil) only.
 	waitOut   atomic.Bool  // a flush hit EAGAIN and waits for EPOLLOUT
-	outq      int32        // kernel send queue at the last pong-timeout check (peerDraining); wheel goroutine only
+	acked     int32        // low 32 bits of TCP_INFO bytes_acked at the last pong-timeout check (peerDraining); wheel goroutine only
 	stallTick atomic.Int64 // wheel tick the socket last stopped taking bytes; 0: not stalled
 
 	// Write side: guarded by mu.
@@ -664,9 +664,11 @@ func (c *Conn) onTimer(now int64) {
 // backlog answers the ping only once it reaches it, so silence then is
 // not death. Evidence: a write backlog of ours that moved within the write
 // timeout (the lean backend renews stallTick on progress; netpoll's drain
-// is bounded by the write timeout), or a kernel
-// send queue that shrank since the last check (SIOCOUTQ; the first
-// non-empty sighting earns one more pong timeout). A dead peer moves
+// is bounded by the write timeout), or, with bytes in the kernel's send
+// queue (SIOCOUTQ), bytes the peer acknowledged since the last check
+// (TCP_INFO bytes_acked; the first sighting earns one more pong timeout).
+// Not the queue's length: our own flushes refill it as fast as the peer
+// drains it, so a draining peer could look stuck. A dead peer moves
 // neither and is ended at the next check. Wheel goroutine only.
 func (c *Conn) peerDraining(now int64) bool {
 	if st := c.stallTick.Load(); st != 0 && now-st < c.srv.writeTicks {
@@ -684,12 +686,17 @@ func (c *Conn) peerDraining(now int64) bool {
 	}
 	q, err := unix.IoctlGetInt(c.fd, unix.SIOCOUTQ)
 	if err != nil || q <= 0 {
-		c.outq = 0
+		c.acked = 0
 		return false
 	}
-	prev := c.outq
-	c.outq = int32(min(q, 1<<30))
-	return prev == 0 || int32(q) < prev
+	info, err := unix.GetsockoptTCPInfo(c.fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil {
+		return false
+	}
+	acked := int32(uint32(info.Bytes_acked)) // low 32 bits: any change is progress
+	prev := c.acked
+	c.acked = acked
+	return prev == 0 || acked != prev
 }
 
 // hangup ends the connection with shutdown(2) in both directions: the

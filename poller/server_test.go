@@ -338,16 +338,16 @@ func TestSubprotocolNegotiation(t *testing.T) {
 // backlog slowly sends nothing meanwhile, and the server's pings wait
 // behind the backlog, so it cannot answer them in time; it is alive all
 // the same (it keeps taking bytes) and must not be ended by the pong
-// timeout. The ping interval is 400 ms and the pong timeout 1 s: a
-// connection silent for 1.4 s is dead unless it drains, and reading the
-// 6 MiB echo takes about 3–4 s, most of it from the kernel's send queue
-// (SIOCOUTQ), the rest from the user-space backlog (stallTick). (With a
-// 400 ms pong timeout, a client goroutine stalled that long under -race
-// and a loaded host looked dead: 1 run in 30, old code and new alike.)
+// timeout. The ping interval is 400 ms and the pong timeout 2 s: a
+// connection silent for 2.4 s is dead unless it drains, and reading the
+// 6 MiB echo 32 KiB per 25 ms takes 5 s or more, partly from the
+// user-space backlog (stallTick), partly from the kernel's send queue
+// (bytes_acked). (A 400 ms pong timeout failed 1–3 runs in 30 under -race
+// on a busy host; 1 s still failed in the parallel test command.)
 func TestDrainingBacklogKeepsConnectionOpen(t *testing.T) {
 	const size = 6 << 20
 	s, addr := startServer(t, Config{
-		PingInterval: 400 * time.Millisecond, PongTimeout: time.Second,
+		PingInterval: 400 * time.Millisecond, PongTimeout: 2 * time.Second,
 		MaxFrameSize: size, MaxMessageSize: size, MaxPendingBytes: 2 * size,
 		WriteTimeout: 10 * time.Second,
 	}, Echo{})
@@ -373,7 +373,7 @@ func TestDrainingBacklogKeepsConnectionOpen(t *testing.T) {
 			t.Fatalf("after %d of %d bytes (%v): %v; pong timeouts %d", got, size, time.Since(start), err, s.Stats().PongTimeouts)
 		}
 		got += n
-		time.Sleep(15 * time.Millisecond)
+		time.Sleep(25 * time.Millisecond)
 	}
 	if err := <-werr; err != nil {
 		t.Fatalf("write: %v", err)
