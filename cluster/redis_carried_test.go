@@ -13,12 +13,7 @@ import (
 // shards are; yield runs outside the shard locks, and one that stops
 // early leaves no shard locked.
 func TestRedisCarried(t *testing.T) {
-	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never dialed
-	defer client.Close()
-	b, err := NewRedis(RedisConfig{Client: client})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, client := offlineRedis(t)
 	pcs := []*psConn{newPSConn(b, "", 0, client), newPSConn(b, "", 1, client)}
 	if got := slices.Collect(b.carried(pcs[0])); len(got) != 0 {
 		t.Fatalf("carried with no channels = %v", got)
@@ -73,12 +68,7 @@ func TestRedisCarried(t *testing.T) {
 //
 //	go test ./cluster -run '^$' -bench RedisCarried
 func BenchmarkRedisCarried(b *testing.B) {
-	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never dialed
-	defer client.Close()
-	br, err := NewRedis(RedisConfig{Client: client})
-	if err != nil {
-		b.Fatal(err)
-	}
+	br, client := offlineRedis(b)
 	pcs := []*psConn{newPSConn(br, "", 0, client), newPSConn(br, "", 1, client), newPSConn(br, "", 2, client), newPSConn(br, "", 3, client)}
 	for i := range 1_000_000 {
 		ch := "user:" + strconv.Itoa(i)
@@ -96,4 +86,17 @@ func BenchmarkRedisCarried(b *testing.B) {
 			b.Fatalf("carried %d of 1M channels over 4 connections", n)
 		}
 	}
+}
+
+// offlineRedis returns a broker on a client that is never dialed, for
+// tests of its in-memory channel table.
+func offlineRedis(tb testing.TB) (*Redis, *redis.Client) {
+	tb.Helper()
+	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never dialed
+	tb.Cleanup(func() { client.Close() })
+	b, err := NewRedis(RedisConfig{Client: client})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b, client
 }
