@@ -5,7 +5,8 @@
 # missing (Debian peers, redis-server and prometheus via apt, the npm peers via npm ci),
 # then runs: gofmt check, go vet, the race-enabled test suite (conformance
 # against independent WebSocket peers included) on the lean event-loop
-# backend and, for every package that drives a poller, again on netpoll,
+# backend and, for every package that drives a poller, again on netpoll
+# (there without the tests of the layers above the poller),
 # the allocation tests without -race, a benchmark smoke run, and the
 # deploy/ module's tests (Helm chart, alert rules, dashboard, Prometheus).
 #
@@ -107,12 +108,19 @@ run_tests() {
 	# conformance peers, the real binary's end-to-end and fan-out tests,
 	# the JS client, bench's smoke tests) runs again on netpoll. The
 	# binary and the poller tests pick the backend from PUSHD_POLLER.
+	# On netpoll the real binary's tests of the layers above the poller
+	# are skipped (netpoll_skip): the Redis broker's faults, presence, the
+	# server API, the admin lock-down, the deploy files and the demo page
+	# exercise the same code on either backend, and they are a third of
+	# the suite's time. Transport, limits, security, slow consumers, SSE,
+	# drain, publish and metrics tests run on both.
 	step "PUSHD_POLLER=lean go test -race -shuffle=on -timeout 15m ./... (server module, then bench)"
 	PUSHD_POLLER=lean go test -race -shuffle=on -timeout 15m ./...
 	(cd bench && PUSHD_POLLER=lean go test -race -shuffle=on -timeout 15m ./...)
 
-	step "PUSHD_POLLER=netpoll go test -race -shuffle=on (every package that drives a poller)"
-	PUSHD_POLLER=netpoll go test -race -shuffle=on -timeout 15m ./poller/... ./protocol/... ./conformance/... ./cmd/pushd/... ./clients/...
+	step "PUSHD_POLLER=netpoll go test -race -shuffle=on (every package that drives a poller; -skip the layers above it)"
+	netpoll_skip='^(TestRedis|TestPresenceStorm$|TestPresenceTwoNodes$|TestServerAPI|TestAdmin|TestMetricsRedisBroker$|TestDeploy|TestDemo)'
+	PUSHD_POLLER=netpoll go test -race -shuffle=on -timeout 15m -skip "$netpoll_skip" ./poller/... ./protocol/... ./conformance/... ./cmd/pushd/... ./clients/...
 	(cd bench && PUSHD_POLLER=netpoll go test -race -shuffle=on -timeout 15m ./...)
 
 	# AllocsPerRun tests skip under -race (sync.Pool drops Puts there), so

@@ -1,6 +1,7 @@
 // Package pushdtest starts the real pushd binary for end-to-end tests.
 //
-// It owns building cmd/pushd into a test's temp dir, starting it on
+// It owns building cmd/pushd (once per test binary when its TestMain calls
+// Main, else into a test's temp dir), starting it on
 // 127.0.0.1:0 ports, learning the bound addresses from the structured
 // "listening" log lines, reading the admin /stats document, and stopping the
 // process when the test ends. Tests in conformance/, cmd/pushd/ and bench/

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -48,11 +49,54 @@ type Stats struct {
 	PoolFallbacks    uint64 `json:"pool_fallbacks"`
 }
 
-// Build compiles cmd/pushd into a fresh temp dir and returns the binary path.
-// The Go build cache makes repeated calls cheap.
+// binEnv names the pushd binary that Main built for the whole test binary.
+const binEnv = "PUSHDTEST_BIN"
+
+// pushdPkg is the package Build and Main compile.
+const pushdPkg = "github.com/pushd/pushd/cmd/pushd"
+
+// Build returns the path of a pushd binary built from cmd/pushd: the one
+// Main built for the whole test binary when the package's TestMain calls
+// Main, else a fresh build into the test's temp dir. The Go build cache
+// makes a fresh build cheap to compile, but it still links a new binary
+// (1.5–3 s of CPU), once per call.
 func Build(tb testing.TB) string {
 	tb.Helper()
-	return BuildPackage(tb, "github.com/pushd/pushd/cmd/pushd", "pushd")
+	if p := os.Getenv(binEnv); p != "" {
+		return p
+	}
+	return BuildPackage(tb, pushdPkg, "pushd")
+}
+
+// Main is a TestMain body: it builds cmd/pushd once, into a temp dir
+// removed when the tests end, so that every Build in this test binary
+// returns that one binary (handed over through $PUSHDTEST_BIN; a path
+// already set there is used as is), then runs the tests and returns
+// m.Run's exit code. Nothing is built when no test runs (-run='^$', the
+// benchmark smoke run). Use it as:
+//
+//	func TestMain(m *testing.M) { os.Exit(pushdtest.Main(m)) }
+func Main(m *testing.M) int {
+	flag.Parse()
+	if os.Getenv(binEnv) != "" || flag.Lookup("test.run").Value.String() == "^$" {
+		return m.Run()
+	}
+	dir, err := os.MkdirTemp("", "pushdtest-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pushdtest:", err)
+		return 1
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	bin := filepath.Join(dir, "pushd")
+	if out, err := exec.Command("go", "build", "-o", bin, pushdPkg).CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "pushdtest: go build %s: %v\n%s", pushdPkg, err, out)
+		return 1
+	}
+	if err := os.Setenv(binEnv, bin); err != nil {
+		fmt.Fprintln(os.Stderr, "pushdtest:", err)
+		return 1
+	}
+	return m.Run()
 }
 
 // BuildPackage compiles the main package pkg to a binary called name in a
