@@ -66,6 +66,37 @@ func TestIdleMeasuresGoroutinePerConnection(t *testing.T) {
 	}
 }
 
+// TestIdleWait checks -idle-wait: each plateau waits untouched before the
+// forced GCs and the report carries the slope read then; a wait the
+// scenario's deadline cannot hold is refused before any connection opens.
+func TestIdleWait(t *testing.T) {
+	code, rep, stderr := runJSON(t, "-servers", "ref", "idle", "-plateaus", "100,600", "-sources", "127.0.4.32/28", "-idle-wait", "1s")
+	if code != 0 {
+		t.Fatalf("exit %d, failures %v\n%s", code, rep.Failures, stderr)
+	}
+	b, _ := json.Marshal(rep.Results)
+	var res []idleResult
+	if err := json.Unmarshal(b, &res); err != nil || len(res) != 1 {
+		t.Fatalf("results %s: %v", b, err)
+	}
+	r := res[0]
+	t.Logf("ref: %.0f B/conn after forced GCs, %.0f before, %.0f after the idle wait", r.BytesPerConn, r.BytesPerConnNoGC, r.BytesPerConnIdle)
+	for _, p := range r.Plateaus {
+		if p.RSSIdleBytes == 0 {
+			t.Errorf("plateau %d: no RSS after the idle wait", p.Conns)
+		}
+	}
+	if r.BytesPerConnIdle < 4096 {
+		t.Errorf("ref bytes/conn after the idle wait = %.0f, want > 4 KiB (a goroutine and buffers per connection)", r.BytesPerConnIdle)
+	}
+
+	var stdout, errb bytes.Buffer
+	code = run(context.Background(), []string{"-servers", "ref", "-timeout", "1m", "idle", "-plateaus", "100,600", "-idle-wait", "1m"}, &stdout, &errb)
+	if code == 0 || !strings.Contains(errb.String(), "-timeout") {
+		t.Errorf("-idle-wait 1m over 2 plateaus with -timeout 1m: exit %d, stderr %q; want a refusal naming -timeout", code, errb.String())
+	}
+}
+
 // TestSlowWritersHarness runs a small slowwriters timeline against the
 // reference server and checks every part of the measurement produced data.
 func TestSlowWritersHarness(t *testing.T) {

@@ -26,6 +26,10 @@ type idleFlags struct {
 	path          string
 	maxBytesLean  float64
 	sse           bool // the client opens SSE streams on path (idlesse)
+	// idleWait, when set, leaves the server alone this long at each
+	// plateau before the forced GCs and reads RSS again: what an idle
+	// server holds after the runtime's own periodic GC and scavenger.
+	idleWait time.Duration
 }
 
 func idleScenario() scenario {
@@ -36,7 +40,9 @@ func idleScenario() scenario {
 			"wait until /stats conns settles, read VmRSS (before forced GC), POST /debug/freeosmemory three\n" +
 			"times (a grown goroutine stack halves once per GC), read VmRSS, /stats goroutines, /proc/meminfo\n" +
 			"Slab and the runtime's memory classes. Reports RSS slope = user-space bytes per idle connection,\n" +
-			"after and before the forced GCs (the invariant uses after).\n" +
+			"after and before the forced GCs (the invariant uses after). With -idle-wait D, each plateau\n" +
+			"also waits D untouched before the forced GCs and reads VmRSS again: the slope an idle server\n" +
+			"reaches by itself (the runtime forces a GC every 2 min and its scavenger returns pages).\n" +
 			"Invariants (pushd): bytes/conn <= -max-bytes; goroutines at the top plateau <= first + -max-growth\n" +
 			"and <= 64 + loops + workers;\n" +
 			"every connection upgrades. The ref server is reported alongside, without invariants.",
@@ -55,6 +61,8 @@ func idleScenario() scenario {
 			fs.StringVar(&f.pushdArgs, "pushd-args", "", "extra pushd flags, space-separated")
 			fs.StringVar(&f.path, "path", "/ws?ch=idle", "upgrade request path: by default every connection is subscribed to one channel")
 			fs.Float64Var(&f.maxBytesLean, "max-bytes-lean", 1024, "pushd-lean: max user-space bytes per idle connection (RSS slope)")
+			fs.DurationVar(&f.idleWait, "idle-wait", 0, "at each plateau, wait this long untouched before the forced GCs and read RSS again "+
+				"(2m30s covers the runtime's 2-minute forced GC; give bench a -timeout that holds plateaus × servers × wait)")
 			return func(ctx context.Context, h *harness) (*report, error) { return runIdle(ctx, h, f) }
 		},
 	}
@@ -65,7 +73,10 @@ type plateau struct {
 	Conns    int    `json:"conns"`
 	RSSBytes uint64 `json:"rss_bytes"`
 	// RSSNoGCBytes is RSS before the forced GCs (RSSBytes is after them).
-	RSSNoGCBytes uint64  `json:"rss_no_gc_bytes"`
+	RSSNoGCBytes uint64 `json:"rss_no_gc_bytes"`
+	// RSSIdleBytes is RSS after -idle-wait untouched, before the forced
+	// GCs (0 without -idle-wait).
+	RSSIdleBytes uint64  `json:"rss_idle_bytes,omitempty"`
 	Goroutines   int     `json:"goroutines"`
 	HeapInuse    uint64  `json:"heap_inuse"`
 	SlabBytes    uint64  `json:"host_slab_bytes"`
@@ -83,6 +94,7 @@ type idleResult struct {
 	Plateaus         []plateau      `json:"plateaus"`
 	BytesPerConn     float64        `json:"bytes_per_conn"`
 	BytesPerConnNoGC float64        `json:"bytes_per_conn_no_gc"`
+	BytesPerConnIdle float64        `json:"bytes_per_conn_idle_wait,omitempty"`
 	HeapPerConn      float64        `json:"heap_inuse_per_conn"`
 	SlabPerConn      float64        `json:"host_slab_per_conn_both_ends"`
 	GoroutineGrowth  int            `json:"goroutine_growth"`
@@ -110,6 +122,14 @@ func runIdle(ctx context.Context, h *harness, f *idleFlags) (*report, error) {
 	counts, err := parseCounts(f.plateaus)
 	if err != nil {
 		return nil, err
+	}
+	if f.idleWait > 0 {
+		// Each server waits idleWait per plateau; refuse a run that the
+		// scenario's deadline would cut short in the middle of a wait.
+		need := 30*time.Second + time.Duration(len(counts)*len(h.servers))*f.idleWait
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < need {
+			return nil, fmt.Errorf("%w: -idle-wait %v over %d plateaus needs a longer -timeout (the waits alone take %v)", ErrUsage, f.idleWait, len(counts), need-30*time.Second)
+		}
 	}
 	rep := &report{}
 	nsrc, err := prepareClients(f.sources, counts[len(counts)-1], rep)
@@ -181,9 +201,13 @@ func idleText(results []idleResult, counts []int) string {
 	}
 	s := table(rows)
 	n0, n1 := counts[0], counts[len(counts)-1]
-	rows = [][]string{{"server", fmt.Sprintf("bytes/conn (RSS slope %d→%d)", n0, n1), "same, before forced GC", "heap_inuse/conn", "kernel Slab/conn (both ends)", "goroutine growth"}}
+	rows = [][]string{{"server", fmt.Sprintf("bytes/conn (RSS slope %d→%d)", n0, n1), "same, before forced GC", "same, after idle wait (no forced GC)", "heap_inuse/conn", "kernel Slab/conn (both ends)", "goroutine growth"}}
 	for _, r := range results {
-		rows = append(rows, []string{r.Server, fmt.Sprintf("%.0f", r.BytesPerConn), fmt.Sprintf("%.0f", r.BytesPerConnNoGC), fmt.Sprintf("%.0f", r.HeapPerConn),
+		idle := "-"
+		if r.BytesPerConnIdle != 0 {
+			idle = fmt.Sprintf("%.0f", r.BytesPerConnIdle)
+		}
+		rows = append(rows, []string{r.Server, fmt.Sprintf("%.0f", r.BytesPerConn), fmt.Sprintf("%.0f", r.BytesPerConnNoGC), idle, fmt.Sprintf("%.0f", r.HeapPerConn),
 			fmt.Sprintf("%.0f", r.SlabPerConn), fmt.Sprintf("%+d", r.GoroutineGrowth)})
 	}
 	s += "\n" + table(rows)
@@ -259,7 +283,7 @@ func measureIdle(ctx context.Context, h *harness, spec serverSpec, f *idleFlags,
 		if ev.Open != n {
 			return nil, fmt.Errorf("client holds %d connections, want %d (errors %v)", ev.Open, n, ev.Errors)
 		}
-		p, err := settle(ctx, srv, n, f.settleTimeout)
+		p, err := settleWait(ctx, srv, n, f.settleTimeout, f.idleWait)
 		if err != nil {
 			return nil, fmt.Errorf("%w\n%s", err, srv.tail(20))
 		}
@@ -282,6 +306,9 @@ func measureIdle(ctx context.Context, h *harness, spec serverSpec, f *idleFlags,
 	dn := float64(last.Conns - first.Conns)
 	res.BytesPerConn = (float64(last.RSSBytes) - float64(first.RSSBytes)) / dn
 	res.BytesPerConnNoGC = (float64(last.RSSNoGCBytes) - float64(first.RSSNoGCBytes)) / dn
+	if f.idleWait > 0 {
+		res.BytesPerConnIdle = (float64(last.RSSIdleBytes) - float64(first.RSSIdleBytes)) / dn
+	}
 	res.HeapPerConn = (float64(last.HeapInuse) - float64(first.HeapInuse)) / dn
 	res.SlabPerConn = (float64(last.SlabBytes) - float64(first.SlabBytes)) / dn
 	res.GoroutineGrowth = last.Goroutines - first.Goroutines
@@ -330,6 +357,12 @@ func settleGoroutines(ctx context.Context, srv *serverProc, timeout time.Duratio
 // settle waits until the server reports n connections on three polls in a
 // row, then frees OS memory and samples RSS three times (median).
 func settle(ctx context.Context, srv *serverProc, n int, timeout time.Duration) (plateau, error) {
+	return settleWait(ctx, srv, n, timeout, 0)
+}
+
+// settleWait is settle that, when idleWait > 0, also leaves the server
+// untouched for idleWait before the forced GCs and records RSS then.
+func settleWait(ctx context.Context, srv *serverProc, n int, timeout, idleWait time.Duration) (plateau, error) {
 	deadline := time.Now().Add(timeout)
 	stable := 0
 	var st serverStats
@@ -363,6 +396,15 @@ func settle(ctx context.Context, srv *serverProc, n int, timeout time.Duration) 
 	if err != nil {
 		return plateau{}, err
 	}
+	var rssIdle uint64
+	if idleWait > 0 {
+		if !sleepCtx(ctx, idleWait) {
+			return plateau{}, ctx.Err()
+		}
+		if rssIdle, err = procRSS(srv.pid()); err != nil {
+			return plateau{}, err
+		}
+	}
 	// Forced GCs: a goroutine stack that grew during the ramp shrinks by
 	// half per GC cycle (never in one), and a long-running server runs many;
 	// three cycles let the plateau show connections, not the ramp's stacks.
@@ -395,5 +437,5 @@ func settle(ctx context.Context, srv *serverProc, n int, timeout time.Duration) 
 	if strings.HasPrefix(srv.name, "pushd") {
 		ms, _ = srv.memStats(ctx) // best effort: the breakdown is informative
 	}
-	return plateau{Conns: n, RSSBytes: rss[1], RSSNoGCBytes: rssNoGC, Goroutines: st.Goroutines, HeapInuse: st.HeapInuse, SlabBytes: slab, MemStats: ms}, nil
+	return plateau{Conns: n, RSSBytes: rss[1], RSSNoGCBytes: rssNoGC, RSSIdleBytes: rssIdle, Goroutines: st.Goroutines, HeapInuse: st.HeapInuse, SlabBytes: slab, MemStats: ms}, nil
 }

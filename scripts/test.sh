@@ -113,13 +113,15 @@ run_tests() {
 	# server API, the admin lock-down, the deploy files and the demo page
 	# exercise the same code on either backend, and they are a third of
 	# the suite's time. Transport, limits, security, slow consumers, SSE,
-	# drain, publish and metrics tests run on both.
+	# drain, publish and metrics tests run on both. Tests that pin
+	# -poller lean (every wss test: wss always runs on the lean loops) are
+	# skipped there too, since they would only repeat the lean pass.
 	step "PUSHD_POLLER=lean go test -race -shuffle=on -timeout 15m ./... (server module, then bench)"
 	PUSHD_POLLER=lean go test -race -shuffle=on -timeout 15m ./...
 	(cd bench && PUSHD_POLLER=lean go test -race -shuffle=on -timeout 15m ./...)
 
 	step "PUSHD_POLLER=netpoll go test -race -shuffle=on (every package that drives a poller; -skip the layers above it)"
-	netpoll_skip='^(TestRedis|TestPresenceStorm$|TestPresenceTwoNodes$|TestServerAPI|TestAdmin|TestMetricsRedisBroker$|TestDeploy|TestDemo)'
+	netpoll_skip='^(TestRedis|TestPresenceStorm$|TestPresenceTwoNodes$|TestServerAPI|TestAdmin|TestMetricsRedisBroker$|TestDeploy|TestDemo|TestChromiumWSS$|TestWSSPeers$|TestSecurityWSS|TestSSEOverTLS$|TestSecuritySIGHUPReload$)'
 	PUSHD_POLLER=netpoll go test -race -shuffle=on -timeout 15m -skip "$netpoll_skip" ./poller/... ./protocol/... ./conformance/... ./cmd/pushd/... ./clients/...
 	(cd bench && PUSHD_POLLER=netpoll go test -race -shuffle=on -timeout 15m ./...)
 
