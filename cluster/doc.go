@@ -65,6 +65,8 @@
 // node keeps the counters of channels it has subscribers for alive
 // (EXPIRE ... GT every HistoryTTL/3), so such a channel never restarts at
 // seq 1 under the hub's feet; idle channels expire with their history.
+// Only channels with a counter are kept: a subscribed channel never
+// published to durably (a personal channel waiting) costs no command.
 //
 // # Redis: subscriptions, order and recovery
 //

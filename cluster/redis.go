@@ -433,6 +433,9 @@ func (b *Redis) connFor(ctx context.Context, ch string) (*psConn, error) {
 // keepAlive extends the sequence counters of subscribed channels so that a
 // channel with subscribers anywhere never restarts at seq 1 (the hub
 // filters by sequence number); idle channels expire with their history.
+// Only channels with a counter are touched (countedNames): a channel never
+// published to durably, such as a personal channel waiting for its one
+// push, has none to keep, and costs no command and no garbage per round.
 func (b *Redis) keepAlive(ctx context.Context) {
 	t := time.NewTicker(max(b.cfg.HistoryTTL/3, time.Second))
 	defer t.Stop()
@@ -442,7 +445,7 @@ func (b *Redis) keepAlive(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		names := b.channelNames()
+		names := b.countedNames()
 		for len(names) > 0 {
 			n := min(len(names), 500)
 			pipe := b.client.Pipeline()
@@ -485,15 +488,32 @@ func (b *Redis) carried(pc *psConn) iter.Seq[string] {
 	}
 }
 
-func (b *Redis) channelNames() []string {
+// countedNames returns the subscribed channels that have a sequence
+// counter in Redis as far as this node knows: a baseline or a durable
+// publication gave them a seq or an epoch. Every durable publication
+// reaches this node (it is subscribed), and pushd_publish itself sets the
+// counter's TTL, so a counter created since is kept from the next round
+// on. Like carried, it holds a shard's read lock only to copy its rchan
+// pointers and reads each rchan under its own lock after.
+func (b *Redis) countedNames() []string {
 	var out []string
+	var rcs []*rchan
 	for i := range b.chans {
 		sh := &b.chans[i]
 		sh.mu.RLock()
-		for name := range sh.channels {
-			out = append(out, name)
+		rcs = rcs[:0]
+		for _, rc := range sh.channels {
+			rcs = append(rcs, rc)
 		}
 		sh.mu.RUnlock()
+		for _, rc := range rcs {
+			rc.mu.Lock()
+			counted := !rc.gone && (rc.last > 0 || rc.epoch != "")
+			rc.mu.Unlock()
+			if counted {
+				out = append(out, rc.name)
+			}
+		}
 	}
 	return out
 }
