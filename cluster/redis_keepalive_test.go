@@ -21,28 +21,7 @@ func TestRedisKeepAliveCountedChannelsOnly(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	ctx := context.Background()
 	const ttl = 4 * time.Second // keep-alive every ttl/3
-	br, err := cluster.NewRedis(cluster.RedisConfig{Client: newClient(t, srv.Addr), HistoryTTL: ttl})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hub, err := fanout.New(fanout.Config{Broker: br})
-	if err != nil {
-		t.Fatal(err)
-	}
-	br.Attach(hub)
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- br.Run(rctx) }()
-	t.Cleanup(func() {
-		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer scancel()
-		if err := br.Shutdown(sctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		cancel()
-		<-done
-	})
-	waitFor(t, 20*time.Second, "broker ready", br.Ready)
+	br, hub := startHubBroker(t, srv.Addr, cluster.RedisConfig{HistoryTTL: ttl})
 
 	const quiet = 200
 	for i := range quiet {

@@ -80,18 +80,13 @@ func commandCalls(t *testing.T, srv *redistest.Server) map[string]int {
 	return calls
 }
 
-// TestRedisSubscribeStormIsLocal proves node-local subscribe and
-// coalescing against a real redis-server, counted by Redis itself (INFO
-// commandstats, not our counters): 10,000 concurrent subscribes to the
-// same 10 channels on one node cost at most one SUBSCRIBE command and one
-// history read per channel; a second wave with a since inside the node's
-// window is answered with no Redis command at all and recovers exactly the
-// missed publications; a since before the window still reads Redis.
-func TestRedisSubscribeStormIsLocal(t *testing.T) {
-	srv := redistest.Start(t, redistest.Options{})
-	ctx := context.Background()
-	client := newClient(t, srv.Addr)
-	br, err := cluster.NewRedis(cluster.RedisConfig{Client: client})
+// startHubBroker runs a Redis broker on a new client of addr with a hub
+// attached (so subscribes take the hub's path: SubscribeTop and the
+// node-local window) and waits until it is ready.
+func startHubBroker(t *testing.T, addr string, cfg cluster.RedisConfig) (*cluster.Redis, *fanout.Hub) {
+	t.Helper()
+	cfg.Client = newClient(t, addr)
+	br, err := cluster.NewRedis(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +95,7 @@ func TestRedisSubscribeStormIsLocal(t *testing.T) {
 		t.Fatal(err)
 	}
 	br.Attach(hub)
-	rctx, cancel := context.WithCancel(ctx)
+	rctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- br.Run(rctx) }()
 	t.Cleanup(func() {
@@ -113,6 +108,20 @@ func TestRedisSubscribeStormIsLocal(t *testing.T) {
 		<-done
 	})
 	waitFor(t, 20*time.Second, "broker ready", br.Ready)
+	return br, hub
+}
+
+// TestRedisSubscribeStormIsLocal proves node-local subscribe and
+// coalescing against a real redis-server, counted by Redis itself (INFO
+// commandstats, not our counters): 10,000 concurrent subscribes to the
+// same 10 channels on one node cost at most one SUBSCRIBE command and one
+// history read per channel; a second wave with a since inside the node's
+// window is answered with no Redis command at all and recovers exactly the
+// missed publications; a since before the window still reads Redis.
+func TestRedisSubscribeStormIsLocal(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	ctx := context.Background()
+	br, hub := startHubBroker(t, srv.Addr, cluster.RedisConfig{})
 
 	const channels, clients = 10, 10000
 	names := make([]string, channels)
