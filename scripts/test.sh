@@ -123,7 +123,9 @@ run_tests() {
 	step "PUSHD_POLLER=netpoll go test -race -shuffle=on (every package that drives a poller; -skip the layers above it)"
 	netpoll_skip='^(TestRedis|TestPresenceStorm$|TestPresenceTwoNodes$|TestServerAPI|TestAdmin|TestMetricsRedisBroker$|TestDeploy|TestDemo|TestChromiumWSS$|TestWSSPeers$|TestSecurityWSS|TestSSEOverTLS$|TestSecuritySIGHUPReload$)'
 	PUSHD_POLLER=netpoll go test -race -shuffle=on -timeout 15m -skip "$netpoll_skip" ./poller/... ./protocol/... ./conformance/... ./cmd/pushd/... ./clients/...
-	(cd bench && PUSHD_POLLER=netpoll go test -race -shuffle=on -timeout 15m ./...)
+	# bench: only the harness tests that start pushd without pinning a
+	# backend (the rest measure the reference server or parse reports).
+	(cd bench && PUSHD_POLLER=netpoll go test -race -shuffle=on -timeout 15m -run '^(TestFanoutHarness|TestSlowConsumersHarness)$' ./...)
 
 	# AllocsPerRun tests skip under -race (sync.Pool drops Puts there), so
 	# the zero-allocation promises run once more without it. Every such
