@@ -37,14 +37,11 @@ func runJSON(t *testing.T, args ...string) (int, report, []byte) {
 	return code, rep, stderr.Bytes()
 }
 
-// TestIdleMeasuresGoroutinePerConnection runs the idle scenario against the
-// reference server only (no pushd build) and checks the harness sees what a
-// goroutine-per-connection server costs: goroutines grow with the
-// connection count and RSS grows by kilobytes per connection. This is the
-// failure the pushd invariants exist to catch, so the measurement must be
-// able to see it.
-func TestIdleMeasuresGoroutinePerConnection(t *testing.T) {
-	code, rep, stderr := runJSON(t, "-servers", "ref", "idle", "-plateaus", "100,600", "-sources", "127.0.4.0/28")
+// runIdleRef runs the idle scenario against the reference server only,
+// at plateaus 100 and 600 plus args, and returns its one result.
+func runIdleRef(t *testing.T, args ...string) idleResult {
+	t.Helper()
+	code, rep, stderr := runJSON(t, append([]string{"-servers", "ref", "idle", "-plateaus", "100,600"}, args...)...)
 	if code != 0 {
 		t.Fatalf("exit %d, failures %v\n%s", code, rep.Failures, stderr)
 	}
@@ -53,7 +50,17 @@ func TestIdleMeasuresGoroutinePerConnection(t *testing.T) {
 	if err := json.Unmarshal(b, &res); err != nil || len(res) != 1 {
 		t.Fatalf("results %s: %v", b, err)
 	}
-	r := res[0]
+	return res[0]
+}
+
+// TestIdleMeasuresGoroutinePerConnection runs the idle scenario against the
+// reference server only (no pushd build) and checks the harness sees what a
+// goroutine-per-connection server costs: goroutines grow with the
+// connection count and RSS grows by kilobytes per connection. This is the
+// failure the pushd invariants exist to catch, so the measurement must be
+// able to see it.
+func TestIdleMeasuresGoroutinePerConnection(t *testing.T) {
+	r := runIdleRef(t, "-sources", "127.0.4.0/28")
 	t.Logf("ref: %.0f bytes/conn, goroutines %+d, plateaus %+v", r.BytesPerConn, r.GoroutineGrowth, r.Plateaus)
 	if r.ConnectFailures != 0 {
 		t.Errorf("connect failures %d: %v", r.ConnectFailures, r.ConnectErrors)
@@ -70,16 +77,7 @@ func TestIdleMeasuresGoroutinePerConnection(t *testing.T) {
 // forced GCs and the report carries the slope read then; a wait the
 // scenario's deadline cannot hold is refused before any connection opens.
 func TestIdleWait(t *testing.T) {
-	code, rep, stderr := runJSON(t, "-servers", "ref", "idle", "-plateaus", "100,600", "-sources", "127.0.4.32/28", "-idle-wait", "1s")
-	if code != 0 {
-		t.Fatalf("exit %d, failures %v\n%s", code, rep.Failures, stderr)
-	}
-	b, _ := json.Marshal(rep.Results)
-	var res []idleResult
-	if err := json.Unmarshal(b, &res); err != nil || len(res) != 1 {
-		t.Fatalf("results %s: %v", b, err)
-	}
-	r := res[0]
+	r := runIdleRef(t, "-sources", "127.0.4.32/28", "-idle-wait", "1s")
 	t.Logf("ref: %.0f B/conn after forced GCs, %.0f before, %.0f after the idle wait", r.BytesPerConn, r.BytesPerConnNoGC, r.BytesPerConnIdle)
 	for _, p := range r.Plateaus {
 		if p.RSSIdleBytes == 0 {
@@ -91,7 +89,7 @@ func TestIdleWait(t *testing.T) {
 	}
 
 	var stdout, errb bytes.Buffer
-	code = run(context.Background(), []string{"-servers", "ref", "-timeout", "1m", "idle", "-plateaus", "100,600", "-idle-wait", "1m"}, &stdout, &errb)
+	code := run(context.Background(), []string{"-servers", "ref", "-timeout", "1m", "idle", "-plateaus", "100,600", "-idle-wait", "1m"}, &stdout, &errb)
 	if code == 0 || !strings.Contains(errb.String(), "-timeout") {
 		t.Errorf("-idle-wait 1m over 2 plateaus with -timeout 1m: exit %d, stderr %q; want a refusal naming -timeout", code, errb.String())
 	}

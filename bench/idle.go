@@ -283,7 +283,7 @@ func measureIdle(ctx context.Context, h *harness, spec serverSpec, f *idleFlags,
 		if ev.Open != n {
 			return nil, fmt.Errorf("client holds %d connections, want %d (errors %v)", ev.Open, n, ev.Errors)
 		}
-		p, err := settleWait(ctx, srv, n, f.settleTimeout, f.idleWait)
+		p, err := settle(ctx, srv, n, f.settleTimeout, f.idleWait)
 		if err != nil {
 			return nil, fmt.Errorf("%w\n%s", err, srv.tail(20))
 		}
@@ -355,14 +355,10 @@ func settleGoroutines(ctx context.Context, srv *serverProc, timeout time.Duratio
 }
 
 // settle waits until the server reports n connections on three polls in a
-// row, then frees OS memory and samples RSS three times (median).
-func settle(ctx context.Context, srv *serverProc, n int, timeout time.Duration) (plateau, error) {
-	return settleWait(ctx, srv, n, timeout, 0)
-}
-
-// settleWait is settle that, when idleWait > 0, also leaves the server
-// untouched for idleWait before the forced GCs and records RSS then.
-func settleWait(ctx context.Context, srv *serverProc, n int, timeout, idleWait time.Duration) (plateau, error) {
+// row, then frees OS memory and samples RSS three times (median). With
+// idleWait > 0 it first leaves the server untouched that long and records
+// RSS then (RSSIdleBytes).
+func settle(ctx context.Context, srv *serverProc, n int, timeout, idleWait time.Duration) (plateau, error) {
 	deadline := time.Now().Add(timeout)
 	stable := 0
 	var st serverStats

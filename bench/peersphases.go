@@ -45,7 +45,7 @@ func (p *peersRun) idle(ctx context.Context, srv *serverProc, def peerDef, res *
 			return fmt.Errorf("client holds %d connections, want %d (errors %v)", ev.Open, n, ev.Errors)
 		}
 		openMs += ev.Millis
-		pl, err := settle(ctx, srv, n, 60*time.Second)
+		pl, err := settle(ctx, srv, n, 60*time.Second, 0)
 		if err != nil {
 			return fmt.Errorf("%w\n%s", err, srv.tail(10))
 		}

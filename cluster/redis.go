@@ -470,6 +470,20 @@ func (b *Redis) keepAlive(ctx context.Context) {
 // tolerate that (its unwant, pending after the walk began, follows).
 func (b *Redis) carried(pc *psConn) iter.Seq[string] {
 	return func(yield func(string) bool) {
+		for rc := range b.rchans() {
+			if rc.conn.Load() == pc && !yield(rc.name) {
+				return
+			}
+		}
+	}
+}
+
+// rchans yields every subscribed channel's rchan, holding one shard's read
+// lock at a time only to copy that shard's pointers: callers read each
+// rchan (and yield runs) outside it, so a walk never stalls Subscribe on
+// a shard. A channel unsubscribed meanwhile may still be yielded.
+func (b *Redis) rchans() iter.Seq[*rchan] {
+	return func(yield func(*rchan) bool) {
 		var rcs []*rchan
 		for i := range b.chans {
 			sh := &b.chans[i]
@@ -480,7 +494,7 @@ func (b *Redis) carried(pc *psConn) iter.Seq[string] {
 			}
 			sh.mu.RUnlock()
 			for _, rc := range rcs {
-				if rc.conn.Load() == pc && !yield(rc.name) {
+				if !yield(rc) {
 					return
 				}
 			}
@@ -493,26 +507,15 @@ func (b *Redis) carried(pc *psConn) iter.Seq[string] {
 // publication gave them a seq or an epoch. Every durable publication
 // reaches this node (it is subscribed), and pushd_publish itself sets the
 // counter's TTL, so a counter created since is kept from the next round
-// on. Like carried, it holds a shard's read lock only to copy its rchan
-// pointers and reads each rchan under its own lock after.
+// on. Each rchan is read under its own lock, outside the shard's (rchans).
 func (b *Redis) countedNames() []string {
 	var out []string
-	var rcs []*rchan
-	for i := range b.chans {
-		sh := &b.chans[i]
-		sh.mu.RLock()
-		rcs = rcs[:0]
-		for _, rc := range sh.channels {
-			rcs = append(rcs, rc)
-		}
-		sh.mu.RUnlock()
-		for _, rc := range rcs {
-			rc.mu.Lock()
-			counted := !rc.gone && (rc.last > 0 || rc.epoch != "")
-			rc.mu.Unlock()
-			if counted {
-				out = append(out, rc.name)
-			}
+	for rc := range b.rchans() {
+		rc.mu.Lock()
+		counted := !rc.gone && (rc.last > 0 || rc.epoch != "")
+		rc.mu.Unlock()
+		if counted {
+			out = append(out, rc.name)
 		}
 	}
 	return out

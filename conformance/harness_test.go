@@ -64,13 +64,10 @@ func digest(b []byte) string {
 	return hex.EncodeToString(s[:])
 }
 
-// pushdBin returns the binary to judge: $PUSHD_CONFORMANCE_BIN (set by
-// TestMain after its one build of cmd/pushd), or a fresh build.
+// pushdBin returns the binary to judge: the one TestMain built, or
+// $PUSHD_CONFORMANCE_BIN.
 func pushdBin(t *testing.T) string {
 	t.Helper()
-	if p := os.Getenv(binEnv); p != "" {
-		return p
-	}
 	return pushdtest.Build(t)
 }
 

@@ -1,44 +1,26 @@
 package conformance
 
 import (
-	"flag"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
+
+	"github.com/pushd/pushd/internal/pushdtest"
 )
 
-// binEnv names the pushd binary every test in this package judges.
+// binEnv names a pushd binary to judge instead of building cmd/pushd.
 const binEnv = "PUSHD_CONFORMANCE_BIN"
 
-// TestMain builds cmd/pushd once, so that every test judges the same
-// binary (and the package does not link it once per test), and hands the
-// path to the tests through $PUSHD_CONFORMANCE_BIN. A path already set
-// there is used as is. Nothing is built when no test runs (-run='^$', the
-// benchmark smoke run).
+// TestMain builds cmd/pushd once (pushdtest.Main), so that every test
+// judges the same binary and the package does not link it once per test.
+// A path in $PUSHD_CONFORMANCE_BIN is judged instead. Nothing is built
+// when no test runs (-run='^$', the benchmark smoke run).
 func TestMain(m *testing.M) {
-	flag.Parse()
-	if os.Getenv(binEnv) != "" || flag.Lookup("test.run").Value.String() == "^$" {
-		os.Exit(m.Run())
+	if p := os.Getenv(binEnv); p != "" {
+		if err := os.Setenv(pushdtest.BinEnv, p); err != nil {
+			fmt.Fprintln(os.Stderr, "conformance:", err)
+			os.Exit(1)
+		}
 	}
-	dir, err := os.MkdirTemp("", "pushd-conformance-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "conformance:", err)
-		os.Exit(1)
-	}
-	bin := filepath.Join(dir, "pushd")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/pushd/pushd/cmd/pushd").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "conformance: go build ./cmd/pushd: %v\n%s", err, out)
-		_ = os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	if err := os.Setenv(binEnv, bin); err != nil {
-		fmt.Fprintln(os.Stderr, "conformance:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(pushdtest.Main(m))
 }

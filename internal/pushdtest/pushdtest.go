@@ -49,8 +49,9 @@ type Stats struct {
 	PoolFallbacks    uint64 `json:"pool_fallbacks"`
 }
 
-// binEnv names the pushd binary that Main built for the whole test binary.
-const binEnv = "PUSHDTEST_BIN"
+// BinEnv names the pushd binary that Main built for the whole test binary
+// (or that a caller set before Main, to judge another binary).
+const BinEnv = "PUSHDTEST_BIN"
 
 // pushdPkg is the package Build and Main compile.
 const pushdPkg = "github.com/pushd/pushd/cmd/pushd"
@@ -62,7 +63,7 @@ const pushdPkg = "github.com/pushd/pushd/cmd/pushd"
 // (1.5–3 s of CPU), once per call.
 func Build(tb testing.TB) string {
 	tb.Helper()
-	if p := os.Getenv(binEnv); p != "" {
+	if p := os.Getenv(BinEnv); p != "" {
 		return p
 	}
 	return BuildPackage(tb, pushdPkg, "pushd")
@@ -78,7 +79,7 @@ func Build(tb testing.TB) string {
 //	func TestMain(m *testing.M) { os.Exit(pushdtest.Main(m)) }
 func Main(m *testing.M) int {
 	flag.Parse()
-	if os.Getenv(binEnv) != "" || flag.Lookup("test.run").Value.String() == "^$" {
+	if os.Getenv(BinEnv) != "" || flag.Lookup("test.run").Value.String() == "^$" {
 		return m.Run()
 	}
 	dir, err := os.MkdirTemp("", "pushdtest-")
@@ -92,7 +93,7 @@ func Main(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "pushdtest: go build %s: %v\n%s", pushdPkg, err, out)
 		return 1
 	}
-	if err := os.Setenv(binEnv, bin); err != nil {
+	if err := os.Setenv(BinEnv, bin); err != nil {
 		fmt.Fprintln(os.Stderr, "pushdtest:", err)
 		return 1
 	}
